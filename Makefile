@@ -1,0 +1,46 @@
+# Two commands for a new user: `make demo` (full publish on the embedded local Hub) and `make test`.
+PY_SYS ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The CPU build of torch lies on this machine's disk; installing it first keeps pip from pulling a
+# multi-GB CUDA build to satisfy the `torch>=2.4` range in pyproject.toml.
+TORCH  ?= torch==2.13.0
+RECIPE ?=
+
+.PHONY: venv test test-fast demo publish plan bench gpu-check clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+demo: $(STAMP)
+	$(PY) -m pipeline demo
+
+publish: $(STAMP)
+	@test -n "$(RECIPE)" || { echo "usage: make publish RECIPE=recipes/x.yaml" >&2; exit 2; }
+	$(PY) -m pipeline publish "$(RECIPE)"
+
+plan: $(STAMP)
+	@test -n "$(RECIPE)" || { echo "usage: make plan RECIPE=recipes/x.yaml" >&2; exit 2; }
+	$(PY) -m pipeline plan "$(RECIPE)"
+
+bench: $(STAMP)
+	$(PY) bench/merge.py
+
+gpu-check: $(STAMP)
+	bash bench/gpu_check.sh
+
+clean:
+	rm -rf $(VENV) .demo .bench .pytest_cache

@@ -1,0 +1,94 @@
+"""The `chatvector` command line: one subcommand per stage, each a thin shell over a library function.
+
+Errors the user can fix (PipelineError) become one line on stderr and exit code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pipeline import __version__
+from pipeline.errors import PipelineError
+
+DESCRIPTION = """\
+Make, verify and publish chat-vector merges:  out = cp + λ·(chat − base).
+
+Typical use:
+  chatvector plan recipes/demo.yaml          # validate the recipe and show what will happen
+  chatvector merge recipes/demo.yaml --out ./merged
+  chatvector publish recipes/demo.yaml       # plan → fetch → merge → verify → card → push
+  chatvector hub serve --root ./hub          # run the local Hub-compatible server
+  chatvector demo                            # everything above, offline, on tiny models
+
+The Hub is huggingface_hub's own setting: HF_ENDPOINT (default https://huggingface.co) and
+HF_TOKEN (or `hf auth login`). Point HF_ENDPOINT at a local Hub to work offline.
+"""
+
+
+def _add_hub(sub: argparse._SubParsersAction) -> None:
+    hub = sub.add_parser("hub", help="the local Hub-compatible server")
+    hub_sub = hub.add_subparsers(dest="hub_command", required=True, metavar="{serve}")
+    serve = hub_sub.add_parser(
+        "serve",
+        help="serve a Hub-compatible API from a folder",
+        description="Serve the Hugging Face Hub HTTP API (the part huggingface_hub uses) from DIR.\n\n"
+        "Point a client at it with HF_ENDPOINT=http://HOST:PORT (set before importing\n"
+        "huggingface_hub) and HF_HUB_DISABLE_XET=1 when files above the LFS threshold are uploaded.\n\n"
+        "Example:\n  chatvector hub serve --root ./hub --port 8765 --token alice=hf_secret:write",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--root", required=True, help="folder holding blobs and the SQLite metadata")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=0, help="port (default 0: a free port)")
+    serve.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="NAME=SECRET:read|write",
+        help="accept SECRET as user NAME's token with read or write scope (repeatable)",
+    )
+    serve.add_argument(
+        "--lfs-threshold",
+        type=int,
+        default=10 * 1024 * 1024,
+        metavar="BYTES",
+        help="files of at least this size are uploaded through Git LFS (default 10 MiB)",
+    )
+    serve.set_defaults(func=_cmd_hub_serve)
+
+
+def _cmd_hub_serve(args: argparse.Namespace) -> int:
+    from pipeline.localhub.server import parse_token_spec, serve_forever
+
+    tokens = [parse_token_spec(spec) for spec in args.token]
+    serve_forever(args.root, host=args.host, port=args.port, tokens=tokens, lfs_threshold=args.lfs_threshold)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatvector", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"chatvector {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_hub(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
