@@ -60,9 +60,12 @@ def _add_hub(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_hub_serve(args: argparse.Namespace) -> int:
-    from pipeline.localhub.server import parse_token_spec, serve_forever
+    from pipeline.localhub import parse_token_spec, serve_forever
 
-    tokens = [parse_token_spec(spec) for spec in args.token]
+    try:
+        tokens = [parse_token_spec(spec) for spec in args.token]
+    except ValueError as err:
+        raise PipelineError(str(err)) from None
     serve_forever(args.root, host=args.host, port=args.port, tokens=tokens, lfs_threshold=args.lfs_threshold)
     return 0
 

@@ -1,0 +1,74 @@
+"""Test session setup: one local Hub for the whole session, and a client pointed at it.
+
+huggingface_hub freezes HF_ENDPOINT at import time, so the server starts and the environment is set here,
+before any test module imports huggingface_hub or transformers.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from pipeline.localhub import LocalHub, Token
+
+WRITE_TOKEN = Token("alice", "hf_alice_write_secret_0123456789", "write")
+READ_TOKEN = Token("bob", "hf_bob_read_secret_0123456789", "read")
+OTHER_WRITER = Token("carol", "hf_carol_write_secret_0123456789", "write")
+
+_session_dir = Path(tempfile.mkdtemp(prefix="chatvector-tests-"))
+HUB = LocalHub(
+    _session_dir / "hub",
+    tokens=[WRITE_TOKEN, READ_TOKEN, OTHER_WRITER],
+    lfs_threshold=256 * 1024,  # small, so tests exercise the LFS path with small files
+    multipart_chunk_size=512 * 1024,
+    log_file=_session_dir / "hub" / "access.log",
+).start()
+
+os.environ.update(
+    HF_ENDPOINT=HUB.url,
+    HF_HOME=str(_session_dir / "hf_home"),
+    HF_HUB_DISABLE_XET="1",
+    HF_HUB_DISABLE_TELEMETRY="1",
+    HF_HUB_DISABLE_PROGRESS_BARS="1",
+    TOKENIZERS_PARALLELISM="false",
+)
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
+os.environ.pop("HUGGINGFACE_CO_STAGING", None)
+
+import huggingface_hub  # noqa: E402  (must come after HF_ENDPOINT is set)
+import pytest  # noqa: E402
+
+from huggingface_hub import constants as _hf_constants  # noqa: E402
+
+assert _hf_constants.ENDPOINT == HUB.url
+
+
+@pytest.fixture(scope="session")
+def hub() -> LocalHub:
+    return HUB
+
+
+@pytest.fixture
+def api() -> huggingface_hub.HfApi:
+    return huggingface_hub.HfApi(token=WRITE_TOKEN.secret)
+
+
+@pytest.fixture
+def hub_env(tmp_path) -> dict[str, str]:
+    """Environment for a CLI subprocess talking to the session hub with the write token."""
+    env = dict(os.environ)
+    env.update(HF_TOKEN=WRITE_TOKEN.secret, HF_HOME=str(tmp_path / "hf_home"))
+    return env
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
