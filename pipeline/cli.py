@@ -70,6 +70,34 @@ def _cmd_hub_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    plan = sub.add_parser(
+        "plan",
+        help="validate a recipe against the checkpoints' metadata and show what will happen",
+        description="Validate RECIPE, pin every source to a commit and check, from metadata alone (configs,\n"
+        "tokenizers, safetensors headers read with range requests), that the merge can be done.\n"
+        "Prints each source's repo@sha, the coefficient of every layer and module rule, the bytes to\n"
+        "download and the output size. Downloads no weights.\n\n"
+        "Example:\n  chatvector plan recipes/demo.yaml\n  chatvector plan recipes/demo.yaml --json > plan.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plan.add_argument("recipe", help="the recipe YAML file")
+    plan.add_argument("--json", action="store_true", help="print the plan as one JSON document")
+    plan.set_defaults(func=_cmd_plan)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.plan import make_plan
+    from pipeline.plan_report import render
+    from pipeline.recipe import load_recipe
+
+    plan = make_plan(load_recipe(args.recipe))
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else render(plan))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatvector", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -77,16 +105,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chatvector {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_plan(sub)
     _add_hub(sub)
     return parser
 
 
+def prepare_environment() -> None:
+    """Settings huggingface_hub reads at import time, so this runs before anything imports it.
+
+    A loopback HF_ENDPOINT is the local Hub, which speaks Git LFS but not Xet: without this, huggingface_hub
+    would push every large file through Xet and fail.
+    """
+    import os
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "")).hostname or ""
+    if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
+        os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def main(argv: list[str] | None = None) -> int:
+    prepare_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "filelock", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return args.func(args)
     except PipelineError as err:

@@ -72,3 +72,37 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# -- tiny models on the session hub ------------------------------------------------------------------------
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+# Which tiny architecture stands in for each example recipe's models, and how many tokens its cp adds.
+EXAMPLE_MODELS = {
+    "demo.yaml": ("llama", 20),
+    "llama3-korean.yaml": ("llama", 20),
+    "llama2-traditional-chinese.yaml": ("llama", 30),
+    "mistral-japanese.yaml": ("mistral", 0),
+}
+
+
+@pytest.fixture(scope="session")
+def example_repos(tmp_path_factory) -> dict[str, dict[str, str]]:
+    """Seed the session hub with tiny models under every example recipe's repo ids: {recipe: {role: repo_id}}."""
+    from pipeline.recipe import load_recipe
+    from pipeline.tinymodels import TripletSpec, upload_model, write_triplet
+
+    api = huggingface_hub.HfApi(token=WRITE_TOKEN.secret)
+    seeded: dict[str, dict[str, str]] = {}
+    for name, (arch, extra) in EXAMPLE_MODELS.items():
+        folders = write_triplet(tmp_path_factory.mktemp(name), TripletSpec(arch=arch, extra_cp_tokens=extra))
+        recipe = load_recipe(RECIPES / name)
+        roles = {"base": recipe.vectors[0].base, "chat": recipe.vectors[0].chat, "cp": recipe.cp}
+        for role, source in roles.items():
+            upload_model(api, folders[role], source.repo_id)
+        seeded[name] = {role: source.repo_id for role, source in roles.items()}
+    return seeded
+
+
+def weight_downloads(hub_log) -> list:
+    """Requests that fetched safetensors bytes beyond a header (a GET without a Range header)."""
+    return [r for r in hub_log if r.method == "GET" and r.path.endswith(".safetensors") and not r.range]

@@ -1,0 +1,503 @@
+"""Deterministic tiny base/chat/cp checkpoint triplets for tests, the demo and benchmarks.
+
+`write_triplet` writes three real, loadable Hugging Face folders (llama, qwen2 or mistral):
+
+* base: random weights, no chat template;
+* chat: base + a small delta on every tensor, the arch's chat template, eos = the end-of-turn token;
+* cp:   base + another small delta, optionally with new (Korean) tokens appended to the vocabulary.
+
+All three share the base vocabulary, token for token, as Llama-3 and Llama-3-Instruct do.
+The same `TripletSpec` always gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importing huggingface_hub at runtime is not needed to write folders
+    import huggingface_hub
+
+ARCHS = ("llama", "qwen2", "mistral")
+ROLES = ("base", "chat", "cp")
+
+_DTYPES = ("bfloat16", "float16", "float32")
+_MAX_POSITIONS = 2048
+_BPE_VOCAB_SIZE = 400  # byte alphabet (256) + ~140 merges (+ specials for mistral): small but real
+_BASE_STD = 0.02
+_DELTA_STD = 0.004  # ~10% of the weights: survives bf16 rounding (an ulp at 0.02 is ~1.5e-4)
+_NORM_DELTA_STD = 0.02  # norms sit at 1.0 where a bf16 ulp is ~0.008; smaller deltas would round away
+
+
+@dataclass(frozen=True)
+class TripletSpec:
+    """What to generate; the defaults give a ~200 KB bf16 llama split into several shards."""
+
+    arch: str = "llama"
+    num_layers: int = 4
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    extra_cp_tokens: int = 0  # new tokens appended to cp's tokenizer, embeddings and lm_head
+    tied_embeddings: bool | None = None  # None = the arch default: qwen2 tied, llama/mistral untied
+    dtype: str = "bfloat16"  # "bfloat16" | "float16" | "float32"
+    max_shard_size: str | int = "100KB"  # small so the default model is split into several shards
+    chat_template_in_config: bool = False  # chat template in tokenizer_config.json, not chat_template.jinja
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
+        if self.extra_cp_tokens < 0 or self.num_layers < 1:
+            raise ValueError("extra_cp_tokens must be >= 0 and num_layers >= 1")
+
+    @property
+    def tied(self) -> bool:
+        """Whether lm_head shares embed_tokens (and so is absent from the checkpoint)."""
+        return self.arch == "qwen2" if self.tied_embeddings is None else self.tied_embeddings
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-arch tokens and chat templates (the templates are the real ones, lightly trimmed).
+
+_LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    " + message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+_CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Mistral-Instruct style: an optional system message is folded into the first user turn; the
+# generation prompt is implicit (the model answers after [/INST]), as in the real template.
+_MISTRAL_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- set system_message = messages[0]['content'] %}{%- set loop_messages = messages[1:] %}"
+    "{%- else %}{%- set loop_messages = messages %}{%- endif %}"
+    "{{- bos_token }}"
+    "{%- for message in loop_messages %}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif %}"
+    "{%- if message['role'] == 'user' %}"
+    "{%- if loop.first and system_message is defined %}"
+    "{{- '[INST] ' + system_message + '\n\n' + message['content'] + ' [/INST]' }}"
+    "{%- else %}{{- '[INST] ' + message['content'] + ' [/INST]' }}{%- endif %}"
+    "{%- elif message['role'] == 'assistant' %}{{- ' ' + message['content'] + eos_token }}"
+    "{%- else %}{{- raise_exception('Only system, user and assistant roles are supported') }}"
+    "{%- endif %}{%- endfor %}"
+)
+
+
+@dataclass(frozen=True)
+class _ArchInfo:
+    model_type: str
+    architecture: str
+    specials: tuple[str, ...]  # every special token, in id order
+    specials_first: bool  # True: ids 0.. (sentencepiece style); False: after the BPE vocab (Llama-3/Qwen2)
+    bos: str | None
+    eos: str
+    end_of_turn: str
+    pad: str | None
+    unk: str | None
+    template: str
+
+
+_ARCH_INFO = {
+    "llama": _ArchInfo(
+        "llama", "LlamaForCausalLM",
+        ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+        specials_first=False, bos="<|begin_of_text|>", eos="<|end_of_text|>", end_of_turn="<|eot_id|>",
+        pad=None, unk=None, template=_LLAMA3_TEMPLATE,
+    ),
+    "qwen2": _ArchInfo(
+        "qwen2", "Qwen2ForCausalLM",
+        ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+        specials_first=False, bos=None, eos="<|endoftext|>", end_of_turn="<|im_end|>",
+        pad="<|endoftext|>", unk=None, template=_CHATML_TEMPLATE,
+    ),
+    "mistral": _ArchInfo(
+        "mistral", "MistralForCausalLM",
+        ("<unk>", "<s>", "</s>", "[INST]", "[/INST]"),
+        specials_first=True, bos="<s>", eos="</s>", end_of_turn="</s>",
+        pad=None, unk="<unk>", template=_MISTRAL_TEMPLATE,
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Corpus and tokenizers
+
+_SUBJECTS = (
+    "The model", "A small robot", "My neighbour", "The teacher", "Every student", "The old library",
+    "Our team", "The weather", "This recipe", "The computer", "A curious cat", "The river", "She", "He",
+    "The merge", "The tokenizer", "Your assistant", "The city council", "A young engineer", "The market",
+)
+_VERBS = (
+    "reads", "writes", "answers", "explains", "builds", "finds", "opens", "measures", "learns", "follows",
+    "changes", "remembers", "translates", "checks", "shares", "improves", "describes", "counts",
+)
+_OBJECTS = (
+    "the question", "a long letter", "every instruction", "the new language", "a simple story",
+    "the weights", "three apples", "the morning news", "a careful plan", "the chat template",
+    "two hundred pages", "the final answer", "a quiet song", "the source code", "an old map",
+)
+_ENDINGS = (
+    "before breakfast.", "after the meeting.", "with great care.", "in the evening.", "every day.",
+    "without any help.", "for the first time.", "on Monday.", "at 9:30 am.", "in 2024.", "quickly!",
+    "and then it rains.", "because it is useful.", "while the sun shines.", "?",
+)
+_FIXED_LINES = (
+    "Hello! How are you today?",
+    "I am fine, thank you. What can I do for you?",
+    "Please summarize the following text in one sentence.",
+    "The quick brown fox jumps over the lazy dog.",
+    "def add(a, b):\n    return a + b",
+    "for i in range(10): print(i * i)",
+    "Q: What is 12 + 30? A: 42.",
+    "User: tell me a joke. Assistant: Why did the chicken cross the road?",
+    "Chat vectors add instruction following to a continually pre-trained model.",
+    "Weights, biases and norms all change a little during fine-tuning.",
+)
+_KOREAN_LINES = (
+    "안녕하세요. 오늘 날씨가 정말 좋네요.",
+    "저는 한국어를 배우고 있습니다.",
+    "이 모델은 새로운 언어를 공부했습니다.",
+    "질문에 친절하게 대답해 주세요.",
+    "서울은 한국의 수도입니다.",
+    "감사합니다. 좋은 하루 보내세요.",
+    "우리는 함께 맛있는 김치찌개를 먹었습니다.",
+    "도서관에서 책을 읽는 것을 좋아합니다.",
+    "인공지능은 사람의 말을 이해하려고 노력합니다.",
+    "내일은 비가 올 것 같아요.",
+    "한국어 문장을 영어로 번역해 주세요.",
+    "학생들은 아침마다 운동장에서 뛰어요.",
+)
+
+
+def _english_corpus() -> list[str]:
+    # random.Random(seed) with choice() is stable across Python 3 versions, so the corpus never changes.
+    rng = random.Random(1234)
+    lines = list(_FIXED_LINES)
+    for _ in range(300):
+        words = (rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_OBJECTS), rng.choice(_ENDINGS))
+        lines.append(" ".join(words))
+    return lines
+
+
+# The real split regexes: transformers' Qwen2Tokenizer rebuilds its pre-tokenizer with exactly this one
+# when loading, so a different one would tokenize differently through AutoTokenizer.
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _train_bpe(lines: list[str], vocab_size: int, special_tokens: list[str], arch: str = "mistral"):
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    if arch == "mistral":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:  # Llama-3 and Qwen2 both split with a regex, then map bytes without ByteLevel's own regex
+        split = _LLAMA3_SPLIT if arch == "llama" else _QWEN2_SPLIT
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        if arch == "qwen2":
+            tok.normalizer = normalizers.NFC()
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(lines, trainer=trainer)
+    return tok
+
+
+@functools.lru_cache(maxsize=None)
+def _tokenizer_json(arch: str, extra_tokens: int) -> str:
+    """tokenizer.json text for `arch`: the shared base vocabulary, plus `extra_tokens` appended for cp."""
+    from tokenizers import AddedToken, Tokenizer, processors
+
+    info = _ARCH_INFO[arch]
+    tok = _train_bpe(
+        _english_corpus(), _BPE_VOCAB_SIZE, list(info.specials) if info.specials_first else [], arch
+    )
+    if not info.specials_first:  # Llama-3 / Qwen2 put their special tokens after the BPE vocabulary
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in info.specials])
+    if info.bos is not None:  # Llama-3 and Mistral prepend bos when encoding; Qwen2 has no bos
+        bos_id = tok.token_to_id(info.bos)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{info.bos}:0 $A:0", pair=f"{info.bos}:0 $A:0 {info.bos}:1 $B:1",
+            special_tokens=[(info.bos, bos_id)],
+        )
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    if extra_tokens:
+        tok = _extend_vocab(tok, extra_tokens, arch)
+    return tok.to_str()
+
+
+def _extend_vocab(tok, n: int, arch: str):
+    """Append `n` tokens after every existing id, as a continual-pre-training vocabulary extension does.
+
+    New tokens come from BPE merges learnt on Korean text, appended to the vocab and merge list, so
+    they are real byte-level strings that the tokenizer actually produces for Korean input. The
+    corpus yields ~280 of them; any further ones are plain added tokens "<|cp_extra_{i}|>".
+    """
+    from tokenizers import AddedToken, Tokenizer
+
+    data = json.loads(tok.to_str())
+    vocab: dict[str, int] = data["model"]["vocab"]
+    merges: list = data["model"]["merges"]
+    # The BPE vocab must stay gap-free once ids follow the specials (tokenizers would otherwise reassign
+    # the added tokens' ids on load), so the specials join the model vocab at their own ids.
+    for added_token in data["added_tokens"]:
+        vocab.setdefault(added_token["content"], added_token["id"])
+    next_id = tok.get_vocab_size(with_added_tokens=True)
+    ko = json.loads(_train_bpe(list(_KOREAN_LINES), 256 + 4 * n + 64, [], arch).to_str())
+    added = 0
+    for merge in ko["model"]["merges"]:
+        if added == n:
+            break
+        left, right = merge if isinstance(merge, list) else merge.split(" ", 1)
+        if left + right in vocab:
+            continue
+        vocab[left + right] = next_id
+        merges.append([left, right] if isinstance(merge, list) else merge)
+        next_id += 1
+        added += 1
+    out = Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
+    if added < n:  # the Korean corpus ran out of merges: pad with plain added tokens
+        out.add_tokens([AddedToken(f"<|cp_extra_{i}|>", normalized=False) for i in range(n - added)])
+    return out
+
+
+def _hf_tokenizer(arch: str, role: str, extra_tokens: int):
+    """The transformers tokenizer for one role: chat gets the template and the end-of-turn eos."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    info = _ARCH_INFO[arch]
+    chat = role == "chat"
+    kwargs = dict(
+        bos_token=info.bos,
+        eos_token=info.end_of_turn if chat else info.eos,
+        pad_token=info.pad,
+        unk_token=info.unk,
+    )
+    if chat:  # base and cp get no "chat_template" key at all (not even a null)
+        kwargs["chat_template"] = info.template
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_tokenizer_json(arch, extra_tokens)),
+        model_max_length=_MAX_POSITIONS,
+        clean_up_tokenization_spaces=False,
+        **kwargs,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Configs and weights
+
+
+def _model_config(spec: TripletSpec, role: str, vocab_size: int, tok):
+    from transformers import AutoConfig
+
+    info = _ARCH_INFO[spec.arch]
+    eos_id = tok.convert_tokens_to_ids(info.end_of_turn if role == "chat" else info.eos)
+    kwargs = dict(
+        vocab_size=vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=_MAX_POSITIONS,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=spec.tied,
+        bos_token_id=tok.convert_tokens_to_ids(info.bos) if info.bos else None,
+        eos_token_id=eos_id,
+        pad_token_id=tok.convert_tokens_to_ids(info.pad) if info.pad else None,
+        architectures=[info.architecture],
+        dtype=spec.dtype,
+    )
+    if spec.arch == "mistral":
+        kwargs["sliding_window"] = None  # the tiny context never reaches a window; None keeps configs simple
+    return AutoConfig.for_model(info.model_type, **kwargs)
+
+
+def _generation_config(spec: TripletSpec, role: str, tok):
+    from transformers import GenerationConfig
+
+    info = _ARCH_INFO[spec.arch]
+    eos = tok.convert_tokens_to_ids(info.eos)
+    if role == "chat" and info.end_of_turn != info.eos:
+        # As Llama-3-Instruct / Qwen2-Instruct: stop at the end of a turn or at the plain eos.
+        eos = [tok.convert_tokens_to_ids(info.end_of_turn), eos]
+    return GenerationConfig(
+        bos_token_id=tok.convert_tokens_to_ids(info.bos) if info.bos else None,
+        eos_token_id=eos,
+        pad_token_id=tok.convert_tokens_to_ids(info.pad) if info.pad else None,
+    )
+
+
+def _randn(shape, std: float, *key: object):
+    """float32 normal noise from a generator seeded by `key`: a tensor never depends on the others."""
+    import torch
+
+    digest = hashlib.sha256("/".join(map(str, key)).encode()).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest[:7], "little"))
+    return torch.randn(tuple(shape), generator=gen, dtype=torch.float32) * std
+
+
+def _is_norm(name: str) -> bool:
+    return name.endswith("norm.weight")
+
+
+def _weights(spec: TripletSpec, role: str, shapes: dict[str, tuple[int, ...]], base_vocab: int):
+    """float32 tensors for `role`: base, or base + a role-specific delta on every tensor."""
+    import torch
+
+    out = {}
+    for name, shape in shapes.items():
+        # Embedding rows past base's vocabulary exist only in an extended cp; they are fresh random rows.
+        extended = name.endswith(("embed_tokens.weight", "lm_head.weight")) and shape[0] > base_vocab
+        base_shape = (base_vocab, *shape[1:]) if extended else shape
+        if _is_norm(name):
+            base = torch.ones(base_shape)
+        else:
+            base = _randn(base_shape, _BASE_STD, spec.seed, "base", name)
+        if role != "base":
+            std = _NORM_DELTA_STD if _is_norm(name) else _DELTA_STD
+            base = base + _randn(base_shape, std, spec.seed, role, "delta", name)
+        if extended:
+            new_shape = (shape[0] - base_vocab, *shape[1:])
+            new_rows = _randn(new_shape, _BASE_STD, spec.seed, role, "new-rows", name)
+            base = torch.cat([base, new_rows])
+        out[name] = base
+    return out
+
+
+def _write_model(folder: Path, spec: TripletSpec, role: str, tok, base_vocab: int) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = _model_config(spec, role, len(tok), tok)
+    # Skip transformers' random init: every tensor is overwritten below with seeded values.
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}  # tied lm_head appears once
+    state = _weights(spec, role, shapes, base_vocab)
+    model.to_empty(device="cpu")
+    if spec.tied:  # to_empty allocates lm_head separately; re-tie so it shares embed_tokens again
+        model.tie_weights()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(state[name])
+    model.to(getattr(torch, spec.dtype))
+    model.generation_config = _generation_config(spec, role, tok)
+    with _no_progress_bars():
+        model.save_pretrained(folder, max_shard_size=spec.max_shard_size)
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """Hide save_pretrained's per-call "Writing model shards" bar (noise: a triplet takes ~0.1 s)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+
+
+def write_triplet(out_dir: str | Path, spec: TripletSpec = TripletSpec()) -> dict[str, Path]:
+    """Writes out_dir/base, out_dir/chat, out_dir/cp; returns {"base": Path, "chat": Path, "cp": Path}.
+
+    Existing out_dir/{base,chat,cp} folders are replaced, not merged into.
+    """
+    out_dir = Path(out_dir)
+    folders = {}
+    base_vocab = None
+    for role in ROLES:
+        folder = out_dir / role
+        if folder.exists():  # stale shards from an earlier, bigger spec would break the index
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        tok = _hf_tokenizer(spec.arch, role, spec.extra_cp_tokens if role == "cp" else 0)
+        if base_vocab is None:
+            base_vocab = len(tok)
+        _write_model(folder, spec, role, tok, base_vocab)
+        # save_jinja_files=False is transformers' own switch for the pre-4.43 layout (template in
+        # tokenizer_config.json), which many Hub repos still use.
+        tok.save_pretrained(folder, save_jinja_files=not spec.chat_template_in_config)
+        folders[role] = folder
+    return folders
+
+
+def upload_model(api: "huggingface_hub.HfApi", folder: Path, repo_id: str, private: bool = False) -> str:
+    """create_repo(exist_ok=True) + upload_folder, mirroring the folder; returns the new commit sha."""
+    api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        repo_type="model",
+        commit_message=f"Upload {Path(folder).name} model",
+        # Mirror the folder: a stale index or shard from an earlier seed would shadow the new files.
+        delete_patterns="*",
+    )
+    return info.oid
+
+
+def seed_hub(
+    api: "huggingface_hub.HfApi",
+    folders: dict[str, Path],
+    namespace: str,
+    prefix: str,
+    private: bool = False,
+) -> dict[str, str]:
+    """Upload each role's folder to f"{namespace}/{prefix}-{role}"; returns {role: repo_id}."""
+    repo_ids = {}
+    for role, folder in folders.items():
+        repo_ids[role] = f"{namespace}/{prefix}-{role}"
+        upload_model(api, folder, repo_ids[role], private=private)
+    return repo_ids
