@@ -98,6 +98,38 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    merge = sub.add_parser(
+        "merge",
+        help="merge a recipe into a ready-to-load model folder",
+        description="Plan RECIPE, download only the weight files it needs (into the Hugging Face cache;\n"
+        "`path:` sources are read in place), merge with exact fp32 arithmetic and write DIR:\n"
+        "sharded safetensors, config, generation config, cp's tokenizer with the chat model's chat\n"
+        "template and end-of-turn token, and chatvector.json (provenance). The folder is verified\n"
+        "before it appears under its final name.\n\n"
+        "Example:\n  chatvector merge recipes/demo.yaml --out ./merged --device cpu",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    merge.add_argument("recipe", help="the recipe YAML file")
+    merge.add_argument("--out", required=True, metavar="DIR", help="output folder (created or replaced)")
+    merge.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None,
+                       help="where the arithmetic runs (default: the recipe's merge.device, else auto)")
+    merge.set_defaults(func=_cmd_merge)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.recipe import load_recipe
+    from pipeline.runner import merge
+
+    outcome = merge(load_recipe(args.recipe), Path(args.out), device=args.device)
+    checks = outcome.provenance["verification"]["checks"]
+    print(f"wrote {outcome.out_dir} ({len(outcome.provenance['output']['files'])} files, merged on "
+          f"{outcome.device} in {outcome.seconds:.1f} s; {sum(c['ok'] for c in checks)}/{len(checks)} checks passed)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatvector", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -106,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_plan(sub)
+    _add_merge(sub)
     _add_hub(sub)
     return parser
 

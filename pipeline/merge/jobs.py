@@ -1,0 +1,102 @@
+"""What the merge engine is asked to do: one `TensorJob` per output tensor, built by the planner.
+
+The arithmetic each job stands for (one rounding, at the end)::
+
+    acc = float32(cp)
+    for term in terms:                       # in order; terms with coefficient 0 are dropped
+        acc = acc + λ · (float32(chat) − float32(base))
+    out = acc.to(dtype)                      # round to nearest even
+
+With `delta_rows` set, only rows [0, delta_rows) get the terms; later rows are float32(cp) cast.
+Row copies are applied last: output row `out_row` := chat row `chat_row`, cast to `dtype`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Output dtypes a job may ask for: name -> (safetensors code, bytes per element).
+OUTPUT_DTYPES: dict[str, tuple[str, int]] = {
+    "bfloat16": ("BF16", 2),
+    "float16": ("F16", 2),
+    "float32": ("F32", 4),
+}
+
+
+@dataclass(frozen=True)
+class TensorSource:
+    """One tensor inside one local .safetensors file."""
+
+    file: Path
+    name: str
+
+
+@dataclass(frozen=True)
+class VectorTerm:
+    """λ · (chat − base) for one tensor; `coefficient` is λ already resolved (weight × schedule)."""
+
+    base: TensorSource
+    chat: TensorSource
+    coefficient: float
+
+
+@dataclass(frozen=True)
+class RowCopy:
+    """Special tokens: output row `out_row` := chat row `chat_row`, cast to the output dtype."""
+
+    out_row: int
+    chat: TensorSource
+    chat_row: int
+
+
+@dataclass(frozen=True)
+class TensorJob:
+    """One output tensor.
+
+    `shape` is cp's shape. `delta_rows` (vocabulary tensors): the terms apply to rows
+    [0, delta_rows) only, rows >= delta_rows keep cp's values; base and chat may then have more or
+    fewer rows than cp, only their first `delta_rows` rows are read. None = the whole tensor, and
+    base/chat must have cp's shape.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    cp: TensorSource
+    terms: tuple[VectorTerm, ...]
+    delta_rows: int | None = None
+    row_copies: tuple[RowCopy, ...] = ()
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of this tensor in the output file (0 for an unknown dtype; validation rejects it)."""
+        return self.numel * OUTPUT_DTYPES.get(self.dtype, ("", 0))[1]
+
+    @property
+    def active_terms(self) -> tuple[VectorTerm, ...]:
+        """The terms that change the result: coefficient != 0, in order."""
+        return tuple(t for t in self.terms if t.coefficient != 0)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What `run_merge` wrote.
+
+    files: every file written (shards, then the index if any) -> its sha256 hex digest.
+    total_bytes: bytes of tensor data written (the index's `total_size`).
+    device: the device the arithmetic ran on ("cpu", "cuda", "cuda:1", ...).
+    seconds: wall time of the whole merge, validation and fsync included.
+    """
+
+    files: dict[str, str]
+    total_bytes: int
+    device: str
+    seconds: float

@@ -1,0 +1,118 @@
+"""The pipeline's stages, one call each: recipe → plan → fetch → merge → verify (→ card → push, in publish).
+
+    from pipeline.runner import merge
+    outcome = merge(load_recipe("recipes/x.yaml"), Path("out"))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.assemble import write_support_files
+from pipeline.merge import RowCopy, TensorJob, TensorSource, VectorTerm, run_merge
+from pipeline.plan import Plan, make_plan
+from pipeline.errors import PipelineError
+from pipeline.provenance import PROVENANCE_FILE, build_provenance, write_provenance
+from pipeline.recipe import Recipe
+from pipeline.sources import fetch_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MergeOutcome:
+    plan: Plan
+    out_dir: Path
+    provenance: dict
+    device: str
+    seconds: float
+
+
+def fetch(plan: Plan, api=None) -> None:
+    """Download the weight files the plan needs (only those) into the HF cache."""
+    for role, files in plan.download_files.items():
+        c = plan.checkpoints[role]
+        log.info("fetching %d weight file(s) of %s", len(files), c.resolved.label)
+        fetch_weights(plan.recipe, c.resolved, files, api=api)
+
+
+def build_jobs(plan: Plan) -> list[TensorJob]:
+    """One engine job per output tensor, pointing at the local files of each checkpoint."""
+
+    def source(role: str, name: str) -> TensorSource:
+        c = plan.checkpoints[role]
+        return TensorSource(c.resolved.file_path(c.tensors[name].file), name)
+
+    jobs = []
+    chat_role = plan.recipe.vectors[0].path_of("chat")
+    for t in plan.tensors:
+        terms = () if t.kept else tuple(
+            VectorTerm(source(v.path_of("base"), t.name), source(v.path_of("chat"), t.name), lam)
+            for v, lam in zip(plan.recipe.vectors, t.lambdas) if lam != 0
+        )
+        copies = tuple(RowCopy(rc.cp_row, source(chat_role, t.name), rc.chat_row) for rc in t.row_copies)
+        jobs.append(TensorJob(t.name, t.shape, t.out_dtype, source("cp", t.name), terms,
+                              t.delta_rows if terms else None, copies))
+    return jobs
+
+
+def merge(recipe: Recipe, out_dir: Path, *, device: str | None = None, api=None, plan: Plan | None = None,
+          progress: bool = True) -> MergeOutcome:
+    """Plan (unless given), fetch, merge and assemble a ready-to-load model folder at out_dir.
+
+    Everything is written into a staging folder beside out_dir and moved into place at the end, so an
+    interrupted run never leaves a half-written model under the final name.
+    """
+    out_dir = Path(out_dir)
+    _check_replaceable(out_dir)
+    plan = plan or make_plan(recipe, api=api)
+    fetch(plan, api=api)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        result = run_merge(build_jobs(plan), staging, shard_size=recipe.output.shard_size,
+                           device=device or recipe.merge.device, progress=progress,
+                           metadata={"chatvector_recipe_sha256": recipe.sha256})
+        write_support_files(plan, staging)
+        from pipeline.verify import verify_model_folder
+
+        expected = {t.name: (t.shape, t.out_dtype) for t in plan.tensors}
+        report = verify_model_folder(staging, expected)
+        endpoint = None if all(c.resolved.is_local for c in plan.checkpoints.values()) else _endpoint()
+        provenance = build_provenance(plan, staging, result.files, endpoint, report.to_dict())
+        write_provenance(staging, provenance)
+        report.raise_for_failures()
+        _replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return MergeOutcome(plan, out_dir, provenance, result.device, result.seconds)
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir())
+                             and not (out_dir / PROVENANCE_FILE).is_file()):
+        raise PipelineError(f"--out {out_dir}: exists and is not an earlier chatvector output; "
+                            "choose a new or empty folder")
+
+
+def _replace_dir(staging: Path, out_dir: Path) -> None:
+    """Move staging to out_dir; an existing out_dir is replaced only once the new one is complete."""
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(staging, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out_dir)
