@@ -130,6 +130,82 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_publish(sub: argparse._SubParsersAction) -> None:
+    publish = sub.add_parser(
+        "publish",
+        help="plan, merge, verify, render the card and push to the Hub in one commit",
+        description="Publish RECIPE to its target repository: plan → fetch → merge → verify → card → push.\n\n"
+        "The push is one commit holding every file (weights, config, tokenizer, chat template, README.md\n"
+        "card, coefficients.svg, chatvector.json), whose parent is the target's head as read before the\n"
+        "run; shards of an earlier version that the new output lacks are deleted in the same commit.\n"
+        "When the target's chatvector.json already records the same recipe, input commits and output\n"
+        "files, nothing is downloaded and nothing is pushed (exit 0): scheduled runs are cheap.\n\n"
+        "The Hub is huggingface_hub's setting: HF_ENDPOINT (default https://huggingface.co) and HF_TOKEN\n"
+        "(or `hf auth login`); the token is never printed.\n\n"
+        "Examples:\n  chatvector publish recipes/x.yaml --dry-run --out ./preview\n"
+        "  chatvector publish recipes/x.yaml --create-pr\n  chatvector publish recipes/x.yaml --tag v1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    publish.add_argument("recipe", help="the recipe YAML file (needs `target.repo_id`)")
+    publish.add_argument("--dry-run", action="store_true",
+                         help="do everything but the push; show the files and the card it would commit")
+    publish.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
+    publish.add_argument("--tag", metavar="TAG", help="tag the new commit")
+    publish.add_argument("--out", metavar="DIR", help="keep the assembled model folder here")
+    publish.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None,
+                         help="where the merge runs (default: the recipe's merge.device, else auto)")
+    publish.add_argument("--force", action="store_true", help="publish even when nothing upstream changed")
+    publish.set_defaults(func=_cmd_publish)
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.publish import publish
+    from pipeline.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    recipe.require_target()
+    result = publish(recipe, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag,
+                     out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force)
+    if not result.changed:
+        print(f"nothing changed: {result.url} at {result.commit} already holds this recipe's output "
+              "for the same inputs; nothing was downloaded or pushed")
+    elif args.dry_run:
+        print(f"dry run: would commit to {result.url}")
+        for name in result.added:
+            print(f"  + {name}  ({(result.out_dir / name).stat().st_size} bytes)")
+        for name in result.deleted:
+            print(f"  - {name}")
+        print(f"card: {result.out_dir / 'README.md'}")
+    else:
+        where = f"pull request {result.pr_url}" if result.pr_url else result.url
+        print(f"published {result.repo_id} at {result.commit} ({len(result.added)} files, "
+              f"{len(result.deleted)} deleted): {where}" + (f", tagged {result.tag}" if result.tag else ""))
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="the full publish, offline: local Hub, tiny models, publish, load back, chat",
+        description="Start the embedded local Hub, seed it with a tiny generated base/chat/cp triplet, publish\n"
+        "recipes/demo.yaml, load the published model back with transformers and chat one turn, then\n"
+        "publish again to show that an unchanged upstream pushes nothing. Needs no token and no internet.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--root", default=None, metavar="DIR", help="where the demo keeps its state (default .demo)")
+    demo.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.demo import ROOT, run_demo
+
+    return run_demo(Path(args.root) if args.root else ROOT / ".demo")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatvector", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -139,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_plan(sub)
     _add_merge(sub)
+    _add_publish(sub)
+    _add_demo(sub)
     _add_hub(sub)
     return parser
 

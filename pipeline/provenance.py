@@ -15,10 +15,21 @@ from pipeline.checkpoint import Checkpoint
 from pipeline.plan import Plan
 
 PROVENANCE_FILE = "chatvector.json"
+SMALL_FILE_BYTES = 10 * 1024 * 1024  # the Hub's LFS threshold: larger files are always LFS there
 
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_blob_sha1_file(path: Path) -> str:
+    """The id git (and the Hub's file listing) gives a file stored without LFS."""
+    size = Path(path).stat().st_size
+    h = hashlib.sha1(b"blob %d\0" % size)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(8 << 20), b""):
             h.update(block)
@@ -93,6 +104,9 @@ def build_provenance(plan: Plan, out_dir: Path, weight_files: dict[str, str], en
         "vocabulary": {"cp_extra_tokens": max(0, cp.vocab_size - shared), "shared_tokens": shared},
         "kept_tensors": [{"name": t.name, "why": t.kept} for t in plan.tensors if t.kept],
         "output": {"dtype": plan_doc["output"]["dtype"], "files": outputs,
+                   # small files may be stored without LFS, where the Hub lists only their git blob id
+                   "git_blob_ids": {n: git_blob_sha1_file(Path(out_dir) / n) for n in outputs
+                                    if (Path(out_dir) / n).stat().st_size < SMALL_FILE_BYTES},
                    "total_bytes": plan.output_bytes, "chat_template": plan_doc["output"]["chat_template"]},
         "verification": verification or {"checks": [], "sample": None},
     }

@@ -16,8 +16,10 @@ import logging
 import os
 import queue
 import shutil
+import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,12 +79,13 @@ def run_merge(
 
     inputs: dict[str, InputFile] = {}
     writer: FileWriter | None = None
+    compute: _Compute | None = None
     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="merge", disable=not progress)
     try:
         for key, header in headers.items():
             inputs[key] = InputFile(header)
         writer = FileWriter(out_dir, on_bytes=bar.update)
-        compute: _Compute = (_StagedCompute if dev.type == "cuda" else _CpuCompute)(dev, inputs, writer, chunk_bytes)
+        compute = (_StagedCompute if dev.type == "cuda" else _CpuCompute)(dev, inputs, writer, chunk_bytes)
         order = [job for shard in shards for job in file_layout(shard)]
         i = 0
         for shard, name in zip(shards, names):
@@ -97,13 +100,18 @@ def run_merge(
                 i += 1
             compute.flush()
             writer.close_file()
-        compute.close()
+        compute.flush()
         writer.publish()
     except BaseException:
+        if compute is not None:
+            compute.shutdown()
+            compute = None
         if writer is not None:
             writer.abort()
         raise
     finally:
+        if compute is not None:
+            compute.shutdown()
         bar.close()
         for f in inputs.values():
             f.close()
@@ -319,23 +327,30 @@ class _Compute:
             for p in ch.patches:
                 f, info = self._info(p.source.chat)
                 patches.append((p.at, p.count, f.tensor(info, p.src_first, p.count)))
-            self.compute(offset, ch.count, out_dtype, isz, cp, sources, patches)
-            del cp, sources, patches
-            for f, info in used:
-                s = info.itemsize
-                f.release(info.start + ch.first * s, info.start + (ch.first + ch.count) * s)
+            self.compute(offset, ch.count, out_dtype, isz, cp, sources, patches, _releaser(used, ch.first, ch.count))
 
     def emit_raw(self, offset: int, data: memoryview, release) -> None:
         self.writer.write(offset, data, release)
 
-    def compute(self, offset, count, out_dtype, isz, cp, sources, patches) -> None:
+    def compute(self, offset, count, out_dtype, isz, cp, sources, patches, release) -> None:
+        """Compute one chunk and hand it to the writer (possibly later, but in order); call
+        `release()` once the input views are no longer read."""
         raise NotImplementedError
 
     def flush(self) -> None:
         """Hand every computed chunk to the writer (end of a file)."""
 
-    def close(self) -> None:
-        self.flush()
+    def shutdown(self) -> None:
+        """Stop any worker and release what the backend holds; never raises."""
+
+
+def _releaser(used: list[tuple[InputFile, TensorInfo]], first: int, count: int):
+    def release() -> None:
+        for f, info in used:
+            s = info.itemsize
+            f.release(info.start + first * s, info.start + (first + count) * s)
+
+    return release
 
 
 class _BufferPool:
@@ -360,35 +375,77 @@ class _BufferPool:
 
 
 class _CpuCompute(_Compute):
-    """Arithmetic on the CPU in cache-sized tiles (torch uses every core for each op); the writer
-    thread writes and hashes the previous chunk meanwhile."""
+    """Arithmetic on the CPU. Chunks are computed by a few worker threads (one per core torch would
+    use), each running torch single-threaded over cache-sized tiles, and handed to the writer in
+    order. (torch's own intra-op threads are not used: OpenMP's idle workers spin and would starve the
+    writer thread on a small machine.)"""
 
     def __init__(self, dev, inputs, writer, chunk_bytes):
         super().__init__(dev, inputs, writer, chunk_bytes)
-        self.pool: _BufferPool | None = None
+        self.workers = max(1, torch.get_num_threads())
         self.tile = max(1, min(TILE_ELEMS, chunk_bytes // 2))
-        self.acc = torch.empty(self.tile, dtype=torch.float32)
-        self.tmp = torch.empty(self.tile, dtype=torch.float32)
+        self.pool = _BufferPool(max(4, chunk_bytes), self.workers + 2, writer)
+        self.local = threading.local()
+        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="merge-compute", initializer=_single_threaded)
+        self.pending: deque = deque()  # (future or None, offset, data or buf, nbytes, release)
 
-    def compute(self, offset, count, out_dtype, isz, cp, sources, patches) -> None:
-        if self.pool is None:  # sized for the widest output dtype
-            self.pool = _BufferPool(max(4, self.chunk_bytes), POOL_DEPTH, self.writer)
+    def emit_raw(self, offset, data, release) -> None:
+        self.pending.append((None, offset, data, len(data), release))
+        self._drain(self.workers)
+
+    def compute(self, offset, count, out_dtype, isz, cp, sources, patches, release) -> None:
         buf = self.pool.get()
+        fut = self.executor.submit(self._work, buf, count, out_dtype, isz, cp, sources, patches, release)
+        self.pending.append((fut, offset, buf, count * isz, None))
+        self._drain(self.workers)
+
+    def _work(self, buf, count, out_dtype, isz, cp, sources, patches, release) -> None:
         try:
+            scratch = getattr(self.local, "scratch", None)
+            if scratch is None:
+                scratch = self.local.scratch = (torch.empty(self.tile), torch.empty(self.tile))
+            acc, tmp = scratch
             out = buf[: count * isz].view(out_dtype)
             for s in range(0, count, self.tile):
                 e = min(count, s + self.tile)
                 if sources:
                     terms = [(lam, b[s:e], c[s:e]) for lam, b, c in sources]
-                    combine_into(out[s:e], cp[s:e], terms, self.acc[: e - s], self.tmp[: e - s])
+                    combine_into(out[s:e], cp[s:e], terms, acc[: e - s], tmp[: e - s])
                 else:
                     cast_into(out[s:e], cp[s:e])
             for at, n, src in patches:
                 cast_into(out[at : at + n], src)
-        except BaseException:
-            self.pool.put(buf)
-            raise
-        self.writer.write(offset, memoryview(buf.numpy())[: count * isz], lambda: self.pool.put(buf))
+        finally:
+            release()
+
+    def _drain(self, keep: int) -> None:
+        """Hand finished chunks to the writer, in order; wait only while more than `keep` are queued."""
+        while self.pending:
+            fut = self.pending[0][0]
+            if fut is not None and len(self.pending) <= keep and not fut.done():
+                return
+            fut, offset, data, nbytes, release = self.pending.popleft()
+            if fut is not None:
+                try:
+                    fut.result()
+                except BaseException:
+                    self.pool.put(data)
+                    raise
+                buf = data
+                data, release = memoryview(buf.numpy())[:nbytes], (lambda b=buf: self.pool.put(b))
+            self.writer.write(offset, data, release)
+
+    def flush(self) -> None:
+        self._drain(0)
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.pending.clear()
+        torch.set_num_threads(self.workers)  # the workers set torch's process-wide count to 1
+
+
+def _single_threaded() -> None:
+    torch.set_num_threads(1)
 
 
 class _StagedCompute(_Compute):
@@ -415,11 +472,11 @@ class _StagedCompute(_Compute):
         self.pending.append((None, offset, data, release))
         self._drain(self.SLOTS)
 
-    def compute(self, offset, count, out_dtype, isz, cp, sources, patches) -> None:
+    def compute(self, offset, count, out_dtype, isz, cp, sources, patches, release) -> None:
         with torch.cuda.device(self.dev) if self.cuda else contextlib.nullcontext():
-            self._compute(offset, count, out_dtype, isz, cp, sources, patches)
+            self._compute(offset, count, out_dtype, isz, cp, sources, patches, release)
 
-    def _compute(self, offset, count, out_dtype, isz, cp, sources, patches) -> None:
+    def _compute(self, offset, count, out_dtype, isz, cp, sources, patches, release) -> None:
         slot = self.slots[self.k % self.SLOTS]
         self.k += 1
         slot.wait_staging_free()
@@ -429,6 +486,8 @@ class _StagedCompute(_Compute):
             host += [slot.stage(1 + 2 * i, b), slot.stage(2 + 2 * i, c)]
         # 2. host -> device on the copy stream, once the device is done with this slot's buffers
         dev_in = slot.upload(host, self.copy_stream)
+        patches = [(at, n, src.to(self.dev)) for at, n, src in patches]
+        release()
         # 3. compute on the default stream after the upload; 4. copy back into a pinned buffer
         buf = self.pool.get()
         out_host = buf[: count * isz].view(out_dtype)
@@ -441,7 +500,7 @@ class _StagedCompute(_Compute):
         else:
             cast_into(out, dev_in[0])
         for at, n, src in patches:
-            cast_into(out[at : at + n], src.to(self.dev))
+            cast_into(out[at : at + n], src)
         out_host.copy_(out, non_blocking=self.cuda)
         event = slot.finish(self.cuda)
         self.pending.append((event, offset, memoryview(buf.numpy())[: count * isz], lambda: self.pool.put(buf)))
@@ -461,10 +520,13 @@ class _StagedCompute(_Compute):
     def flush(self) -> None:
         self._drain(0)
 
-    def close(self) -> None:
-        self.flush()
+    def shutdown(self) -> None:
+        self.pending.clear()
         if self.cuda:
-            torch.cuda.synchronize(self.dev)
+            try:
+                torch.cuda.synchronize(self.dev)
+            except RuntimeError:
+                pass
 
 
 class _Slot:

@@ -1,0 +1,197 @@
+"""`chatvector publish` against the local Hub: one commit, idempotent re-runs, PRs, tags, dry runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard, snapshot_download
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pipeline.cli import main
+from pipeline.tinymodels import TripletSpec, upload_model, write_triplet
+from tests.conftest import READ_TOKEN, WRITE_TOKEN, weight_downloads
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, str]:
+    """A tiny llama triplet on the hub under fresh names: {role: repo_id}."""
+    folders = write_triplet(tmp_path_factory.mktemp("pub"), TripletSpec(arch="llama", extra_cp_tokens=20))
+    api = HfApi(token=WRITE_TOKEN.secret)
+    repos = {role: f"alice/pub-{role}" for role in folders}
+    for role, folder in folders.items():
+        upload_model(api, folder, repos[role])
+    return repos
+
+
+def recipe_for(tmp_path: Path, sources: dict[str, str], target: str, extra: str = "") -> Path:
+    path = tmp_path / f"{target.split('/')[-1]}.yaml"
+    path.write_text(
+        f"name: Pub Test\nbase: {{repo_id: {sources['base']}}}\nchat: {{repo_id: {sources['chat']}}}\n"
+        f"cp: {{repo_id: {sources['cp']}}}\n"
+        'coefficients:\n  default: 0.9\n  layers: {"0-1": 0.6}\n  modules:\n    - {match: "norm", value: 0.0}\n'
+        f"special_tokens: [\"<|eot_id|>\"]\ntarget: {{repo_id: {target}}}\n"
+        "card: {license: mit, language: [ko], tags: [test]}\n" + extra
+    )
+    return path
+
+
+def new_target() -> str:
+    return f"alice/published-{uuid.uuid4().hex[:8]}"
+
+
+def publish_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", "publish", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=300)
+
+
+@pytest.mark.slow
+def test_publish_end_to_end_then_rerun_is_a_noop(tmp_path, sources, hub, hub_env, api):
+    target = new_target()
+    recipe = recipe_for(tmp_path, sources, target, "output: {shard_size: 150KB}\n")
+    result = publish_cli([str(recipe)], hub_env)
+    assert result.returncode == 0, result.stderr
+    assert f"published {target} at " in result.stdout and WRITE_TOKEN.secret not in result.stdout + result.stderr
+
+    commits = list(api.list_repo_commits(target))
+    assert len(commits) == 2  # the repo's initial commit + exactly one commit with everything
+    assert commits[0].title.startswith("chatvector: Pub Test (base@")
+    files = set(api.list_repo_files(target))
+    assert {"README.md", "coefficients.svg", "chatvector.json", "config.json", "generation_config.json",
+            "tokenizer.json", "chat_template.jinja", "model.safetensors.index.json"} <= files
+    assert sum(f.startswith("model-0") for f in files) >= 2
+
+    local = Path(snapshot_download(target, token=WRITE_TOKEN.secret))
+    tokenizer = AutoTokenizer.from_pretrained(local)
+    model = AutoModelForCausalLM.from_pretrained(local)
+    inputs = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)
+    assert model.generate(**inputs, max_new_tokens=3, do_sample=False).shape[1] > inputs["input_ids"].shape[1]
+
+    card = ModelCard((local / "README.md").read_text())
+    assert card.data.base_model == [sources["cp"], sources["chat"], sources["base"]]
+    assert card.data.base_model_relation == "merge" and "chat-vector" in card.data.tags
+    for repo in sources.values():
+        assert api.model_info(repo).sha in card.text  # each source pinned to its commit
+    assert "| 0–1 | 0.6 |" in card.text and "| `norm` | 0.0 |" in card.text
+    provenance = json.loads((local / "chatvector.json").read_text())
+    assert provenance["inputs"]["cp"]["sha"] == api.model_info(sources["cp"]).sha
+
+    head = api.model_info(target).sha
+    mark = len(hub.requests)
+    again = publish_cli([str(recipe)], hub_env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("nothing changed:")
+    assert api.model_info(target).sha == head
+    log = list(hub.requests)[mark:]
+    assert weight_downloads(log) == []
+    assert not any(r.method == "POST" and "/commit/" in r.path for r in log)
+
+
+@pytest.mark.slow
+def test_new_cp_revision_makes_a_new_commit_without_stale_shards(tmp_path, hub_env, api):
+    folders = write_triplet(tmp_path / "m", TripletSpec(arch="llama", extra_cp_tokens=20))
+    repos = {role: f"alice/moving-{uuid.uuid4().hex[:6]}-{role}" for role in folders}
+    for role, folder in folders.items():
+        upload_model(api, folder, repos[role])
+    target = new_target()
+    recipe = recipe_for(tmp_path, repos, target, "output: {shard_size: 150KB}\n")
+    assert publish_cli([str(recipe)], hub_env).returncode == 0
+    old_files = set(api.list_repo_files(target))
+    assert "model.safetensors.index.json" in old_files
+
+    # Upstream moves: a new cp revision (new weights), and the recipe now asks for one big shard.
+    upload_model(api, write_triplet(tmp_path / "m2", TripletSpec(arch="llama", extra_cp_tokens=20, seed=7))["cp"],
+                 repos["cp"])
+    recipe.write_text(recipe.read_text().replace("150KB", "1GB"))
+    result = publish_cli([str(recipe)], hub_env)
+    assert result.returncode == 0, result.stderr
+    files = set(api.list_repo_files(target))
+    assert "model.safetensors" in files
+    assert not any(f.startswith("model-0") for f in files) and "model.safetensors.index.json" not in files
+    assert len(list(api.list_repo_commits(target))) == 3
+    provenance = json.loads(Path(snapshot_download(target, allow_patterns=["chatvector.json"],
+                                                   token=WRITE_TOKEN.secret), "chatvector.json").read_text())
+    assert provenance["inputs"]["cp"]["sha"] == api.model_info(repos["cp"]).sha
+
+
+def test_dry_run_pushes_nothing_and_shows_files_and_card(tmp_path, sources, hub_env, api):
+    target = new_target()
+    out = tmp_path / "preview"
+    result = publish_cli([str(recipe_for(tmp_path, sources, target)), "--dry-run", "--out", str(out)], hub_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"dry run: would commit to {api.endpoint}/{target}")
+    assert "  + README.md" in result.stdout and f"card: {out / 'README.md'}" in result.stdout
+    assert (out / "README.md").read_text().startswith("---\n")
+    assert not api.repo_exists(target)
+
+
+def test_create_pr_leaves_main_alone_and_tag(tmp_path, sources, monkeypatch, capsys, api):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    target = new_target()
+    recipe = recipe_for(tmp_path, sources, target)
+    assert main(["publish", str(recipe), "--tag", "v1"]) == 0
+    head = api.model_info(target).sha
+    assert [t.name for t in api.list_repo_refs(target).tags] == ["v1"]
+    assert api.list_repo_refs(target).tags[0].target_commit == head
+    recipe.write_text(recipe.read_text().replace("default: 0.9", "default: 0.5"))
+    capsys.readouterr()
+    assert main(["publish", str(recipe), "--create-pr"]) == 0
+    assert "pull request" in capsys.readouterr().out
+    assert api.model_info(target).sha == head
+    refs = api.list_repo_refs(target, include_pull_requests=True)
+    assert [p.ref for p in refs.pull_requests] == ["refs/pr/1"]
+    assert api.file_exists(target, "model.safetensors", revision="refs/pr/1")
+
+
+def test_verification_failure_blocks_the_push(tmp_path, monkeypatch, capsys, api):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    folders = write_triplet(tmp_path / "m", TripletSpec(arch="llama"))
+    shard = sorted(folders["cp"].glob("model-*.safetensors"))[0]
+    tensors = load_file(shard)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = float("nan")
+    save_file(tensors, shard, metadata={"format": "pt"})
+    target = new_target()
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"base: {{path: m/base}}\nchat: {{path: m/chat}}\ncp: {{path: m/cp}}\ntarget: {{repo_id: {target}}}\n")
+    assert main(["publish", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: verification failed: all tensors finite: ") and name in err
+    assert not api.repo_exists(target)
+
+
+def test_publish_needs_a_target(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("base: {repo_id: a/b}\nchat: {repo_id: a/c}\ncp: {repo_id: a/d}\n")
+    assert main(["publish", str(recipe)]) == 2
+    assert "target.repo_id: no target repository" in capsys.readouterr().err
+
+
+def test_read_only_token_cannot_publish(tmp_path, sources, monkeypatch, capsys, api):
+    monkeypatch.setenv("HF_TOKEN", READ_TOKEN.secret)
+    target = new_target()
+    assert main(["publish", str(recipe_for(tmp_path, sources, target))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: the token cannot write to {target} (403): use a token with write access to it"
+    assert READ_TOKEN.secret not in err and not api.repo_exists(target)
+
+
+def test_private_target_is_created_private(tmp_path, sources, monkeypatch, api):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    target = new_target()
+    recipe = recipe_for(tmp_path, sources, target)
+    recipe.write_text(recipe.read_text().replace(f"target: {{repo_id: {target}}}",
+                                                 f"target: {{repo_id: {target}, private: true}}"))
+    assert main(["publish", str(recipe)]) == 0
+    assert api.model_info(target).private is True
+    assert not HfApi(token=False).repo_exists(target)

@@ -1,0 +1,281 @@
+"""The scheduled publish workflow (.github/workflows/publish.yml) and its recipe-listing script.
+
+Static checks run the real tools (zizmor, offline; check-jsonschema with the vendored GitHub-workflow
+schema); the listing step's own shell runs against temporary recipe folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = ROOT / ".github" / "workflows" / "publish.yml"
+LIST_SCRIPT = ROOT / ".github" / "scripts" / "list_recipes.py"
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> Path:
+    path = BIN / name
+    if not path.exists():
+        pytest.skip(f"{name} is not installed in {BIN} (pip install -e '.[test]' installs it)")
+    return path
+
+
+def _workflow() -> dict:
+    doc = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+    doc["on"] = doc.pop(True, doc.get("on"))  # YAML 1.1 reads the key `on` as the boolean true
+    return doc
+
+
+def _steps(job: str) -> list[dict]:
+    return _workflow()["jobs"][job]["steps"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The real linters
+
+
+@pytest.mark.parametrize("persona", ["regular", "auditor"])
+def test_zizmor_reports_no_findings(persona):
+    zizmor = _tool("zizmor")
+    result = subprocess.run(
+        [str(zizmor), "--offline", "--no-ignores", "--no-progress", f"--persona={persona}", "--format=json",
+         str(WORKFLOW)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    findings = json.loads(result.stdout)
+    assert findings == [], json.dumps(findings, indent=2)
+
+
+def test_check_jsonschema_accepts_the_workflow():
+    checker = _tool("check-jsonschema")
+    result = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok -- validation done" in result.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# Its structure
+
+
+def test_runs_on_a_daily_schedule_and_by_hand_with_a_recipe_input():
+    on = _workflow()["on"]
+    (entry,) = on["schedule"]
+    fields = entry["cron"].split()
+    assert len(fields) == 5 and fields[2:] == ["*", "*", "*"], entry["cron"]  # once a day
+    recipe = on["workflow_dispatch"]["inputs"]["recipe"]
+    assert recipe["type"] == "string" and recipe["required"] is False and recipe["default"] == ""
+
+
+def test_no_default_permissions_and_jobs_only_read_contents():
+    wf = _workflow()
+    assert wf["permissions"] == {}
+    for name, job in wf["jobs"].items():
+        assert job["permissions"] == {"contents": "read"}, name
+
+
+def test_publish_matrix_comes_from_the_list_job_one_concurrency_group_per_recipe():
+    wf = _workflow()
+    lister, publish = wf["jobs"]["list"], wf["jobs"]["publish"]
+    assert lister["outputs"]["recipes"] == "${{ steps.list.outputs.recipes }}"
+    assert publish["needs"] == "list"
+    assert publish["strategy"]["matrix"] == {"recipe": "${{ fromJSON(needs.list.outputs.recipes) }}"}
+    assert publish["strategy"]["fail-fast"] is False
+    assert publish["if"] == "needs.list.outputs.recipes != '[]'"  # an empty matrix is an error on GitHub
+    assert publish["concurrency"] == {"group": "publish-${{ matrix.recipe }}", "cancel-in-progress": False}
+
+
+def test_publish_step_runs_make_publish_with_the_token_from_secrets():
+    publish = _workflow()["jobs"]["publish"]
+    runs = [s for s in publish["steps"] if "make publish RECIPE=" in s.get("run", "")]
+    assert len(runs) == 1
+    assert runs[0]["run"].strip() == 'make publish RECIPE="$RECIPE"'
+    assert runs[0]["env"]["HF_TOKEN"] == "${{ secrets.HF_TOKEN }}"
+    assert publish["env"]["RECIPE"] == "${{ matrix.recipe }}"
+    assert "HF_TOKEN" not in publish["env"]  # only the step that needs it sees the token
+    # The secret belongs to an environment; the setup guide names the same one.
+    assert publish["environment"] == "huggingface-hub"
+    assert "name it `huggingface-hub`" in (ROOT / "docs" / "scheduled-publishing.md").read_text(encoding="utf-8")
+
+
+def test_expressions_never_appear_inside_run_scripts():
+    for name, job in _workflow()["jobs"].items():
+        for step in job["steps"]:
+            assert "${{" not in step.get("run", ""), f"{name}: {step.get('name')}: pass values through env"
+
+
+def test_actions_are_pinned_to_full_commits_and_checkouts_drop_credentials():
+    text = WORKFLOW.read_text(encoding="utf-8")
+    uses = re.findall(r"uses: (\S+)@(\S+)(.*)", text)
+    assert {u[0] for u in uses} == {"actions/checkout", "actions/setup-python", "actions/cache"}
+    for action, ref, comment in uses:
+        assert re.fullmatch(r"[0-9a-f]{40}", ref), action
+        assert re.fullmatch(r" # v\d+\.\d+\.\d+", comment), action
+    for name, job in _workflow()["jobs"].items():
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False, name
+
+
+def test_pip_and_hub_downloads_are_cached_per_recipe():
+    steps = _steps("publish")
+    python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))
+    assert python["with"]["cache"] == "pip"
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache@"))
+    assert cache["with"]["path"] == "~/.cache/huggingface"
+    assert "${{ matrix.recipe }}" in cache["with"]["key"]
+    assert "hashFiles(matrix.recipe)" in cache["with"]["key"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The listing step, run as GitHub runs it
+
+
+def _listing_step() -> dict:
+    (step,) = [s for s in _steps("list") if s.get("id") == "list"]
+    return step
+
+
+def _run_listing(repo: Path, requested: str = "") -> tuple[subprocess.CompletedProcess, list | None]:
+    """Run the step's `run:` script with bash -e in `repo`, as a runner does; returns its GITHUB_OUTPUT."""
+    script_dir = repo / ".github" / "scripts"
+    script_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(LIST_SCRIPT, script_dir / LIST_SCRIPT.name)
+    shim = repo / "_bin"
+    shim.mkdir(exist_ok=True)
+    if not (shim / "python3").exists():
+        (shim / "python3").symlink_to(sys.executable)
+    output = repo / "github_output"
+    output.write_text("")
+    step = _listing_step()
+    assert set(step["env"]) == {"REQUESTED"} and step["env"]["REQUESTED"] == "${{ inputs.recipe }}"
+    env = {"PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "GITHUB_OUTPUT": str(output), "REQUESTED": requested}
+    result = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=repo, env=env, capture_output=True, text=True,
+                            timeout=60)
+    lines = output.read_text().splitlines()
+    recipes = None
+    if lines:
+        (line,) = lines
+        key, _, value = line.partition("=")
+        assert key == "recipes"
+        recipes = json.loads(value)
+    return result, recipes
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    recipes = tmp_path / "recipes"
+    (recipes / "drafts").mkdir(parents=True)
+    for name in ("demo.yaml", "ko.yaml", "ja-swallow.yaml", "zh.yaml", "README.md", "notes.yml", "drafts/x.yaml"):
+        (recipes / name).write_text("name: x\n")
+    return tmp_path
+
+
+def test_listing_every_recipe_leaves_out_the_demo(repo):
+    result, recipes = _run_listing(repo)
+    assert result.returncode == 0, result.stderr
+    assert recipes == ["recipes/ja-swallow.yaml", "recipes/ko.yaml", "recipes/zh.yaml"]
+
+
+def test_listing_the_projects_own_recipes_folder_leaves_out_the_demo(tmp_path):
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    result, recipes = _run_listing(tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected = sorted(f"recipes/{p.name}" for p in (ROOT / "recipes").glob("*.yaml") if p.name != "demo.yaml")
+    assert recipes == expected
+
+
+def test_listing_refuses_recipe_file_names_that_would_need_quoting(repo):
+    (repo / "recipes" / "my recipe$(x).yaml").write_text("name: x\n")
+    result, recipes = _run_listing(repo)
+    assert result.returncode == 2 and recipes is None
+    assert "rename 'recipes/my recipe$(x).yaml': use letters, digits" in result.stderr
+
+
+def test_listing_with_no_recipes_gives_an_empty_matrix(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "demo.yaml").write_text("name: demo\n")
+    result, recipes = _run_listing(tmp_path)
+    assert result.returncode == 0 and recipes == []
+
+
+@pytest.mark.parametrize("requested", ["recipes/ko.yaml", "./recipes/ko.yaml", " recipes/ko.yaml\n"])
+def test_a_manual_run_lists_only_the_requested_recipe(repo, requested):
+    result, recipes = _run_listing(repo, requested)
+    assert result.returncode == 0, result.stderr
+    assert recipes == ["recipes/ko.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("requested", "message"),
+    [
+        ("recipes/demo.yaml", "recipes/demo.yaml is the offline demo"),
+        ("recipes/missing.yaml", "'recipes/missing.yaml' does not exist in this commit"),
+        ("recipes/drafts/x.yaml", "is not a file name of the form recipes/NAME.yaml"),
+        ("recipes/../pyproject.toml", "is not a file name of the form recipes/NAME.yaml"),
+        ('recipes/x.yaml"; echo pwned; "', "is not a file name of the form recipes/NAME.yaml"),
+        ("recipes/%0Aa.yaml", "is not a file name"),
+    ],
+)
+def test_a_manual_run_refuses_anything_but_an_existing_recipe(repo, requested, message):
+    result, recipes = _run_listing(repo, requested)
+    assert result.returncode == 2
+    assert recipes is None  # the step fails before writing an output, so no publish job starts
+    assert result.stderr.startswith("::error title=list recipes::")
+    assert message in result.stderr
+    assert "pwned" not in result.stdout
+    assert "\n" not in result.stderr.rstrip("\n")
+
+
+# -- the workflow's own command lines, run against the local Hub --------------------------------------------
+def _run_lines(job: str, step_name: str) -> str:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "publish.yml").read_text())
+    return next(s["run"] for s in workflow["jobs"][job]["steps"] if s.get("name") == step_name)
+
+
+@pytest.mark.slow
+def test_scheduled_run_command_lines_publish_then_noop_on_the_local_hub(example_repos, hub, hub_env, tmp_path):
+    """The list step's and the publish step's `run:` scripts, as bash runs them on a runner: the first
+    scheduled run publishes, the second finds nothing changed upstream and pushes nothing."""
+    import huggingface_hub
+
+    stamp = ROOT / ".venv" / ".installed"
+    if not stamp.exists() and Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():
+        stamp.touch()  # the venv running this test is the one `make publish` would build
+    output = tmp_path / "github_output"
+    env = dict(hub_env, REQUESTED="", GITHUB_OUTPUT=str(output))
+    listed = subprocess.run(["bash", "-e", "-c", _run_lines("list", "list recipes/*.yaml except recipes/demo.yaml "
+                                                                   "(or only the requested one)")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    matrix = json.loads(output.read_text().strip().removeprefix("recipes="))
+    assert "recipes/demo.yaml" not in matrix and "recipes/llama3-korean.yaml" in matrix
+
+    publish_step = _run_lines("publish", "publish")
+    env = dict(hub_env, RECIPE="recipes/llama3-korean.yaml")
+    api = huggingface_hub.HfApi(token=env["HF_TOKEN"])
+    first = subprocess.run(["bash", "-e", "-c", publish_step], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    head = api.model_info("my-org/Llama-3-Open-Ko-8B-Chat").sha
+    mark = len(hub.requests)
+    second = subprocess.run(["bash", "-e", "-c", publish_step], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "nothing changed" in second.stdout
+    assert api.model_info("my-org/Llama-3-Open-Ko-8B-Chat").sha == head
+    assert not any(r.method == "GET" and r.path.endswith(".safetensors") and not r.range
+                   for r in list(hub.requests)[mark:])
