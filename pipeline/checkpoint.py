@@ -6,7 +6,6 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pipeline.errors import CompatibilityError
 from pipeline.recipe import Recipe
@@ -99,7 +98,6 @@ class Checkpoint:
 
 
 def load_checkpoint(recipe: Recipe, resolved: ResolvedSource, api=None) -> Checkpoint:
-    role = resolved.role
     config = _read_json(recipe, resolved, "config.json", required=True)
     if config.get("auto_map") and not recipe.trust_remote_code:
         raise recipe.error_at("trust_remote_code", f"{resolved.label} needs custom code (config.json has auto_map); "

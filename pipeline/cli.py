@@ -27,17 +27,27 @@ HF_TOKEN (or `hf auth login`). Point HF_ENDPOINT at a local Hub to work offline.
 """
 
 
+def _command(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose description keeps its line breaks (it holds examples)."""
+    return sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
+def _device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None,
+                        help="where the merge arithmetic runs (default: the recipe's merge.device, else auto)")
+
+
 def _add_hub(sub: argparse._SubParsersAction) -> None:
     hub = sub.add_parser("hub", help="the local Hub-compatible server")
     hub_sub = hub.add_subparsers(dest="hub_command", required=True, metavar="{serve}")
-    serve = hub_sub.add_parser(
+    serve = _command(
+        hub_sub,
         "serve",
         help="serve a Hub-compatible API from a folder",
         description="Serve the Hugging Face Hub HTTP API (the part huggingface_hub uses) from DIR.\n\n"
         "Point a client at it with HF_ENDPOINT=http://HOST:PORT (set before importing\n"
         "huggingface_hub) and HF_HUB_DISABLE_XET=1 when files above the LFS threshold are uploaded.\n\n"
         "Example:\n  chatvector hub serve --root ./hub --port 8765 --token alice=hf_secret:write",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--root", required=True, help="folder holding blobs and the SQLite metadata")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -71,7 +81,8 @@ def _cmd_hub_serve(args: argparse.Namespace) -> int:
 
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:
-    plan = sub.add_parser(
+    plan = _command(
+        sub,
         "plan",
         help="validate a recipe against the checkpoints' metadata and show what will happen",
         description="Validate RECIPE, pin every source to a commit and check, from metadata alone (configs,\n"
@@ -79,7 +90,6 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
         "Prints each source's repo@sha, the coefficient of every layer and module rule, the bytes to\n"
         "download and the output size. Downloads no weights.\n\n"
         "Example:\n  chatvector plan recipes/demo.yaml\n  chatvector plan recipes/demo.yaml --json > plan.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     plan.add_argument("recipe", help="the recipe YAML file")
     plan.add_argument("--json", action="store_true", help="print the plan as one JSON document")
@@ -99,7 +109,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _add_merge(sub: argparse._SubParsersAction) -> None:
-    merge = sub.add_parser(
+    merge = _command(
+        sub,
         "merge",
         help="merge a recipe into a ready-to-load model folder",
         description="Plan RECIPE, download only the weight files it needs (into the Hugging Face cache;\n"
@@ -108,12 +119,10 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
         "template and end-of-turn token, and chatvector.json (provenance). The folder is verified\n"
         "before it appears under its final name.\n\n"
         "Example:\n  chatvector merge recipes/demo.yaml --out ./merged --device cpu",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     merge.add_argument("recipe", help="the recipe YAML file")
     merge.add_argument("--out", required=True, metavar="DIR", help="output folder (created or replaced)")
-    merge.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None,
-                       help="where the arithmetic runs (default: the recipe's merge.device, else auto)")
+    _device_option(merge)
     merge.set_defaults(func=_cmd_merge)
 
 
@@ -131,7 +140,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _add_publish(sub: argparse._SubParsersAction) -> None:
-    publish = sub.add_parser(
+    publish = _command(
+        sub,
         "publish",
         help="plan, merge, verify, render the card and push to the Hub in one commit",
         description="Publish RECIPE to its target repository: plan → fetch → merge → verify → card → push.\n\n"
@@ -144,7 +154,6 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
         "(or `hf auth login`); the token is never printed.\n\n"
         "Examples:\n  chatvector publish recipes/x.yaml --dry-run --out ./preview\n"
         "  chatvector publish recipes/x.yaml --create-pr\n  chatvector publish recipes/x.yaml --tag v1",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     publish.add_argument("recipe", help="the recipe YAML file (needs `target.repo_id`)")
     publish.add_argument("--dry-run", action="store_true",
@@ -152,8 +161,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     publish.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
     publish.add_argument("--tag", metavar="TAG", help="tag the new commit")
     publish.add_argument("--out", metavar="DIR", help="keep the assembled model folder here")
-    publish.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None,
-                         help="where the merge runs (default: the recipe's merge.device, else auto)")
+    _device_option(publish)
     publish.add_argument("--force", action="store_true", help="publish even when nothing upstream changed")
     publish.set_defaults(func=_cmd_publish)
 
@@ -177,7 +185,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             print(f"  + {name}  ({(result.out_dir / name).stat().st_size} bytes)")
         for name in result.deleted:
             print(f"  - {name}")
-        print(f"card: {result.out_dir / 'README.md'}")
+        card = result.out_dir / "README.md"
+        print(f"card: {card}\n{'-' * 80}\n{card.read_text(encoding='utf-8').rstrip()}\n{'-' * 80}")
     else:
         where = f"pull request {result.pr_url}" if result.pr_url else result.url
         print(f"published {result.repo_id} at {result.commit} ({len(result.added)} files, "
@@ -186,13 +195,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    demo = sub.add_parser(
+    demo = _command(
+        sub,
         "demo",
         help="the full publish, offline: local Hub, tiny models, publish, load back, chat",
         description="Start the embedded local Hub, seed it with a tiny generated base/chat/cp triplet, publish\n"
         "recipes/demo.yaml, load the published model back with transformers and chat one turn, then\n"
         "publish again to show that an unchanged upstream pushes nothing. Needs no token and no internet.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--root", default=None, metavar="DIR", help="where the demo keeps its state (default .demo)")
     demo.set_defaults(func=_cmd_demo)

@@ -247,7 +247,7 @@ def _train_bpe(lines: list[str], vocab_size: int, special_tokens: list[str], arc
 @functools.lru_cache(maxsize=None)
 def _tokenizer_json(arch: str, extra_tokens: int) -> str:
     """tokenizer.json text for `arch`: the shared base vocabulary, plus `extra_tokens` appended for cp."""
-    from tokenizers import AddedToken, Tokenizer, processors
+    from tokenizers import AddedToken, processors
 
     info = _ARCH_INFO[arch]
     tok = _train_bpe(

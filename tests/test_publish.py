@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import torch
 from huggingface_hub import HfApi, ModelCard, snapshot_download
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -130,7 +129,8 @@ def test_dry_run_pushes_nothing_and_shows_files_and_card(tmp_path, sources, hub_
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"dry run: would commit to {api.endpoint}/{target}")
     assert "  + README.md" in result.stdout and f"card: {out / 'README.md'}" in result.stdout
-    assert (out / "README.md").read_text().startswith("---\n")
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\n") and card.rstrip() in result.stdout  # the card it would commit is shown
     assert not api.repo_exists(target)
 
 

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import parse_qs, urlencode
 
 from pipeline.localhub import cardmeta
 from pipeline.localhub.protocol import HubHTTPError, Request, Response, repo_not_found, require_write
-from pipeline.localhub.storage import FileEntry, FileOp, Repo, Store, StoreError, lfs_pointer
+from pipeline.localhub.storage import FileEntry, Repo, Store, StoreError, lfs_pointer
 
 PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
 PREFIX = {"dataset": "datasets/", "space": "spaces/", "kernel": "kernels/", "model": ""}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 
 @dataclass
@@ -45,7 +46,6 @@ class Hub:
     def __init__(self, store: Store, config: HubConfig):
         self.store, self.config = store, config
         self.uploads: dict[str, Upload] = {}
-        self._lock = threading.Lock()
 
     def repo_for_read(self, req: Request, repo_type: str, name: str) -> Repo:
         repo = self.store.get_repo(repo_type, name)
@@ -251,7 +251,7 @@ def _card_data(hub: Hub, files: list[FileEntry]) -> dict | None:
 
 
 # -- listing ---------------------------------------------------------------------------------------------
-def tree_entry(f: FileEntry, expand: bool = False) -> dict:
+def tree_entry(f: FileEntry) -> dict:
     entry: dict = {"type": "file", "oid": f.git_oid, "size": f.size, "path": f.path}
     if f.lfs:
         entry["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": len(lfs_pointer(f.sha256, f.size))}
@@ -368,14 +368,8 @@ def tag(hub: Hub, req: Request, repo_type: str, name: str, revision_or_tag: str)
 
 
 def _valid_name(name: str) -> bool:
-    import re
-
-    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}", name or "")) and ".." not in name and not name.endswith(".git")
+    return bool(_NAME.fullmatch(name or "")) and ".." not in name and not name.endswith(".git")
 
 
 def new_upload_token() -> str:
     return secrets.token_urlsafe(24)
-
-
-def quote_path(path: str) -> str:
-    return quote(path)
