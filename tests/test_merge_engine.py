@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.errors import MergeError
 from pipeline.merge import RowCopy, TensorJob, TensorSource, VectorTerm, plan_shards, run_merge
-from pipeline.merge import engine, writer
-from pipeline.merge.engine import plan_chunks
+from pipeline.merge import compute, writer
+from pipeline.merge.blocks import plan_blocks, plan_chunks
 from pipeline.merge.safetensors_io import read_header
 
 DT = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
@@ -98,7 +98,7 @@ def assert_same(got: torch.Tensor, want: torch.Tensor):
     assert torch.equal(got.reshape(-1).view(torch.uint8), want.reshape(-1).view(torch.uint8))  # bits: -0 != +0
 
 
-SHAPES = {"embed": (37, 24), "w": (24, 40), "norm": (24,), "bias": (5,), "scalar": ()}
+SHAPES = {"embed": (37, 24), "w": (24, 40), "norm": (24,), "bias": (5,), "scalar": (), "empty": (0, 24)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,9 +240,9 @@ def test_row_copies_without_terms(tmp_path):
     assert_same(load_all(tmp_path / "out")["embed"], want)
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 6, 64, 1000, 1 << 20])
+@pytest.mark.parametrize("chunk_bytes", [1, 6, 64, 1000, 4096, 3 * 4096 + 5, 1 << 20])
 def test_chunk_size_never_changes_the_bytes(tmp_path, chunk_bytes):
-    shapes = {"embed": (67, 33), "w": (33, 50), "norm": (33,)}
+    shapes = {"embed": (167, 133), "w": (133, 50), "norm": (133,), "bias": (7,)}  # tensors span several 4 KiB blocks
     base, chat, cp = triplet(tmp_path, shapes)
     res = run_merge(simple_jobs(tmp_path, cp, (0.7,)), tmp_path / "out", shard_size=1 << 30, chunk_bytes=chunk_bytes, progress=False)
     out = load_all(tmp_path / "out")
@@ -254,21 +254,23 @@ def test_chunk_size_never_changes_the_bytes(tmp_path, chunk_bytes):
 
 def test_staged_pipeline_equals_cpu_loop(tmp_path, monkeypatch):
     """The accelerator pipeline (staging, slots, ordered hand-off) run on the CPU device."""
-    cp = {"embed": rand((40, 16), torch.bfloat16, 1), "w": rand((16, 16), torch.bfloat16, 2), "n": rand((16,), torch.float32, 3)}
+    cp = {"embed": rand((400, 16), torch.bfloat16, 1), "w": rand((16, 16), torch.bfloat16, 2), "n": rand((16,), torch.float32, 3)}
     base = {k: near(v, 0.01, 4, torch.bfloat16) for k, v in cp.items()}
-    base["embed"] = rand((32, 16), torch.bfloat16, 9)
+    base["embed"] = rand((320, 16), torch.bfloat16, 9)
     chat = {k: near(v, 0.01, 5) for k, v in base.items()}
     for n, sd in (("base", base), ("chat", chat), ("cp", cp)):
         save(tmp_path / f"{n}.safetensors", sd)
     jobs = simple_jobs(tmp_path, cp, (0.7,))
-    jobs[0] = TensorJob("embed", (40, 16), "bfloat16", jobs[0].cp, jobs[0].terms, delta_rows=32,
-                        row_copies=(RowCopy(35, src(tmp_path, "chat", "embed"), 3),))
+    jobs[0] = TensorJob("embed", (400, 16), "bfloat16", jobs[0].cp, jobs[0].terms, delta_rows=320,
+                        row_copies=(RowCopy(350, src(tmp_path, "chat", "embed"), 3),))
     jobs.append(TensorJob("copied", (16,), "float32", src(tmp_path, "cp", "n"), ()))
-    cpu = run_merge(jobs, tmp_path / "cpu", shard_size=700, chunk_bytes=48, progress=False)
-    monkeypatch.setattr(engine, "_CpuCompute", engine._StagedCompute)
-    staged = run_merge(jobs, tmp_path / "staged", shard_size=700, chunk_bytes=48, progress=False)
+    cpu = run_merge(jobs, tmp_path / "cpu", shard_size=7000, chunk_bytes=48, progress=False)
+    monkeypatch.setattr(compute, "make_backend", lambda dev, *args: compute.StagedBackend(dev, *args))
+    staged = run_merge(jobs, tmp_path / "staged", shard_size=7000, chunk_bytes=48, progress=False)
     assert cpu.files == staged.files
     assert len(cpu.files) > 2
+    want = reference(cp["embed"], [(0.7, base["embed"], chat["embed"])], torch.bfloat16, 320, [(350, chat["embed"], 3)])
+    assert_same(load_all(tmp_path / "staged")["embed"], want)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,17 +346,73 @@ def test_plan_shards_is_greedy_and_never_splits():
         plan_shards(jobs, 0)
 
 
-def test_plan_chunks_marks_raw_copies():
+def test_plan_chunks_splits_at_the_delta_rows_and_marks_raw_copies():
     job = TensorJob("e", (10, 4), "bfloat16", TensorSource(Path("x"), "e"),
                     (VectorTerm(TensorSource(Path("b"), "e"), TensorSource(Path("c"), "e"), 1.0),), delta_rows=6,
                     row_copies=(RowCopy(8, TensorSource(Path("c"), "e"), 1),))
-    chunks = list(plan_chunks(job, "BF16", 8))
-    assert [(c.first, c.count, c.delta, c.raw) for c in chunks] == [
-        (0, 8, True, False), (8, 8, True, False), (16, 8, True, False),
-        (24, 8, False, True), (32, 8, False, False),
-    ]
-    assert [(p.at, p.count, p.src_first) for p in chunks[-1].patches] == [(0, 4, 4)]
-    assert not any(c.raw for c in plan_chunks(job, "F32", 8))
+    chunks = list(plan_chunks(job, "BF16"))
+    assert [(c.first, c.count, c.delta, c.raw) for c in chunks] == [(0, 24, True, False), (24, 16, False, False)]
+    assert [(p.at, p.count, p.src_first) for p in chunks[1].patches] == [(8, 4, 4)]
+    assert [(c.first, c.count, c.raw) for c in plan_chunks(job, "BF16", 26, 31)] == [(26, 5, True)]
+    assert [(c.first, c.count, c.raw) for c in plan_chunks(job, "BF16", 30, 35)] == [(30, 5, False)]
+    assert not any(c.raw for c in plan_chunks(job, "F32"))
+    no_terms = TensorJob("e", (10, 4), "bfloat16", TensorSource(Path("x"), "e"), (VectorTerm(job.cp, job.cp, 0.0),), delta_rows=6)
+    assert [(c.first, c.count, c.delta, c.raw) for c in plan_chunks(no_terms, "BF16")] == [(0, 40, False, True)]
+
+
+def test_plan_blocks_cover_the_file_exactly():
+    jobs = [TensorJob(n, (k,), "bfloat16", TensorSource(Path("x"), n), ()) for n, k in (("a", 3000), ("b", 10), ("c", 5000))]
+    header = b"h" * 24
+    starts = [24, 24 + 6000, 24 + 6020]
+    blocks = list(plan_blocks(jobs, starts, header, 4096, lambda j: "F32"))
+    size = 24 + 2 * 8010
+    assert [(b.offset, b.nbytes) for b in blocks] == [(0, 4096), (4096, 4096), (8192, 4096), (12288, size - 12288)]
+    assert blocks[0].header == header and not blocks[1].header
+    covered = []
+    for b in blocks:
+        for p in b.pieces:
+            covered.append((b.offset + p.at, b.offset + p.at + 2 * p.chunk.count, p.job.name))
+    assert covered[0] == (24, 4096, "a")
+    assert [c[2] for c in covered] == ["a", "a", "b", "c", "c", "c"]
+    assert all(x[1] == y[0] for x, y in zip(covered, covered[1:]))
+    assert covered[-1][1] == size
+
+
+def test_buffered_writes_give_the_same_files(tmp_path, monkeypatch):
+    """Filesystems without O_DIRECT get ordinary writes of the same blocks."""
+    shapes = {"embed": (167, 133), "norm": (133,)}
+    base, chat, cp = triplet(tmp_path, shapes)
+    direct = run_merge(simple_jobs(tmp_path, cp, (0.7,)), tmp_path / "a", shard_size=30_000, chunk_bytes=8192, progress=False)
+    monkeypatch.setattr(writer, "USE_DIRECT_IO", False)
+    buffered = run_merge(simple_jobs(tmp_path, cp, (0.7,)), tmp_path / "b", shard_size=30_000, chunk_bytes=8192, progress=False)
+    assert direct.files == buffered.files
+
+
+def _direct_io_works(folder: Path) -> bool:
+    try:
+        fd = os.open(folder / ".probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644)
+    except (OSError, AttributeError):
+        return False
+    os.close(fd)
+    (folder / ".probe").unlink()
+    return True
+
+
+def test_direct_io_is_used_where_the_filesystem_allows(tmp_path, monkeypatch, caplog):
+    base, chat, cp = triplet(tmp_path, {"w": (64, 64)})
+    seen = []
+    real = writer._OutFile.finish
+
+    def finish(self):
+        seen.append(self.direct)
+        real(self)
+
+    monkeypatch.setattr(writer._OutFile, "finish", finish)
+    with caplog.at_level("INFO", logger="pipeline.merge.engine"):
+        run_merge(simple_jobs(tmp_path, cp), tmp_path / "out", shard_size=1 << 30, progress=True)
+    assert seen == [_direct_io_works(tmp_path)]
+    assert ("buffered writes" in caplog.text) != seen[0]
+    assert "merged 1 tensors" in caplog.text
 
 
 def test_two_runs_write_identical_bytes(tmp_path):
@@ -382,7 +440,7 @@ def test_failure_midway_leaves_no_partial_files_and_keeps_old_output(tmp_path, m
     out = tmp_path / "out"
     first = run_merge(simple_jobs(tmp_path, cp, (0.7,)), out, shard_size=300, progress=False)
     calls = {"n": 0}
-    real = engine.combine_into
+    real = compute.combine_into
 
     def flaky(*args):
         calls["n"] += 1
@@ -390,7 +448,7 @@ def test_failure_midway_leaves_no_partial_files_and_keeps_old_output(tmp_path, m
             raise RuntimeError("boom")
         real(*args)
 
-    monkeypatch.setattr(engine, "combine_into", flaky)
+    monkeypatch.setattr(compute, "combine_into", flaky)
     with pytest.raises(RuntimeError, match="boom"):
         run_merge(simple_jobs(tmp_path, cp, (0.5,)), out, shard_size=300, chunk_bytes=16, progress=False)
     assert sorted(os.listdir(out)) == sorted(first.files)
@@ -405,7 +463,7 @@ def test_disk_error_in_writer_is_a_merge_error_and_cleans_up(tmp_path, monkeypat
 
     def full(fd, data, offset):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(fd, data, offset)
 
@@ -561,9 +619,11 @@ _MEMORY_CHILD = textwrap.dedent(
             for k, v in status().items():
                 peak[k] = max(peak[k], v)
             time.sleep(0.002)
-    t = threading.Thread(target=watch); t.start()
-    run_merge(jobs, d / "out", shard_size=1 << 30, chunk_bytes=1 << 20, progress=False)
-    stop = True; t.join()
+    t = threading.Thread(target=watch, daemon=True); t.start()  # daemon: a failing merge must not hang
+    try:
+        run_merge(jobs, d / "out", shard_size=1 << 30, chunk_bytes=1 << 20, progress=False)
+    finally:
+        stop = True; t.join()
     print(json.dumps({"anon": peak["RssAnon"] - base["RssAnon"], "rss": peak["VmRSS"] - base["VmRSS"]}))
     """
 )
@@ -576,7 +636,7 @@ def test_peak_memory_is_bounded_by_chunks_not_model(tmp_path):
     for m in ("base", "chat", "cp"):
         save(tmp_path / f"{m}.safetensors", {k: torch.randn(s, generator=g, dtype=torch.float32).to(torch.bfloat16) for k, s in shapes.items()})
     root = Path(__file__).resolve().parents[1]
-    res = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(tmp_path)], cwd=root, capture_output=True, text=True, check=True)
+    res = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(tmp_path)], cwd=root, capture_output=True, text=True, check=True, timeout=300)
     peak = json.loads(res.stdout.strip().splitlines()[-1])
     # Expected: 3 × 1 MiB output buffers, 2 × 2 MiB fp32 tiles, torch's thread pool and allocator
     # slack (~25 MB measured). Holding any whole thing would break the bound: the embedding alone is

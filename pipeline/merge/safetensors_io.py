@@ -170,8 +170,13 @@ class InputFile:
             warnings.simplefilter("ignore", UserWarning)
             return torch.frombuffer(self.view, dtype=dt, count=count, offset=info.start + first * info.itemsize)
 
-    def raw(self, start: int, end: int) -> memoryview:
-        return self.view[start:end]
+    def bytes(self, start: int, nbytes: int) -> torch.Tensor:
+        """File bytes [start, start + nbytes) as a uint8 view."""
+        if nbytes == 0:
+            return torch.empty(0, dtype=torch.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.frombuffer(self.view, dtype=torch.uint8, count=nbytes, offset=start)
 
     def willneed(self, start: int, end: int) -> None:
         """Ask the kernel to read [start, end) ahead (cold page cache); never blocks on the I/O."""
