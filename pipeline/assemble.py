@@ -11,7 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
-from pipeline.checkpoint import Checkpoint
+from pipeline.checkpoint import TEMPLATE_FILE, ChatTemplate, Checkpoint
 from pipeline.errors import CompatibilityError
 from pipeline.plan import Plan
 
@@ -25,7 +25,6 @@ TOKENIZER_FILES = (
     "vocab.txt",
     "merges.txt",
 )
-TEMPLATE_FILE = "chat_template.jinja"
 
 
 def write_support_files(plan: Plan, out_dir: Path) -> list[str]:
@@ -56,31 +55,15 @@ def _config(plan: Plan) -> dict:
     return config
 
 
-def chat_template(plan: Plan) -> str | list:
-    """The template the output gets: the chat model's (default), cp's own, or a file the recipe names."""
+def chat_template(plan: Plan) -> ChatTemplate:
+    """The template the output gets: the chat model's (default), cp's own, or a file the recipe names,
+    stored the way its source stores it. (make_plan already checked that the named model has one.)"""
     choice = plan.recipe.output.chat_template
     if isinstance(choice, Path):
-        return choice.read_text(encoding="utf-8")
-    source = plan.first_chat if choice == "chat" else plan.cp
-    template = read_chat_template(source)
-    if template is None:
-        raise plan.recipe.error_at("output.chat_template", f"the {choice} model ({source.resolved.label}) has no "
-                                   "chat template; name a template file instead")
+        return ChatTemplate(choice.read_text(encoding="utf-8"), in_config=False)
+    template = (plan.first_chat if choice == "chat" else plan.cp).chat_template
+    assert template is not None
     return template
-
-
-def read_chat_template(c: Checkpoint) -> str | list | None:
-    """A checkpoint's template from chat_template.jinja, chat_template.json or tokenizer_config.json."""
-    jinja = c.resolved.file_path(TEMPLATE_FILE)
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    for name in ("chat_template.json", "tokenizer_config.json"):
-        path = c.resolved.file_path(name)
-        if path.is_file():
-            value = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
-            if value:
-                return value
-    return None
 
 
 def end_of_turn(plan: Plan) -> tuple[str | None, list[int]]:
@@ -107,17 +90,17 @@ def end_of_turn(plan: Plan) -> tuple[str | None, list[int]]:
     return eos_token, cp_ids
 
 
-def _patch_tokenizer(out_dir: Path, template: str | list, eos_token: str | None) -> list[str]:
-    """Put the template in chat_template.jinja (or tokenizer_config for named templates) and set eos."""
+def _patch_tokenizer(out_dir: Path, template: ChatTemplate, eos_token: str | None) -> list[str]:
+    """Store the template where its source had it (chat_template.jinja or tokenizer_config.json) and set eos."""
     written = []
     config_path = out_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     config.pop("chat_template", None)  # one template only: a stale copy here would shadow the new one
-    if isinstance(template, str):
-        (out_dir / TEMPLATE_FILE).write_text(template, encoding="utf-8")
-        written.append(TEMPLATE_FILE)
+    if template.in_config or not isinstance(template.value, str):
+        config["chat_template"] = template.value
     else:
-        config["chat_template"] = template
+        (out_dir / TEMPLATE_FILE).write_text(template.value, encoding="utf-8")
+        written.append(TEMPLATE_FILE)
     if eos_token is not None:
         config["eos_token"] = eos_token
     written.append(_write_json(config_path, config))

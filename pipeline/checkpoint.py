@@ -20,6 +20,15 @@ _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 VOCAB_TENSOR = re.compile(r"(^|\.)(embed_tokens|lm_head|wte|embed_in|embed_out|word_embeddings|tok_embeddings)\.weight$")
 
 
+TEMPLATE_FILE = "chat_template.jinja"
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    value: str | list  # a template, or a list of named templates
+    in_config: bool  # stored in tokenizer_config.json's "chat_template" field, not chat_template.jinja
+
+
 @dataclass(frozen=True)
 class TensorMeta:
     name: str
@@ -89,6 +98,20 @@ class Checkpoint:
     @property
     def tied(self) -> bool:
         return not any(n.endswith("lm_head.weight") for n in self.tensors)
+
+    @property
+    def chat_template(self) -> ChatTemplate | None:
+        """The template from chat_template.jinja, chat_template.json or tokenizer_config.json."""
+        jinja = self.resolved.file_path(TEMPLATE_FILE)
+        if jinja.is_file():
+            return ChatTemplate(jinja.read_text(encoding="utf-8"), in_config=False)
+        for name in ("chat_template.json", "tokenizer_config.json"):
+            path = self.resolved.file_path(name)
+            if path.is_file():
+                value = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
+                if value:
+                    return ChatTemplate(value, in_config=True)
+        return None
 
     def token_id(self, token: str) -> int | None:
         try:

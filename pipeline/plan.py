@@ -150,6 +150,7 @@ def make_plan(recipe: Recipe, api=None) -> Plan:
         checkpoints[role] = load_checkpoint(recipe, resolved, api=api)
     cp = checkpoints["cp"]
     _check_family(checkpoints)
+    _check_chat_template(recipe, checkpoints)
     recipe.check_layers(cp.num_layers)
     shared_rows = _check_vocabulary(recipe, checkpoints)
     special = _special_rows(recipe, checkpoints)
@@ -177,6 +178,15 @@ def _check_family(checkpoints: dict[str, Checkpoint]) -> None:
             raise CompatibilityError(f"{role} ({c.resolved.label}) is a {c.model_type} model but cp "
                                      f"({cp.resolved.label}) is a {cp.model_type} model; a chat vector only "
                                      "transfers within one architecture family")
+
+
+def _check_chat_template(recipe: Recipe, checkpoints: dict[str, Checkpoint]) -> None:
+    choice = recipe.output.chat_template
+    if choice in ("chat", "cp"):
+        source = checkpoints[recipe.vectors[0].path_of("chat") if choice == "chat" else "cp"]
+        if source.chat_template is None:
+            raise recipe.error_at("output.chat_template", f"the {choice} model ({source.resolved.label}) has no "
+                                  "chat template; name a template file instead")
 
 
 def _check_vocabulary(recipe: Recipe, checkpoints: dict[str, Checkpoint]) -> int:

@@ -243,3 +243,35 @@ def test_cuda_merge_matches_cpu(tmp_path, default):
         else:  # at most one ulp of bf16 apart
             a, b = cpu[name].view(torch.int16).int(), gpu[name].view(torch.int16).int()
             assert (a - b).abs().max() <= 1, name
+
+
+def test_chat_template_kept_in_tokenizer_config_when_the_chat_model_has_it_there(tmp_path):
+    m = write_triplet(tmp_path / "m", TripletSpec(arch="mistral", chat_template_in_config=True))
+    recipe = write_recipe(tmp_path / "r.yaml", "base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\n")
+    merge(recipe, tmp_path / "out")
+    chat_config = json.loads((m["chat"] / "tokenizer_config.json").read_text())
+    out_config = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
+    assert out_config["chat_template"] == chat_config["chat_template"]
+    assert not (tmp_path / "out" / "chat_template.jinja").exists()
+    assert "[INST]" in generate_with_chat_template(tmp_path / "out")
+
+
+def test_chat_template_from_a_file(tmp_path):
+    write_triplet(tmp_path / "m", TripletSpec(arch="llama"))
+    template = "{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>{{ m.content }}<|eot_id|>" \
+               "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>{% endif %}"
+    (tmp_path / "tpl.jinja").write_text(template)
+    recipe = write_recipe(tmp_path / "r.yaml", "base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\n"
+                                               "output: {chat_template: tpl.jinja}\n")
+    merge(recipe, tmp_path / "out")
+    assert (tmp_path / "out" / "chat_template.jinja").read_text() == template
+
+
+def test_chat_template_from_cp_needs_cp_to_have_one(tmp_path, capsys):
+    write_triplet(tmp_path / "m", TripletSpec(arch="llama"))
+    recipe = write_recipe(tmp_path / "r.yaml", "base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\n"
+                                               "output: {chat_template: cp}\n")
+    assert main(["merge", str(recipe), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "output.chat_template: the cp model" in err and "has no chat template" in err
+    assert not (tmp_path / "out").exists()
