@@ -10,7 +10,9 @@ a warm page cache and writes a new file on the same disk:
   py-copy     a Python read/write loop in 10 MiB chunks (what any user-space copy costs)
   curl        curl through the server into a file (a C client), if curl exists
   curl-null   curl through the server into /dev/null: the server's own streaming rate, no disk write
-  hf_hub      huggingface_hub.hf_hub_download through the server (what the pipeline does)
+  hf_hub      huggingface_hub.hf_hub_download through the server, as the pipeline runs it
+              (pipeline.sources.tune_downloads: pieces written as received)
+  hf_hub-default  the same with huggingface_hub's default 10 MiB re-chunking
 
 Medians over --runs; ratios are throughput relative to `copy`.
 """
@@ -43,6 +45,20 @@ def seed(root: Path, size: int) -> Path:
     return store.blob_path(sha)
 
 
+def _hf_download(dest: Path, tuned: bool) -> None:
+    from huggingface_hub import constants, hf_hub_download
+
+    from pipeline.sources import tune_downloads
+
+    default = constants.DOWNLOAD_CHUNK_SIZE
+    if tuned:
+        tune_downloads()
+    try:
+        hf_hub_download("bench/big", "big.bin", cache_dir=dest, token="hf_bench_token")
+    finally:
+        constants.DOWNLOAD_CHUNK_SIZE = default
+
+
 def _py_copy(src: Path, dest: Path) -> None:
     with open(src, "rb") as fin, open(dest, "wb") as fout:
         while chunk := fin.read(10 << 20):
@@ -73,15 +89,14 @@ def main() -> int:
         url = server.stdout.readline().strip().removeprefix("Serving on ")
         os.environ.update(HF_ENDPOINT=url, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
                           HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HOME=str(work / "hf_home"))
-        from huggingface_hub import hf_hub_download
-
         shutil.copyfile(blob, work / "warm")  # warm the page cache for every contender
         (work / "warm").unlink()
         url = f"{os.environ['HF_ENDPOINT']}/bench/big/resolve/main/big.bin"
         contenders = {
             "copy": lambda dest: shutil.copyfile(blob, dest),
             "py-copy": lambda dest: _py_copy(blob, dest),
-            "hf_hub": lambda dest: hf_hub_download("bench/big", "big.bin", cache_dir=dest, token="hf_bench_token"),
+            "hf_hub": lambda dest: _hf_download(dest, tuned=True),
+            "hf_hub-default": lambda dest: _hf_download(dest, tuned=False),
         }
         if shutil.which("curl"):
             contenders["curl"] = lambda dest: subprocess.run(

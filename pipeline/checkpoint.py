@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import logging
 import re
 from dataclasses import dataclass, field
@@ -38,10 +39,7 @@ class TensorMeta:
 
     @property
     def nbytes(self) -> int:
-        n = DTYPE_BYTES.get(self.dtype, 4)
-        for d in self.shape:
-            n *= d
-        return n
+        return DTYPE_BYTES.get(self.dtype, 4) * math.prod(self.shape)
 
 
 @dataclass

@@ -8,6 +8,7 @@ later stages: the same plan gives the same output bytes.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 from pipeline import __version__
@@ -41,10 +42,7 @@ class TensorPlan:
 
     @property
     def out_bytes(self) -> int:
-        n = DTYPE_BYTES[self.out_dtype]
-        for d in self.shape:
-            n *= d
-        return n
+        return DTYPE_BYTES[self.out_dtype] * math.prod(self.shape)
 
     @property
     def merged(self) -> bool:

@@ -107,6 +107,17 @@ def hub_errors(recipe: Recipe, role: str, source: Source) -> Iterator[None]:
         raise HubError(f"cannot reach the Hub for {repo}: {_first_line(err)}") from None
 
 
+def tune_downloads() -> None:
+    """Let huggingface_hub write each piece as the socket delivers it.
+
+    Its default re-chunks every download into 10 MiB pieces through a BytesIO, which costs more CPU than the
+    transfer itself: a 1 GiB file downloads about 2x faster without it (bench/hub_download.py).
+    """
+    from huggingface_hub import constants
+
+    constants.DOWNLOAD_CHUNK_SIZE = None
+
+
 @contextlib.contextmanager
 def quiet_progress() -> Iterator[None]:
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
@@ -163,6 +174,7 @@ def fetch_weights(recipe: Recipe, resolved: ResolvedSource, names: list[str], ap
     from huggingface_hub import HfApi, snapshot_download
 
     api = api or HfApi()
+    tune_downloads()
     with hub_errors(recipe, resolved.role, resolved.source):
         folder = snapshot_download(resolved.source.repo_id, revision=resolved.sha, allow_patterns=names,
                                    token=api.token)

@@ -13,6 +13,7 @@ Row copies are applied last: output row `out_row` := chat row `chat_row`, cast t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,10 +71,7 @@ class TensorJob:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:

@@ -8,6 +8,7 @@ relative to the end of the header), then the tensor bytes, contiguous, little-en
 
 from __future__ import annotations
 
+import math
 import ctypes
 import ctypes.util
 import json
@@ -58,10 +59,7 @@ class TensorInfo:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def itemsize(self) -> int:
