@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 RECIPE ?=
 
-.PHONY: venv test test-fast demo publish plan bench gpu-check clean
+.PHONY: venv test test-fast lint demo publish plan bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(PY) -m ruff check pipeline tests bench
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check pipeline tests bench
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.assemble import write_support_files
+from pipeline.errors import PipelineError
 from pipeline.merge import RowCopy, TensorJob, TensorSource, VectorTerm, run_merge
 from pipeline.plan import Plan, make_plan
-from pipeline.errors import PipelineError
 from pipeline.provenance import PROVENANCE_FILE, build_provenance, write_provenance
 from pipeline.recipe import Recipe
 from pipeline.sources import fetch_weights
@@ -73,6 +73,9 @@ def merge(recipe: Recipe, out_dir: Path, *, device: str | None = None, api=None,
     plan = plan or make_plan(recipe, api=api)
     fetch(plan, api=api)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.partial-*"):  # from a run that was killed
+        log.info("removing %s, left by an interrupted run", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         result = run_merge(build_jobs(plan), staging, shard_size=recipe.output.shard_size,

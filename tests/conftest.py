@@ -39,7 +39,6 @@ os.environ.pop("HUGGINGFACE_CO_STAGING", None)
 
 import huggingface_hub  # noqa: E402  (must come after HF_ENDPOINT is set)
 import pytest  # noqa: E402
-
 from huggingface_hub import constants as _hf_constants  # noqa: E402
 
 assert _hf_constants.ENDPOINT == HUB.url

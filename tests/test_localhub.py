@@ -414,8 +414,20 @@ def test_cli_serve_prints_url_and_serves(tmp_path):
         assert status == 200 and b'"sha"' in body
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
-    assert "hf_dave_secret" not in (tmp_path / "cli-hub" / "access.log").read_text()
+        _, stderr = proc.communicate(timeout=10)
+    assert "POST /api/repos/create 200 user=dave" in stderr  # each request echoed to stderr
+    assert "hf_dave_secret" not in stderr + (tmp_path / "cli-hub" / "access.log").read_text()
+
+
+def test_cli_help_teaches_every_command():
+    result = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=60)
+    assert result.returncode == 0
+    for command in ("plan", "merge", "publish", "demo", "hub"):
+        assert f"\n    {command} " in result.stdout
+    serve = subprocess.run([sys.executable, "-m", "pipeline", "hub", "serve", "--help"], capture_output=True,
+                           text=True, cwd=ROOT, timeout=60)
+    assert "HF_ENDPOINT=http://HOST:PORT" in serve.stdout and "--token NAME=SECRET:read|write" in serve.stdout
 
 
 def test_cli_rejects_malformed_token_spec(tmp_path):

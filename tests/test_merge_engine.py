@@ -17,8 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from pipeline.errors import MergeError
-from pipeline.merge import RowCopy, TensorJob, TensorSource, VectorTerm, plan_shards, run_merge
-from pipeline.merge import compute, writer
+from pipeline.merge import RowCopy, TensorJob, TensorSource, VectorTerm, compute, plan_shards, run_merge, writer
 from pipeline.merge.blocks import plan_blocks, plan_chunks
 from pipeline.merge.safetensors_io import read_header
 

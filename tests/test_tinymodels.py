@@ -230,6 +230,7 @@ def test_bad_specs_are_rejected():
 
 def test_seed_hub_uploads_loadable_models_and_reseeds_cleanly(tmp_path, api):
     from huggingface_hub import snapshot_download
+
     from tests.conftest import WRITE_TOKEN
 
     folders = tm.write_triplet(tmp_path / "m", tm.TripletSpec(arch="qwen2"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -129,12 +130,14 @@ class LocalHub:
         multipart_chunk_size: int = 64 * 1024 * 1024,
         page_size: int = 1000,
         log_file: str | Path | None = None,
+        echo: bool = False,
     ):
         self.root = Path(root)
         self.store = Store(self.root)
         self.hub = Hub(self.store, HubConfig(lfs_threshold, multipart_chunk_size, page_size))
         self.requests: deque[LoggedRequest] = deque(maxlen=100_000)
         self._log_file = open(log_file, "a", buffering=1) if log_file else None
+        self._echo = echo  # also print each request line to stderr (`chatvector hub serve`)
         self._lock = threading.Lock()
         self._server = _Server((host, port), self.hub, {t.secret: t for t in tokens}, self._record)
         self._thread: threading.Thread | None = None
@@ -147,12 +150,14 @@ class LocalHub:
     def _record(self, entry: LoggedRequest) -> None:
         with self._lock:
             self.requests.append(entry)
-            if self._log_file:
+            if self._log_file or self._echo:
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-                self._log_file.write(
-                    f"{stamp} {entry.method} {entry.path} {entry.status} user={entry.user or '-'}"
-                    f"{' range=' + entry.range if entry.range else ''}\n"
-                )
+                line = (f"{stamp} {entry.method} {entry.path} {entry.status} user={entry.user or '-'}"
+                        f"{' range=' + entry.range if entry.range else ''}\n")
+                if self._log_file:
+                    self._log_file.write(line)
+                if self._echo:
+                    sys.stderr.write(line)
 
     def start(self) -> "LocalHub":
         self._thread = threading.Thread(target=self._server.serve_forever, name="localhub", daemon=True)
@@ -177,7 +182,7 @@ def serve_forever(
 ) -> None:
     """Run until interrupted, logging each request (never a token) to stderr and ROOT/access.log."""
     hub = LocalHub(root, host=host, port=port, tokens=tokens, lfs_threshold=lfs_threshold,
-                   log_file=Path(root) / "access.log")
+                   log_file=Path(root) / "access.log", echo=True)
     print(f"Serving on {hub.url}", flush=True)
     try:
         hub._server.serve_forever()

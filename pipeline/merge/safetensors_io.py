@@ -8,10 +8,10 @@ relative to the end of the header), then the tensor bytes, contiguous, little-en
 
 from __future__ import annotations
 
-import math
 import ctypes
 import ctypes.util
 import json
+import math
 import mmap
 import os
 import struct
