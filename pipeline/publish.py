@@ -24,6 +24,7 @@ from pipeline.plan import Plan, make_plan
 from pipeline.provenance import PROVENANCE_FILE, input_fingerprint
 from pipeline.recipe import Recipe
 from pipeline.runner import merge
+from pipeline.sources import network_errors
 
 log = logging.getLogger(__name__)
 CARD_FILE = "README.md"
@@ -91,6 +92,8 @@ def read_target(api, repo_id: str) -> TargetState:
         return TargetState(False, None, {}, None)
     except HfHubHTTPError as err:
         raise _hub_error(err, repo_id) from None
+    except network_errors() as err:
+        raise HubError(f"cannot reach the Hub at {api.endpoint} to read {repo_id}: {err}") from None
     files = {s.rfilename: s for s in info.siblings or []}
     provenance = None
     if PROVENANCE_FILE in files:
@@ -152,6 +155,8 @@ def _push(api, recipe: Recipe, plan: Plan, state: TargetState, folder: Path, res
             result.tag = tag
     except HfHubHTTPError as err:
         raise _hub_error(err, target.repo_id) from None
+    except network_errors() as err:
+        raise HubError(f"cannot reach the Hub at {api.endpoint} to push {target.repo_id}: {err}") from None
 
 
 def commit_message(recipe: Recipe, plan: Plan) -> str:

@@ -103,8 +103,25 @@ def hub_errors(recipe: Recipe, role: str, source: Source) -> Iterator[None]:
         raise HubError(f"the Hub answered {status} while reading {repo}: {_first_line(err)}") from None
     except LocalEntryNotFoundError as err:
         raise HubError(f"cannot reach the Hub for {repo}: {_first_line(err)}") from None
-    except OSError as err:  # connection refused, DNS, timeouts
-        raise HubError(f"cannot reach the Hub for {repo}: {_first_line(err)}") from None
+    except network_errors() as err:  # connection refused, DNS, timeouts
+        raise HubError(f"cannot reach the Hub at {_endpoint()} for {repo}: {_first_line(err)}") from None
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """What the Hub client raises when the server cannot be reached (its HTTP library's transport errors)."""
+    errors: list[type[BaseException]] = [OSError]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(__import__(module).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
 
 
 def tune_downloads() -> None:

@@ -176,3 +176,11 @@ def test_invalid_recipes_fail_before_any_hub_request(path, hub, capsys, monkeypa
     expect = path.read_text().splitlines()[0].removeprefix("# expect:").strip()
     assert expect in capsys.readouterr().err
     assert list(hub.requests)[mark:] == []
+
+
+def test_unreachable_hub_is_one_clear_line(hub_env):
+    env = dict(hub_env, HF_ENDPOINT="http://127.0.0.1:1")  # nothing listens on port 1
+    result = run_cli(["plan", str(RECIPES / "demo.yaml")], env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("error: cannot reach the Hub at http://127.0.0.1:1 for demo/tiny-llama-base: "
+                                     "[Errno 111] Connection refused")
