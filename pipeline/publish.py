@@ -61,6 +61,8 @@ def publish(recipe: Recipe, *, dry_run: bool = False, create_pr: bool = False, t
 
     api = api or HfApi()
     target = recipe.require_target()
+    if not dry_run:
+        check_write_token(api, target.repo_id)
     plan = make_plan(recipe, api=api)
     state = read_target(api, target.repo_id)
     url = f"{api.endpoint}/{target.repo_id}"
@@ -79,6 +81,25 @@ def publish(recipe: Recipe, *, dry_run: bool = False, create_pr: bool = False, t
         _push(api, recipe, plan, state, staged, result, create_pr=create_pr, tag=tag)
     result.out_dir = out_dir
     return result
+
+
+def check_write_token(api, repo_id: str) -> None:
+    """Fail before any download when the push cannot succeed: no token, a rejected one, a read-only one."""
+    from huggingface_hub import get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if (api.token or get_token()) is None:
+        raise HubError(f"publishing to {repo_id} needs a token with write access: set HF_TOKEN or run "
+                       "`hf auth login` (or use --dry-run)")
+    try:
+        who = api.whoami()
+    except HfHubHTTPError as err:
+        raise _hub_error(err, repo_id) from None
+    except network_errors() as err:
+        raise HubError(f"cannot reach the Hub at {api.endpoint}: {err}") from None
+    role = ((who.get("auth") or {}).get("accessToken") or {}).get("role")
+    if role == "read":
+        raise HubError(f"the token of {who.get('name')} is read-only: publishing to {repo_id} needs write access")
 
 
 def read_target(api, repo_id: str) -> TargetState:

@@ -177,13 +177,24 @@ def test_publish_needs_a_target(tmp_path, capsys):
     assert "target.repo_id: no target repository" in capsys.readouterr().err
 
 
-def test_read_only_token_cannot_publish(tmp_path, sources, monkeypatch, capsys, api):
-    monkeypatch.setenv("HF_TOKEN", READ_TOKEN.secret)
+@pytest.mark.parametrize("token, message", [
+    (READ_TOKEN.secret, "the token of bob is read-only: publishing to {target} needs write access"),
+    ("hf_not_a_token", "publishing to {target} needs a valid write token: set HF_TOKEN (the Hub answered 401)"),
+    (None, "publishing to {target} needs a token with write access: set HF_TOKEN or run `hf auth login` "
+           "(or use --dry-run)"),
+], ids=["read-only", "invalid", "missing"])
+def test_publishing_without_a_usable_token_fails_before_any_download(tmp_path, sources, monkeypatch, capsys, api, hub,
+                                                                     token, message):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    if token:
+        monkeypatch.setenv("HF_TOKEN", token)
     target = new_target()
+    mark = len(hub.requests)
     assert main(["publish", str(recipe_for(tmp_path, sources, target))]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"error: the token cannot write to {target} (403): use a token with write access to it"
-    assert READ_TOKEN.secret not in err and not api.repo_exists(target)
+    assert err == "error: " + message.format(target=target)
+    assert [r.path for r in list(hub.requests)[mark:]] in ([], ["/api/whoami-v2"])  # nothing else was asked
+    assert not api.repo_exists(target) and (token is None or token not in err)
 
 
 def test_private_target_is_created_private(tmp_path, sources, monkeypatch, api):
