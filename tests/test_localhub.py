@@ -437,3 +437,57 @@ def test_cli_rejects_malformed_token_spec(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: --token must look like NAME=SECRET:read or NAME=SECRET:write"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.05, 0.3, 1.0])
+def test_killed_server_leaves_old_or_new_state_never_half(tmp_path, delay):
+    """SIGKILL the server while a commit is in flight: after a restart the branch is at the old commit with
+    the old files, or at the new one with every new file intact."""
+    import signal
+    import time
+
+    root = tmp_path / "crash-hub"
+
+    def start() -> tuple[subprocess.Popen, HfApi]:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "hub", "serve", "--root", str(root),
+                                 "--token", "eve=hf_eve_secret:write", "--lfs-threshold", "1048576"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+        url = proc.stdout.readline().strip().removeprefix("Serving on ")
+        return proc, HfApi(endpoint=url, token="hf_eve_secret")
+
+    proc, client = start()
+    client.create_repo("eve/crash")
+    client.upload_file(path_or_fileobj=b"old", path_in_repo="a.txt", repo_id="eve/crash")
+    old_sha = client.model_info("eve/crash").sha
+    new_files = {"a.txt": b"new", "big.bin": os.urandom(24 << 20), "small.txt": b"x" * 1000}
+    folder = write_files(tmp_path / "new", new_files)
+    uploader = threading.Thread(target=lambda: _swallow(lambda: client.upload_folder(
+        repo_id="eve/crash", folder_path=folder)), daemon=True)
+    uploader.start()
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    uploader.join(timeout=60)
+
+    proc, client = start()
+    try:
+        head = client.model_info("eve/crash").sha
+        files = sorted(client.list_repo_files("eve/crash"))
+        if head == old_sha:
+            assert files == [".gitattributes", "a.txt"]
+            assert Path(client.hf_hub_download("eve/crash", "a.txt", cache_dir=tmp_path / "c")).read_bytes() == b"old"
+        else:
+            assert files == sorted([".gitattributes", *new_files])
+            for name, data in new_files.items():
+                assert Path(client.hf_hub_download("eve/crash", name, cache_dir=tmp_path / "c")).read_bytes() == data
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _swallow(fn) -> None:
+    try:
+        fn()
+    except Exception:  # the server was killed under it: any client error is expected here
+        pass
