@@ -206,3 +206,15 @@ def test_private_target_is_created_private(tmp_path, sources, monkeypatch, api):
     assert main(["publish", str(recipe)]) == 0
     assert api.model_info(target).private is True
     assert not HfApi(token=False).repo_exists(target)
+
+
+def test_card_license_falls_back_to_cps_card(tmp_path, capsys):
+    folders = write_triplet(tmp_path / "m", TripletSpec(arch="qwen2"))
+    (folders["cp"] / "README.md").write_text("---\nlicense: apache-2.0\nlanguage: [ko]\n---\n# a Korean CP\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\n"
+                      "target: {repo_id: alice/license-fallback}\n")
+    assert main(["publish", str(recipe), "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    card = ModelCard((tmp_path / "out" / "README.md").read_text())
+    assert card.data.license == "apache-2.0"
+    assert "README.md" not in json.loads((tmp_path / "out" / "chatvector.json").read_text())["output"]["files"]
