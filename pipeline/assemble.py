@@ -31,14 +31,14 @@ def write_support_files(plan: Plan, out_dir: Path) -> list[str]:
     """Write config, generation config, tokenizer and chat template into out_dir; returns the file names."""
     out_dir = Path(out_dir)
     cp = plan.cp
-    written = [_write_json(out_dir / "config.json", _config(plan))]
+    eos_token, eos_ids = end_of_turn(plan)
+    written = [_write_json(out_dir / "config.json", _config(plan, eos_ids))]
     for name in TOKENIZER_FILES + tuple(f for f in cp.resolved.files if f.endswith(".tiktoken")):
         src = cp.resolved.file_path(name)
         if src.is_file():
             shutil.copyfile(src, out_dir / name)
             written.append(name)
     template = chat_template(plan)
-    eos_token, eos_ids = end_of_turn(plan)
     written += _patch_tokenizer(out_dir, template, eos_token)
     written.append(_write_json(out_dir / "generation_config.json", _generation_config(cp, eos_ids)))
     if not any((out_dir / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")):
@@ -46,10 +46,12 @@ def write_support_files(plan: Plan, out_dir: Path) -> list[str]:
     return sorted(set(written))
 
 
-def _config(plan: Plan) -> dict:
+def _config(plan: Plan, eos_ids: list[int]) -> dict:
     config = dict(plan.cp.config)
     dtype = plan.recipe.output.dtype or plan.cp.dtype
     config["dtype"] = dtype
+    if eos_ids and "eos_token_id" in config:  # agree with generation_config.json and the tokenizer
+        config["eos_token_id"] = eos_ids[0] if len(eos_ids) == 1 else eos_ids
     if "torch_dtype" in config:  # transformers 4.x name for the same setting
         config["torch_dtype"] = dtype
     return config

@@ -313,6 +313,18 @@ def _environment(template_dir: Path) -> SandboxedEnvironment:
     return env
 
 
+def check_template_syntax(template: Path) -> None:
+    """Parse a user's card template (and what it includes) without rendering: syntax errors surface early."""
+    path = Path(template)
+    env = _environment(path.parent)
+    try:
+        env.get_template(path.name)
+    except jinja2.TemplateError as err:
+        file, line = _template_location(err, path)
+        message = err.message or str(err)
+        raise RecipeError(f"{_display(file)}:{line}: {message} (card.template)") from err
+
+
 def _render_body(context: dict, template: Path | None) -> str:
     path = Path(template) if template is not None else DEFAULT_TEMPLATE
     env = _environment(path.parent)

@@ -44,7 +44,7 @@ def _add_hub(sub: argparse._SubParsersAction) -> None:
         hub_sub,
         "serve",
         help="serve a Hub-compatible API from a folder",
-        description="Serve the Hugging Face Hub HTTP API (the part huggingface_hub uses) from DIR.\n\n"
+        description="Serve the Hugging Face Hub HTTP API (the part huggingface_hub uses) from the folder ROOT.\n\n"
         "Point a client at it with HF_ENDPOINT=http://HOST:PORT (set before importing\n"
         "huggingface_hub) and HF_HUB_DISABLE_XET=1 when files above the LFS threshold are uploaded.\n\n"
         "Example:\n  chatvector hub serve --root ./hub --port 8765 --token alice=hf_secret:write",
@@ -76,7 +76,14 @@ def _cmd_hub_serve(args: argparse.Namespace) -> int:
         tokens = [parse_token_spec(spec) for spec in args.token]
     except ValueError as err:
         raise PipelineError(str(err)) from None
-    serve_forever(args.root, host=args.host, port=args.port, tokens=tokens, lfs_threshold=args.lfs_threshold)
+    if not 0 <= args.port <= 65535:
+        raise PipelineError(f"--port {args.port}: must be between 0 and 65535")
+    if args.lfs_threshold < 0:
+        raise PipelineError(f"--lfs-threshold {args.lfs_threshold}: must be 0 or more bytes")
+    try:
+        serve_forever(args.root, host=args.host, port=args.port, tokens=tokens, lfs_threshold=args.lfs_threshold)
+    except OSError as err:  # port in use, unknown host, --root not a folder
+        raise PipelineError(f"cannot serve {args.root} on {args.host}:{args.port}: {err.strerror or err}") from None
     return 0
 
 
@@ -177,16 +184,18 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     result = publish(recipe, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag,
                      out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force)
     if not result.changed:
+        skipped = [what for what, asked in (("tag", args.tag), ("pull request", args.create_pr)) if asked]
         print(f"nothing changed: {result.url} at {result.commit} already holds this recipe's output "
-              "for the same inputs; nothing was downloaded or pushed")
+              "for the same inputs; nothing was pushed"
+              + (f" (no {' or '.join(skipped)} was created; --force publishes anyway)" if skipped else ""))
     elif args.dry_run:
         print(f"dry run: would commit to {result.url}")
-        for name in result.added:
-            print(f"  + {name}  ({(result.out_dir / name).stat().st_size} bytes)")
+        for name, size in result.added.items():
+            print(f"  + {name}  ({size} bytes)")
         for name in result.deleted:
             print(f"  - {name}")
-        card = result.out_dir / "README.md"
-        print(f"card: {card}\n{'-' * 80}\n{card.read_text(encoding='utf-8').rstrip()}\n{'-' * 80}")
+        kept = f"card: {result.out_dir / 'README.md'}" if result.out_dir else "card (use --out DIR to keep the files):"
+        print(f"{kept}\n{'-' * 80}\n{result.card.rstrip()}\n{'-' * 80}")
     else:
         where = f"pull request {result.pr_url}" if result.pr_url else result.url
         print(f"published {result.repo_id} at {result.commit} ({len(result.added)} files, "
@@ -259,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # a path or the disk, named by the OS; one line, no traceback
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -147,7 +147,7 @@ def make_plan(recipe: Recipe, api=None) -> Plan:
         resolved = resolve_source(recipe, role, source, api=api)
         checkpoints[role] = load_checkpoint(recipe, resolved, api=api)
     cp = checkpoints["cp"]
-    _check_family(checkpoints)
+    _check_family(recipe, checkpoints)
     _check_chat_template(recipe, checkpoints)
     recipe.check_layers(cp.num_layers)
     shared_rows = _check_vocabulary(recipe, checkpoints)
@@ -169,13 +169,18 @@ def make_plan(recipe: Recipe, api=None) -> Plan:
     return plan
 
 
-def _check_family(checkpoints: dict[str, Checkpoint]) -> None:
+def _check_family(recipe: Recipe, checkpoints: dict[str, Checkpoint]) -> None:
     cp = checkpoints["cp"]
     for role, c in checkpoints.items():
+        where = recipe.location(role)
         if c.model_type != cp.model_type:
-            raise CompatibilityError(f"{role} ({c.resolved.label}) is a {c.model_type} model but cp "
+            raise CompatibilityError(f"{where}: {role}: {c.resolved.label} is a {c.model_type} model but cp "
                                      f"({cp.resolved.label}) is a {cp.model_type} model; a chat vector only "
                                      "transfers within one architecture family")
+        if c.num_layers != cp.num_layers:
+            raise CompatibilityError(f"{where}: {role}: {c.resolved.label} has {c.num_layers} layers but cp "
+                                     f"({cp.resolved.label}) has {cp.num_layers}; base, chat and cp must be the "
+                                     "same model size")
 
 
 def _check_chat_template(recipe: Recipe, checkpoints: dict[str, Checkpoint]) -> None:
@@ -254,7 +259,7 @@ def _plan_tensor(recipe: Recipe, checkpoints: dict[str, Checkpoint], name: str, 
         # Padding rows past the tokenizer (same in every model) merge like any row; otherwise only the
         # token ids every model shares get the delta.
         delta_rows = min(rows) if same_vocab else min(min(rows), shared_rows)
-        if delta_rows == meta.shape[0]:
+        if all(r == meta.shape[0] for r in rows):  # every model has cp's rows: merge the whole tensor
             delta_rows = None
     copies = special if is_vocab else ()
     for rc in copies:

@@ -37,13 +37,13 @@ def git_blob_sha1_file(path: Path) -> str:
 
 
 def input_fingerprint(plan: Plan) -> dict:
-    """What decides the output bytes: the recipe, every input's commit, the tool version.
+    """What decides the output bytes: the recipe's content, every input's commit, the tool version.
 
     Two runs with equal fingerprints write identical files, so a publish can skip the second one.
     """
     return {
         "tool_version": __version__,
-        "recipe_sha256": plan.recipe.sha256,
+        "recipe_content_sha256": plan.recipe.content_sha256,
         "inputs": {role: c.resolved.sha or _local_listing(c) for role, c in plan.checkpoints.items()},
     }
 

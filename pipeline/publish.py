@@ -23,7 +23,7 @@ from pipeline.errors import HubError, PipelineError
 from pipeline.plan import Plan, make_plan
 from pipeline.provenance import PROVENANCE_FILE, input_fingerprint
 from pipeline.recipe import Recipe
-from pipeline.runner import merge
+from pipeline.runner import check_device, check_out_dir, merge
 from pipeline.sources import network_errors
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,10 @@ class PublishResult:
     commit: str | None = None  # the new commit, or the head that already holds this output
     pr_url: str | None = None
     tag: str | None = None
-    out_dir: Path | None = None  # the staged folder (kept for --dry-run and --out)
-    added: list[str] = field(default_factory=list)
+    out_dir: Path | None = None  # the assembled folder, when kept (--out)
+    added: dict[str, int] = field(default_factory=dict)  # file → size
     deleted: list[str] = field(default_factory=list)
+    card: str = ""  # the README.md text
     url: str = ""
 
 
@@ -53,34 +54,81 @@ class TargetState:
     head: str | None
     files: dict  # path → RepoSibling (size, blob_id, lfs)
     provenance: dict | None
+    tags: set[str] = field(default_factory=set)
 
 
 def publish(recipe: Recipe, *, dry_run: bool = False, create_pr: bool = False, tag: str | None = None,
             out_dir: Path | None = None, device: str | None = None, api=None, force: bool = False) -> PublishResult:
+    """Publish a recipe's merge to its target; see the module docstring. Checks that need no weights run first."""
     from huggingface_hub import HfApi
 
     api = api or HfApi()
     target = recipe.require_target()
+    check_target_is_not_a_source(recipe)
+    if tag is not None:
+        check_tag_name(tag)
+    if out_dir is not None:
+        check_out_dir(Path(out_dir))
+    check_card_template(recipe)
+    check_device(recipe, device)
     if not dry_run:
         check_write_token(api, target.repo_id)
     plan = make_plan(recipe, api=api)
     state = read_target(api, target.repo_id)
     url = f"{api.endpoint}/{target.repo_id}"
     if not force and state.provenance is not None and is_unchanged(plan, state):
-        log.info("nothing changed: %s@%s already holds this output", target.repo_id, state.head)
+        log.debug("nothing changed: %s@%s already holds this output", target.repo_id, state.head)
         return PublishResult(target.repo_id, changed=False, commit=state.head, url=url)
-    with _staging(out_dir, keep=dry_run) as staged:
-        outcome = merge(recipe, staged, device=device, api=api, plan=plan)
-        _write_card(outcome.provenance, recipe, staged)
-        added = sorted(p.name for p in staged.iterdir() if p.is_file())
+    if not force and state.provenance is None and _foreign_files(state):
+        raise HubError(f"{target.repo_id} already holds files chatvector did not publish (e.g. "
+                       f"{_foreign_files(state)[0]}); choose another target.repo_id, or pass --force to replace them")
+    if tag is not None and not dry_run and tag in state.tags:
+        raise HubError(f"--tag {tag}: {target.repo_id} already has that tag; choose another name")
+
+    def finish(folder: Path, provenance: dict) -> None:
+        _write_card(provenance, recipe, folder)
+
+    with _staging(out_dir) as staged:
+        merge(recipe, staged, device=device, api=api, plan=plan, finish=finish)
+        added = {p.name: p.stat().st_size for p in sorted(staged.iterdir()) if p.is_file()}
         deleted = sorted(name for name in state.files
                          if name not in added and any(fnmatch.fnmatch(name, p) for p in STALE_PATTERNS))
-        result = PublishResult(target.repo_id, True, out_dir=staged, added=added, deleted=deleted, url=url)
-        if dry_run:
-            return result
-        _push(api, recipe, plan, state, staged, result, create_pr=create_pr, tag=tag)
-    result.out_dir = out_dir
+        result = PublishResult(target.repo_id, True, out_dir=out_dir, added=added, deleted=deleted,
+                               card=(staged / CARD_FILE).read_text(encoding="utf-8"), url=url)
+        if not dry_run:
+            _push(api, recipe, plan, state, staged, result, create_pr=create_pr, tag=tag)
     return result
+
+
+def check_target_is_not_a_source(recipe: Recipe) -> None:
+    target = recipe.require_target()
+    for role, source in recipe.sources():
+        if source.repo_id == target.repo_id:
+            raise recipe.error_at("target.repo_id", f"{target.repo_id} is also the recipe's {role}; publishing "
+                                  "there would overwrite an input")
+
+
+def check_tag_name(tag: str) -> None:
+    from pipeline.recipe import check_revision
+
+    try:
+        check_revision(tag)
+    except ValueError as err:
+        raise PipelineError(f"--tag {tag!r}: {err}") from None
+    if not tag or len(tag) == 40 and all(c in "0123456789abcdef" for c in tag):
+        raise PipelineError(f"--tag {tag!r}: not a usable tag name")
+
+
+def check_card_template(recipe: Recipe) -> None:
+    """A syntax error in the recipe's card template, found before any download."""
+    from pipeline.card import check_template_syntax
+
+    if recipe.card.template is not None:
+        check_template_syntax(recipe.card.template)
+
+
+def _foreign_files(state: TargetState) -> list[str]:
+    return sorted(n for n in state.files if n not in (".gitattributes", "README.md"))
 
 
 def check_write_token(api, repo_id: str) -> None:
@@ -123,7 +171,11 @@ def read_target(api, repo_id: str) -> TargetState:
             provenance = json.loads(Path(path).read_text(encoding="utf-8"))
         except (EntryNotFoundError, ValueError):
             provenance = None  # unreadable provenance: treat as changed and republish
-    return TargetState(True, info.sha, files, provenance)
+    try:
+        tags = {t.name for t in api.list_repo_refs(repo_id).tags}
+    except HfHubHTTPError as err:
+        raise _hub_error(err, repo_id) from None
+    return TargetState(True, info.sha, files, provenance, tags)
 
 
 def is_unchanged(plan: Plan, state: TargetState) -> bool:
@@ -170,6 +222,8 @@ def _push(api, recipe: Recipe, plan: Plan, state: TargetState, folder: Path, res
             commit_description=commit_description(recipe, plan), parent_commit=state.head, create_pr=create_pr,
         )
         result.commit, result.pr_url = info.oid, info.pr_url
+        if info.oid == state.head:  # every file already matched (e.g. --force with nothing changed)
+            result.changed = False
         if tag:
             api.create_tag(target.repo_id, tag=tag, revision=info.oid,
                            tag_message=f"chatvector {recipe.display_name}")
@@ -207,15 +261,13 @@ def _hub_error(err, repo_id: str) -> PipelineError:
 
 
 @contextlib.contextmanager
-def _staging(out_dir: Path | None, keep: bool) -> Iterator[Path]:
-    """Where the model is assembled: --out when given (kept), else a temp folder (kept only on --dry-run)."""
+def _staging(out_dir: Path | None) -> Iterator[Path]:
+    """Where the model is assembled: --out when given (kept), else a temp folder removed afterwards."""
     if out_dir is not None:
         yield Path(out_dir)
         return
     tmp = Path(tempfile.mkdtemp(prefix="chatvector-publish-"))
-    folder = tmp / "model"
     try:
-        yield folder
+        yield tmp / "model"
     finally:
-        if not keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -10,12 +10,15 @@ The dataclasses hold every default; `recipes/README.md` documents the format for
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from os import PathLike
 from pathlib import Path
+
+import yaml
 
 from pipeline.coefficients import (
     Coefficients,
@@ -123,6 +126,14 @@ class Recipe:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    @property
+    def content_sha256(self) -> str:
+        """A hash of what the recipe says, not how it is written: comments and layout do not change it, so
+        editing a comment does not make a scheduled publish re-merge."""
+        data = yaml.safe_load(self.text) if self.text else None
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     @property
     def display_name(self) -> str:

@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,17 +64,18 @@ def build_jobs(plan: Plan) -> list[TensorJob]:
 
 
 def merge(recipe: Recipe, out_dir: Path, *, device: str | None = None, api=None, plan: Plan | None = None,
-          progress: bool = True) -> MergeOutcome:
+          progress: bool = True, finish: Callable[[Path, dict], None] | None = None) -> MergeOutcome:
     """Plan (unless given), fetch, merge and assemble a ready-to-load model folder at out_dir.
 
     Everything is written into a staging folder beside out_dir and moved into place at the end, so an
-    interrupted run never leaves a half-written model under the final name.
+    interrupted run never leaves a half-written model under the final name. `finish(staging, provenance)`
+    adds files (publish's card) before that move; if it fails, nothing appears at out_dir either.
     """
     out_dir = Path(out_dir)
-    _check_replaceable(out_dir)
+    check_out_dir(out_dir)
+    check_device(recipe, device)
     plan = plan or make_plan(recipe, api=api)
     fetch(plan, api=api)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     for leftover in out_dir.parent.glob(f".{out_dir.name}.partial-*"):  # from a run that was killed
         log.info("removing %s, left by an interrupted run", leftover)
         shutil.rmtree(leftover, ignore_errors=True)
@@ -80,7 +83,7 @@ def merge(recipe: Recipe, out_dir: Path, *, device: str | None = None, api=None,
     try:
         result = run_merge(build_jobs(plan), staging, shard_size=recipe.output.shard_size,
                            device=device or recipe.merge.device, progress=progress,
-                           metadata={"chatvector_recipe_sha256": recipe.sha256})
+                           metadata={"chatvector_recipe_sha256": recipe.content_sha256})
         write_support_files(plan, staging)
         from pipeline.verify import verify_model_folder
 
@@ -90,6 +93,8 @@ def merge(recipe: Recipe, out_dir: Path, *, device: str | None = None, api=None,
         provenance = build_provenance(plan, staging, result.files, endpoint, report.to_dict())
         write_provenance(staging, provenance)
         report.raise_for_failures()
+        if finish is not None:
+            finish(staging, provenance)
         _replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -103,11 +108,46 @@ def _endpoint() -> str:
     return constants.ENDPOINT
 
 
-def _check_replaceable(out_dir: Path) -> None:
+def check_out_dir(out_dir: Path) -> None:
+    """--out must be creatable, and either new, empty, or an earlier output holding only what chatvector wrote."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PipelineError(f"--out {out_dir}: cannot create its folder: {err.strerror or err}") from None
     if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir())
                              and not (out_dir / PROVENANCE_FILE).is_file()):
         raise PipelineError(f"--out {out_dir}: exists and is not an earlier chatvector output; "
                             "choose a new or empty folder")
+    if out_dir.is_dir() and (out_dir / PROVENANCE_FILE).is_file():
+        foreign = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*")
+                         if p.is_file() and p.name not in _written_before(out_dir))
+        if foreign:
+            raise PipelineError(f"--out {out_dir}: holds files chatvector did not write ({', '.join(foreign[:3])}"
+                                f"{', ...' if len(foreign) > 3 else ''}); replacing the folder would delete them: "
+                                "move them or choose another folder")
+
+
+def _written_before(out_dir: Path) -> set[str]:
+    """The files an earlier run wrote there, as its provenance lists them."""
+    try:
+        provenance = json.loads((out_dir / PROVENANCE_FILE).read_text(encoding="utf-8"))
+        files = set((provenance.get("output") or {}).get("files") or {})
+    except (OSError, ValueError):
+        files = set()
+    return files | {PROVENANCE_FILE, "README.md", "coefficients.svg"}
+
+
+def check_device(recipe: Recipe, device: str | None) -> None:
+    """Fail before any download when the merge device cannot be had."""
+    from pipeline.merge import resolve_device
+
+    try:
+        resolve_device(device or recipe.merge.device)
+    except PipelineError as err:
+        if device is None and recipe.merge.device != "auto":  # the recipe asked for it, not a flag
+            reason = str(err).split(" but ", 1)[-1]
+            raise recipe.error_at("merge.device", f"{recipe.merge.device} was asked for but {reason}") from None
+        raise
 
 
 def _replace_dir(staging: Path, out_dir: Path) -> None:

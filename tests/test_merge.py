@@ -134,7 +134,7 @@ def test_output_config_tokenizer_and_generation_config(tmp_path):
     assert len(tok) == 425 and tok.eos_token == "<|eot_id|>"
     generation = json.loads((out / "generation_config.json").read_text())
     chat_generation = json.loads((m["chat"] / "generation_config.json").read_text())
-    assert generation["eos_token_id"] == chat_generation["eos_token_id"]
+    assert generation["eos_token_id"] == chat_generation["eos_token_id"] == config["eos_token_id"]
     provenance = json.loads((out / "chatvector.json").read_text())
     assert all(check["ok"] for check in provenance["verification"]["checks"])
     for name, digest in provenance["output"]["files"].items():
@@ -276,3 +276,38 @@ def test_chat_template_from_cp_needs_cp_to_have_one(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "output.chat_template: the cp model" in err and "has no chat template" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_chat_with_more_rows_than_cp(tmp_path):
+    """A chat model whose vocabulary is longer than cp's: only the shared rows get the delta."""
+    small = write_triplet(tmp_path / "s", TripletSpec(arch="llama"))
+    big = write_triplet(tmp_path / "b", TripletSpec(arch="llama", extra_cp_tokens=20))
+    (tmp_path / "tpl.jinja").write_text((small["chat"] / "chat_template.jinja").read_text())
+    recipe = write_recipe(tmp_path / "r.yaml", "base: {path: s/base}\nchat: {path: b/cp}\ncp: {path: s/cp}\n"
+                                               "output: {chat_template: tpl.jinja}\n")
+    merge(recipe, tmp_path / "out")
+    expected = reference(small["cp"], [(small["base"], big["cp"], 1.0)], lambda name: 1.0, torch.bfloat16)
+    assert_bit_exact(tmp_path / "out", expected)
+
+
+def test_out_folder_problems_are_one_line_before_any_work(tmp_path, capsys):
+    write_triplet(tmp_path / "m", TripletSpec(arch="llama"))
+    recipe = write_recipe(tmp_path / "r.yaml", "base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\n")
+    assert main(["merge", str(recipe), "--out", "/dev/null/x"]) == 2
+    assert capsys.readouterr().err.startswith("error: --out /dev/null/x: cannot create its folder: ")
+    merge(recipe, tmp_path / "out")
+    (tmp_path / "out" / "NOTES.md").write_text("mine")
+    capsys.readouterr()
+    assert main(["merge", str(recipe), "--out", str(tmp_path / "out")]) == 2
+    assert "holds files chatvector did not write (NOTES.md)" in capsys.readouterr().err
+    assert (tmp_path / "out" / "NOTES.md").read_text() == "mine"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_recipe_asking_for_cuda_without_cuda_names_the_field(tmp_path, capsys):
+    write_triplet(tmp_path / "m", TripletSpec(arch="llama"))
+    recipe = write_recipe(tmp_path / "r.yaml", "base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\n"
+                                               "merge: {device: cuda}\n")
+    assert main(["merge", str(recipe), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {recipe}:4: merge.device: cuda was asked for but CUDA is "
+                                               "not available")

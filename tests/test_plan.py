@@ -100,7 +100,15 @@ def test_architecture_mismatch(tmp_path, capsys, monkeypatch, llama):
     other = write_triplet(tmp_path / "q", TripletSpec(arch="qwen2"))["cp"]
     code, err = plan_exit(tmp_path, capsys, monkeypatch, recipe_text(llama, cp=f"{{path: {other}}}"))
     assert code == 2
-    assert "base (alice/plan-llama-base@" in err and "is a llama model but cp" in err and "qwen2 model" in err
+    assert err.startswith(f"error: {tmp_path}/r.yaml:1: base: alice/plan-llama-base@")
+    assert "is a llama model but cp" in err and "qwen2 model" in err
+
+
+def test_layer_count_mismatch(tmp_path, capsys, monkeypatch, llama):
+    deeper = write_triplet(tmp_path / "d", TripletSpec(arch="llama", num_layers=6))["chat"]
+    code, err = plan_exit(tmp_path, capsys, monkeypatch, recipe_text(llama, chat=f"{{path: {deeper}}}"))
+    assert code == 2 and f"r.yaml:2: chat: {deeper} has 6 layers but cp (alice/plan-llama-cp@" in err
+    assert err.endswith("has 4; base, chat and cp must be the same model size")
 
 
 def test_shape_mismatch_lists_tensors(tmp_path, capsys, monkeypatch, llama):

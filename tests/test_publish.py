@@ -218,3 +218,84 @@ def test_card_license_falls_back_to_cps_card(tmp_path, capsys):
     card = ModelCard((tmp_path / "out" / "README.md").read_text())
     assert card.data.license == "apache-2.0"
     assert "README.md" not in json.loads((tmp_path / "out" / "chatvector.json").read_text())["output"]["files"]
+
+
+# -- refusals that come before any download ---------------------------------------------------------------
+def test_target_that_is_a_source_is_refused(tmp_path, sources, monkeypatch, capsys, hub):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    recipe = recipe_for(tmp_path, sources, sources["cp"])
+    mark = len(hub.requests)
+    assert main(["publish", str(recipe), "--force"]) == 2
+    assert f"target.repo_id: {sources['cp']} is also the recipe's cp; publishing there would overwrite an input" \
+        in capsys.readouterr().err
+    assert list(hub.requests)[mark:] == []
+
+
+def test_target_holding_foreign_files_needs_force(tmp_path, sources, monkeypatch, capsys, api):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    target = new_target()
+    api.create_repo(target)
+    api.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id=target)
+    head = api.model_info(target).sha
+    recipe = recipe_for(tmp_path, sources, target)
+    assert main(["publish", str(recipe)]) == 2
+    assert (f"{target} already holds files chatvector did not publish (e.g. config.json); choose another "
+            "target.repo_id, or pass --force to replace them") in capsys.readouterr().err
+    assert api.model_info(target).sha == head
+    assert main(["publish", str(recipe), "--force"]) == 0
+    assert api.file_exists(target, "chatvector.json")
+
+
+def test_existing_tag_is_refused_before_anything_is_pushed(tmp_path, sources, monkeypatch, capsys, api, hub):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    target = new_target()
+    recipe = recipe_for(tmp_path, sources, target)
+    assert main(["publish", str(recipe), "--tag", "v1"]) == 0
+    head = api.model_info(target).sha
+    recipe.write_text(recipe.read_text().replace("default: 0.9", "default: 0.8"))
+    mark = len(hub.requests)
+    assert main(["publish", str(recipe), "--tag", "v1"]) == 2
+    assert f"--tag v1: {target} already has that tag" in capsys.readouterr().err
+    assert api.model_info(target).sha == head and weight_downloads(list(hub.requests)[mark:]) == []
+    assert main(["publish", str(recipe), "--tag", "bad tag"]) == 2
+    assert "--tag 'bad tag'" in capsys.readouterr().err
+
+
+def test_comment_only_recipe_edit_is_a_noop(tmp_path, sources, monkeypatch, capsys, api):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    target = new_target()
+    recipe = recipe_for(tmp_path, sources, target)
+    assert main(["publish", str(recipe)]) == 0
+    head = api.model_info(target).sha
+    recipe.write_text("# a new comment, nothing else changed\n" + recipe.read_text())
+    capsys.readouterr()
+    assert main(["publish", str(recipe), "--tag", "v2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("nothing changed:") and "(no tag was created; --force publishes anyway)" in out
+    assert api.model_info(target).sha == head
+
+
+def test_card_template_errors_come_early_or_leave_nothing(tmp_path, sources, monkeypatch, capsys, hub):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    (tmp_path / "broken.j2").write_text("# {{ title }\n")
+    recipe = recipe_for(tmp_path, sources, new_target(), "")
+    recipe.write_text(recipe.read_text().replace("card: {license: mit,", "card: {template: broken.j2, license: mit,"))
+    mark = len(hub.requests)
+    assert main(["publish", str(recipe), "--dry-run", "--out", str(tmp_path / "out")]) == 2
+    assert "broken.j2:1:" in capsys.readouterr().err and list(hub.requests)[mark:] == []
+    (tmp_path / "broken.j2").write_text("# {{ nope }}\n")  # parses, fails only when rendered
+    assert main(["publish", str(recipe), "--dry-run", "--out", str(tmp_path / "out")]) == 2
+    assert "broken.j2:1: 'nope' is undefined (card.template)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_dry_run_without_out_keeps_nothing(tmp_path, sources, monkeypatch, capsys):
+    import tempfile
+
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert main(["publish", str(recipe_for(tmp_path, sources, new_target())), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "card (use --out DIR to keep the files):" in out and "---\nbase_model:" in out
+    assert list((tmp_path / "tmp").iterdir()) == []
