@@ -141,7 +141,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
     outcome = merge(load_recipe(args.recipe), Path(args.out), device=args.device)
     checks = outcome.provenance["verification"]["checks"]
-    print(f"wrote {outcome.out_dir} ({len(outcome.provenance['output']['files'])} files, merged on "
+    files = sum(1 for p in outcome.out_dir.iterdir() if p.is_file())
+    print(f"wrote {outcome.out_dir} ({files} files, merged on "
           f"{outcome.device} in {outcome.seconds:.1f} s; {sum(c['ok'] for c in checks)}/{len(checks)} checks passed)")
     return 0
 

@@ -78,7 +78,8 @@ def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> int:
 
     card = root / "out" / "README.md"
     print(f"\nDone. Model: {hub.url}/{target.repo_id}\n      Card:  {card}\n"
-          f"      Hub state: {root / 'hub'} (serve it again: chatvector hub serve --root {root / 'hub'}"
+          f"      Hub state: {root / 'hub'} (serve it again on the same address, which the card's links use:\n"
+          f"        chatvector hub serve --root {root / 'hub'} --port {hub.url.rsplit(':', 1)[1]}"
           " --token demo=SECRET:write)")
     return 0 if not again.changed else 1
 

@@ -11,6 +11,9 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
 from pipeline import __version__
 from pipeline.checkpoint import DTYPE_BYTES, VOCAB_TENSOR, Checkpoint, load_checkpoint
 from pipeline.errors import CompatibilityError
@@ -190,6 +193,16 @@ def _check_chat_template(recipe: Recipe, checkpoints: dict[str, Checkpoint]) -> 
         if source.chat_template is None:
             raise recipe.error_at("output.chat_template", f"the {choice} model ({source.resolved.label}) has no "
                                   "chat template; name a template file instead")
+        templates = source.chat_template.value
+    else:
+        templates = choice.read_text(encoding="utf-8")
+    env = ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"])  # as transformers compiles them
+    for template in [templates] if isinstance(templates, str) else [t.get("template", "") for t in templates]:
+        try:
+            env.parse(template)
+        except jinja2.TemplateSyntaxError as err:
+            raise recipe.error_at("output.chat_template", f"the chat template does not parse (line {err.lineno}): "
+                                  f"{err.message}") from None
 
 
 def _check_vocabulary(recipe: Recipe, checkpoints: dict[str, Checkpoint]) -> int:

@@ -8,7 +8,7 @@ MAX_KEPT_LISTED = 12
 
 
 def human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
+    for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
@@ -60,9 +60,10 @@ def render(plan: Plan) -> str:
         lines += [f"  {t.name}: {t.kept}" for t in kept[:MAX_KEPT_LISTED]]
         if len(kept) > MAX_KEPT_LISTED:
             lines.append(f"  ... and {len(kept) - MAX_KEPT_LISTED} more (see --json)")
-    partial = [t for t in plan.tensors if t.delta_rows is not None]
-    for t in partial:
-        lines.append(f"  {t.name}: rows {t.delta_rows}..{t.shape[0] - 1} keep cp's values (tokens only cp has)")
+    partial = [t for t in plan.tensors if t.delta_rows is not None and not t.kept]
+    if partial:
+        lines += ["", "Vocabulary rows that keep cp's values (tokens only cp has)"]
+        lines += [f"  {t.name}: rows {t.delta_rows}..{t.shape[0] - 1}" for t in partial]
     if plan.ignored:
         lines += ["", f"Ignored (not in cp): {len(plan.ignored)} tensors, e.g. {plan.ignored[0][0]} ({plan.ignored[0][1]})"]
     if plan.notes:

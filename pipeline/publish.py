@@ -142,6 +142,9 @@ def check_write_token(api, repo_id: str) -> None:
     try:
         who = api.whoami()
     except HfHubHTTPError as err:
+        if err.response is not None and err.response.status_code == 404:
+            raise HubError(f"{api.endpoint} does not answer like a Hugging Face Hub (404 on /api/whoami-v2): "
+                           "check HF_ENDPOINT") from None
         raise _hub_error(err, repo_id) from None
     except network_errors() as err:
         raise HubError(f"cannot reach the Hub at {api.endpoint}: {err}") from None

@@ -57,7 +57,7 @@ def test_plan_text_shows_sources_coefficients_and_kept_tensors(example_repos, hu
     assert "[0] 'norm' → 0" in out
     assert "'<|eot_id|>': cp row" in out
     assert "model.norm.weight: coefficient 0 (module rule 0 ('norm'))" in out
-    assert "rows 405..424 keep cp's values" in out
+    assert "Vocabulary rows that keep cp's values (tokens only cp has)\n  model.embed_tokens.weight: rows 405..424" in out
     assert "cp adds 20 tokens" in out
 
 
@@ -192,3 +192,10 @@ def test_unreachable_hub_is_one_clear_line(hub_env):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == ("error: cannot reach the Hub at http://127.0.0.1:1 for demo/tiny-llama-base: "
                                      "[Errno 111] Connection refused")
+
+
+def test_chat_template_that_does_not_parse_fails_the_plan(tmp_path, capsys, monkeypatch, llama):
+    chat = write_triplet(tmp_path / "t", TripletSpec(arch="llama"))["chat"]
+    (chat / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}{% broken %}")
+    code, err = plan_exit(tmp_path, capsys, monkeypatch, recipe_text(llama, chat=f"{{path: {chat}}}"))
+    assert code == 2 and "output.chat_template: the chat template does not parse (line 1): " in err
