@@ -144,7 +144,9 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
         "formula": formula,
         "formula_terms": terms,
         "formula_note": None if uniform
-        else f"{_num(default)} is λ for every tensor the schedule below does not set otherwise.",
+        else (f"The formula shows the default coefficient λ = {_num(default)}"
+              + (" times each vector's weight" if len(vectors) > 1 else "")
+              + "; the schedule below sets other values per layer or module, where λ(t) replaces the default."),
         "sources": _sources(p, endpoint),
         "default": _num(default),
         "layer_rows": _layer_runs(layers),

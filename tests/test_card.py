@@ -194,7 +194,7 @@ def test_body_has_title_formula_and_pinned_source_links():
     text = render_card(sample_provenance(), RECIPE_TEXT)
     assert "\n# Tiny-Llama-Chat\n" in text
     assert "out = cp + 1.0 · (chat − base)" in text
-    assert "1.0 is λ for every tensor the schedule below does not set otherwise." in text
+    assert "The formula shows the default coefficient λ = 1.0; the schedule below sets other values" in text
     url = f"http://127.0.0.1:8765/demo/tiny-chat/tree/{SHA['chat']}"
     assert f"| chat | [demo/tiny-chat]({url}) | `v1.0` | [`{SHA['chat'][:10]}`]({url}) |" in text
     assert f"http://127.0.0.1:8765/demo/tiny-cp/tree/{SHA['cp']}" in text
