@@ -40,7 +40,9 @@ import jinja2
 from huggingface_hub import ModelCard, ModelCardData
 from jinja2.sandbox import SandboxedEnvironment
 
+from pipeline.coefficients import layer_runs
 from pipeline.errors import PipelineError, RecipeError, VerificationError
+from pipeline.units import human_bytes
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 DEFAULT_TEMPLATE = TEMPLATE_DIR / "model_card.md.j2"
@@ -158,7 +160,7 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
         "chat_template": _chat_template(output.get("chat_template")),
         "dtype": output.get("dtype"),
         "output": output,
-        "total_size": _size(output["total_bytes"]) if output.get("total_bytes") is not None else None,
+        "total_size": human_bytes(output["total_bytes"]) if output.get("total_bytes") is not None else None,
         "checks": list((verification or {}).get("checks") or []) or None,
         "sample": None if verification is None else verification.get("sample"),
         "license": license_,
@@ -248,14 +250,7 @@ def _sources(p: dict, endpoint: str) -> list[dict]:
 
 def _layer_runs(values: list[float]) -> list[dict]:
     """Consecutive layers with one λ as one row: [{"layers": "0–3", "value": "0.5"}, ...]."""
-    rows: list[dict] = []
-    start = 0
-    for i in range(1, len(values) + 1):
-        if i == len(values) or values[i] != values[start]:
-            span = str(start) if i - 1 == start else f"{start}–{i - 1}"
-            rows.append({"layers": span, "value": _num(values[start])})
-            start = i
-    return rows
+    return [{"layers": str(a) if a == b else f"{a}–{b}", "value": _num(v)} for a, b, v in layer_runs(values)]
 
 
 def _num(v: float) -> str:
@@ -289,13 +284,6 @@ def _fence(text: str, least: int = 3) -> str:
     """A backtick run longer than any in `text` (at least `least`), so the text cannot close it."""
     longest = max((len(m) for m in re.findall(r"`+", text or "")), default=0)
     return "`" * max(least, longest + 1)
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
 
 
 # ---------------------------------------------------------------------------------------------------

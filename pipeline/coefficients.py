@@ -188,3 +188,15 @@ class Coefficients:
     def check_layers(self, num_layers: int) -> list[tuple[str, str]]:
         """(field path, message) for every layer setting the model cannot satisfy; empty when all fit."""
         return self.layers.check(num_layers) if self.layers is not None else []
+
+
+def layer_runs(values: list[float]) -> list[tuple[int, int, float]]:
+    """Consecutive layers with one λ, as (first, last, value): the compact form tables and plans show."""
+    runs: list[tuple[int, int, float]] = []
+    for i, v in enumerate(values):
+        if runs and runs[-1][2] == v:
+            runs[-1] = (runs[-1][0], i, v)
+        else:
+            runs.append((i, i, v))
+    return runs
+

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
+from pipeline.coefficients import layer_runs
 from pipeline.plan import Plan
+from pipeline.units import human_bytes
 
 MAX_KEPT_LISTED = 12
-
-
-def human_bytes(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
-def layer_runs(values: list[float]) -> list[tuple[int, int, float]]:
-    """Consecutive layers with equal λ: [(first, last, value)]."""
-    runs: list[tuple[int, int, float]] = []
-    for i, v in enumerate(values):
-        if runs and runs[-1][2] == v and runs[-1][1] == i - 1:
-            runs[-1] = (runs[-1][0], i, v)
-        else:
-            runs.append((i, i, v))
-    return runs
 
 
 def render(plan: Plan) -> str:

@@ -19,6 +19,7 @@ import torch
 
 from pipeline.errors import MergeError, VerificationError
 from pipeline.merge.safetensors_io import Header, InputFile, TensorInfo, read_header
+from pipeline.units import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def _read_weights(folder: Path) -> _Weights:
     else:
         nbytes = sum(info.end - info.start for _, info in out.tensors.values())
         shards = f"{len(files)} shards" if len(files) > 1 else "1 file"
-        out.check = Check(name, True, f"{shards}, {len(out.tensors)} tensors, {_size(nbytes)}")
+        out.check = Check(name, True, f"{shards}, {len(out.tensors)} tensors, {human_bytes(nbytes)}")
     return out
 
 
@@ -457,8 +458,3 @@ def _count(n: int) -> str:
     return str(n)
 
 
-def _size(n: int) -> str:
-    for div, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-        if n >= div:
-            return f"{n / div:.1f} {unit}"
-    return f"{n} bytes"
