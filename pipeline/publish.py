@@ -67,6 +67,8 @@ def publish(recipe: Recipe, *, dry_run: bool = False, create_pr: bool = False, t
     check_target_is_not_a_source(recipe)
     if tag is not None:
         check_tag_name(tag)
+        if create_pr:
+            raise PipelineError("--tag with --create-pr would tag a commit that is not on main; tag after merging the PR")
     if out_dir is not None:
         check_out_dir(Path(out_dir))
     check_card_template(recipe)

@@ -259,6 +259,8 @@ def test_existing_tag_is_refused_before_anything_is_pushed(tmp_path, sources, mo
     assert api.model_info(target).sha == head and weight_downloads(list(hub.requests)[mark:]) == []
     assert main(["publish", str(recipe), "--tag", "bad tag"]) == 2
     assert "--tag 'bad tag'" in capsys.readouterr().err
+    assert main(["publish", str(recipe), "--tag", "v3", "--create-pr"]) == 2
+    assert "would tag a commit that is not on main" in capsys.readouterr().err
 
 
 def test_comment_only_recipe_edit_is_a_noop(tmp_path, sources, monkeypatch, capsys, api):
