@@ -184,7 +184,10 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     recipe.require_target()
     result = publish(recipe, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag,
                      out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force)
-    if not result.changed:
+    if not result.changed and result.pr_url:
+        print(f"nothing changed: the open pull request {result.pr_url} already proposes this output "
+              f"(at {result.commit}); nothing was pushed")
+    elif not result.changed:
         skipped = [what for what, asked in (("tag", args.tag), ("pull request", args.create_pr)) if asked]
         print(f"nothing changed: {result.url} at {result.commit} already holds this recipe's output "
               "for the same inputs; nothing was pushed"

@@ -81,6 +81,10 @@ def publish(recipe: Recipe, *, dry_run: bool = False, create_pr: bool = False, t
     if not force and state.provenance is not None and is_unchanged(plan, state):
         log.debug("nothing changed: %s@%s already holds this output", target.repo_id, state.head)
         return PublishResult(target.repo_id, changed=False, commit=state.head, url=url)
+    if create_pr and not force and state.exists:
+        proposed = open_pr_with_same_inputs(api, target.repo_id, plan)
+        if proposed is not None:
+            return PublishResult(target.repo_id, changed=False, commit=proposed[1], pr_url=proposed[0], url=url)
     if not force and state.provenance is None and _foreign_files(state):
         raise HubError(f"{target.repo_id} already holds files chatvector did not publish (e.g. "
                        f"{_foreign_files(state)[0]}); choose another target.repo_id, or pass --force to replace them")
@@ -127,6 +131,30 @@ def check_card_template(recipe: Recipe) -> None:
 
     if recipe.card.template is not None:
         check_template_syntax(recipe.card.template)
+
+
+def open_pr_with_same_inputs(api, repo_id: str, plan: Plan) -> tuple[str, str] | None:
+    """(url, head) of an open pull request whose provenance has this plan's fingerprint, so that re-running
+    `--create-pr` (e.g. on a schedule) does not open the same pull request again."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    fingerprint = input_fingerprint(plan)
+    try:
+        for ref in api.list_repo_refs(repo_id, include_pull_requests=True).pull_requests or []:
+            num = int(ref.name)
+            details = api.get_discussion_details(repo_id, num)
+            if details.status != "open":
+                continue
+            try:
+                path = hf_hub_download(repo_id, PROVENANCE_FILE, revision=ref.target_commit, token=api.token)
+            except HfHubHTTPError:
+                continue
+            if json.loads(Path(path).read_text(encoding="utf-8")).get("fingerprint") == fingerprint:
+                return details.url, ref.target_commit
+    except HfHubHTTPError as err:
+        raise _hub_error(err, repo_id) from None
+    return None
 
 
 def _foreign_files(state: TargetState) -> list[str]:

@@ -150,6 +150,10 @@ def test_create_pr_leaves_main_alone_and_tag(tmp_path, sources, monkeypatch, cap
     refs = api.list_repo_refs(target, include_pull_requests=True)
     assert [p.ref for p in refs.pull_requests] == ["refs/pr/1"]
     assert api.file_exists(target, "model.safetensors", revision="refs/pr/1")
+    capsys.readouterr()
+    assert main(["publish", str(recipe), "--create-pr"]) == 0  # the same proposal again: no second PR
+    assert "already proposes this output" in capsys.readouterr().out
+    assert len(api.list_repo_refs(target, include_pull_requests=True).pull_requests) == 1
 
 
 def test_verification_failure_blocks_the_push(tmp_path, monkeypatch, capsys, api):
