@@ -144,17 +144,22 @@ class FileWriter:
                 if item[0] == "stop":
                     return
 
+    def _items(self, q: queue.Queue):
+        """Items to act on, until "stop"; after an abort or an error, items are dropped (buffers released)."""
+        while True:
+            item = q.get()
+            if item[0] == "stop":
+                return
+            if self._abort.is_set() or self._error is not None:
+                _drop(item)
+                continue
+            yield item
+
     def _write_loop(self, q: queue.Queue) -> None:
         f: _OutFile | None = None
         try:
-            while True:
-                item = q.get()
+            for item in self._items(q):
                 kind = item[0]
-                if kind == "stop":
-                    return
-                if self._abort.is_set() or self._error is not None:
-                    _drop(item)
-                    continue
                 if kind == "open":
                     _, temp, name, size = item
                     f = _OutFile(temp, name, size)
@@ -177,14 +182,8 @@ class FileWriter:
     def _hash_loop(self, q: queue.Queue) -> None:
         digest = None
         name = ""
-        while True:
-            item = q.get()
+        for item in self._items(q):
             kind = item[0]
-            if kind == "stop":
-                return
-            if self._abort.is_set() or self._error is not None:
-                _drop(item)
-                continue
             if kind == "open":
                 name, digest = item[2], hashlib.sha256()
             elif kind == "data":
