@@ -30,15 +30,15 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
-	$(PY) -m pipeline demo
+	$(PY) -m chatvector demo
 
 publish: $(STAMP)
 	@test -n "$(RECIPE)" || { echo "usage: make publish RECIPE=recipes/x.yaml" >&2; exit 2; }
-	$(PY) -m pipeline publish "$(RECIPE)"
+	$(PY) -m chatvector publish "$(RECIPE)"
 
 plan: $(STAMP)
 	@test -n "$(RECIPE)" || { echo "usage: make plan RECIPE=recipes/x.yaml" >&2; exit 2; }
-	$(PY) -m pipeline plan "$(RECIPE)"
+	$(PY) -m chatvector plan "$(RECIPE)"
 
 bench: $(STAMP)
 	$(PY) bench/merge.py

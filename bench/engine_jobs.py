@@ -13,10 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
 
-from pipeline.merge import TensorJob, TensorSource, VectorTerm, run_merge  # noqa: E402
-from pipeline.merge.safetensors_io import read_header  # noqa: E402
+from chatvector.merge import TensorJob, TensorSource, VectorTerm, run_merge  # noqa: E402
+from chatvector.merge.safetensors_io import read_header  # noqa: E402
 
 _DTYPE = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
 

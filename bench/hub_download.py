@@ -11,7 +11,7 @@ a warm page cache and writes a new file on the same disk:
   curl        curl through the server into a file (a C client), if curl exists
   curl-null   curl through the server into /dev/null: the server's own streaming rate, no disk write
   hf_hub      huggingface_hub.hf_hub_download through the server, as the pipeline runs it
-              (pipeline.sources.tune_downloads: pieces written as received)
+              (chatvector.sources.tune_downloads: pieces written as received)
   hf_hub-default  the same with huggingface_hub's default 10 MiB re-chunking
 
 Medians over --runs; ratios are throughput relative to `copy`.
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def seed(root: Path, size: int) -> Path:
-    from pipeline.localhub.storage import FileOp, Store
+    from chatvector.localhub.storage import FileOp, Store
 
     store = Store(root)
     repo = store.get_repo("model", "bench/big") or store.create_repo("model", "bench/big", False, "bench")
@@ -48,7 +48,7 @@ def seed(root: Path, size: int) -> Path:
 def _hf_download(dest: Path, tuned: bool) -> None:
     from huggingface_hub import constants, hf_hub_download
 
-    from pipeline.sources import tune_downloads
+    from chatvector.sources import tune_downloads
 
     default = constants.DOWNLOAD_CHUNK_SIZE
     if tuned:
@@ -82,7 +82,7 @@ def main() -> int:
     try:
         blob = seed(work / "hub", size)
         server = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "hub", "serve", "--root", str(work / "hub"),
+            [sys.executable, "-m", "chatvector", "hub", "serve", "--root", str(work / "hub"),
              "--token", "bench=hf_bench_token:write"],
             stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )

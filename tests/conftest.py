@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from pipeline.localhub import LocalHub, Token
+from chatvector.localhub import LocalHub, Token
 
 WRITE_TOKEN = Token("alice", "hf_alice_write_secret_0123456789", "write")
 READ_TOKEN = Token("bob", "hf_bob_read_secret_0123456789", "read")
@@ -87,8 +87,8 @@ EXAMPLE_MODELS = {
 @pytest.fixture(scope="session")
 def example_repos(tmp_path_factory) -> dict[str, dict[str, str]]:
     """Seed the session hub with tiny models under every example recipe's repo ids: {recipe: {role: repo_id}}."""
-    from pipeline.recipe import load_recipe
-    from pipeline.tinymodels import TripletSpec, upload_model, write_triplet
+    from chatvector.recipe import load_recipe
+    from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
 
     api = huggingface_hub.HfApi(token=WRITE_TOKEN.secret)
     seeded: dict[str, dict[str, str]] = {}

@@ -1,4 +1,4 @@
-"""The model card (pipeline.card) and the per-layer λ chart (pipeline.chart), from sample provenance."""
+"""The model card (chatvector.card) and the per-layer λ chart (chatvector.chart), from sample provenance."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from pipeline.card import render_card, validate_card_text
-from pipeline.chart import coefficient_chart_svg
-from pipeline.errors import PipelineError, RecipeError, VerificationError
-from pipeline.localhub.cardmeta import validate_card
+from chatvector.card import render_card, validate_card_text
+from chatvector.chart import coefficient_chart_svg
+from chatvector.errors import PipelineError, RecipeError, VerificationError
+from chatvector.localhub.cardmeta import validate_card
 
 SHA = {"base": "1" * 40, "chat": "2" * 40, "cp": "3" * 40, "chat2": "4" * 40}
 
@@ -372,16 +372,16 @@ def test_sandbox_refuses_unsafe_attribute_access(tmp_path, monkeypatch):
 
 
 def test_missing_provenance_key_in_the_projects_template_is_not_blamed_on_the_recipe(monkeypatch):
-    import pipeline.card
+    import chatvector.card
 
-    real = pipeline.card.card_context
+    real = chatvector.card.card_context
 
     def broken(*args):
         context = real(*args)
         del context["formula"]
         return context
 
-    monkeypatch.setattr(pipeline.card, "card_context", broken)
+    monkeypatch.setattr(chatvector.card, "card_context", broken)
     expected = r"model_card\.md\.j2:\d+: the project's card template failed: 'formula' is undefined"
     with pytest.raises(PipelineError, match=expected) as info:
         render_card(sample_provenance(), RECIPE_TEXT)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.coefficients import (
+from chatvector.coefficients import (
     Coefficients,
     Gradient,
     LayerList,

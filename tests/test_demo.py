@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_publishes_loads_chats_and_reruns_as_noop(tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("HF_")}
     for run in (1, 2):
-        result = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--root", str(tmp_path / "demo")],
+        result = subprocess.run([sys.executable, "-m", "chatvector", "demo", "--root", str(tmp_path / "demo")],
                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         out = result.stdout

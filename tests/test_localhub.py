@@ -27,7 +27,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from pipeline.localhub import LocalHub
+from chatvector.localhub import LocalHub
 from tests.conftest import OTHER_WRITER, READ_TOKEN, WRITE_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -400,7 +400,7 @@ def test_transformers_push_to_hub_and_from_pretrained(tmp_path):
 # -- the command line -------------------------------------------------------------------------------------
 def test_cli_serve_prints_url_and_serves(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "hub", "serve", "--root", str(tmp_path / "cli-hub"),
+        [sys.executable, "-m", "chatvector", "hub", "serve", "--root", str(tmp_path / "cli-hub"),
          "--token", "dave=hf_dave_secret:write"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
@@ -420,19 +420,19 @@ def test_cli_serve_prints_url_and_serves(tmp_path):
 
 
 def test_cli_help_teaches_every_command():
-    result = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "chatvector", "--help"], capture_output=True, text=True, cwd=ROOT,
                             timeout=60)
     assert result.returncode == 0
     for command in ("plan", "merge", "publish", "demo", "hub"):
         assert f"\n    {command} " in result.stdout
-    serve = subprocess.run([sys.executable, "-m", "pipeline", "hub", "serve", "--help"], capture_output=True,
+    serve = subprocess.run([sys.executable, "-m", "chatvector", "hub", "serve", "--help"], capture_output=True,
                            text=True, cwd=ROOT, timeout=60)
     assert "HF_ENDPOINT=http://HOST:PORT" in serve.stdout and "--token NAME=SECRET:read|write" in serve.stdout
 
 
 def test_cli_rejects_malformed_token_spec(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "hub", "serve", "--root", str(tmp_path), "--token", "dave-secret"],
+        [sys.executable, "-m", "chatvector", "hub", "serve", "--root", str(tmp_path), "--token", "dave-secret"],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
     )
     assert result.returncode == 2
@@ -450,7 +450,7 @@ def test_killed_server_leaves_old_or_new_state_never_half(tmp_path, delay):
     root = tmp_path / "crash-hub"
 
     def start() -> tuple[subprocess.Popen, HfApi]:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "hub", "serve", "--root", str(root),
+        proc = subprocess.Popen([sys.executable, "-m", "chatvector", "hub", "serve", "--root", str(root),
                                  "--token", "eve=hf_eve_secret:write", "--lfs-threshold", "1048576"],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
         url = proc.stdout.readline().strip().removeprefix("Serving on ")

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pipeline.cli import main
-from pipeline.coefficients import layer_index
-from pipeline.tinymodels import TripletSpec, write_triplet
+from chatvector.cli import main
+from chatvector.coefficients import layer_index
+from chatvector.testing.tinymodels import TripletSpec, write_triplet
 from tests.conftest import WRITE_TOKEN, weight_downloads
 
 ROOT = Path(__file__).resolve().parents[1]

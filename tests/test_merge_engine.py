@@ -16,10 +16,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from pipeline.errors import MergeError
-from pipeline.merge import RowCopy, TensorJob, TensorSource, VectorTerm, compute, plan_shards, run_merge, writer
-from pipeline.merge.blocks import plan_blocks, plan_chunks
-from pipeline.merge.safetensors_io import read_header
+from chatvector.errors import MergeError
+from chatvector.merge import RowCopy, TensorJob, TensorSource, VectorTerm, compute, plan_shards, run_merge, writer
+from chatvector.merge.blocks import plan_blocks, plan_chunks
+from chatvector.merge.safetensors_io import read_header
 
 DT = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -407,7 +407,7 @@ def test_direct_io_is_used_where_the_filesystem_allows(tmp_path, monkeypatch, ca
         real(self)
 
     monkeypatch.setattr(writer._OutFile, "finish", finish)
-    with caplog.at_level("INFO", logger="pipeline.merge.engine"):
+    with caplog.at_level("INFO", logger="chatvector.merge.engine"):
         run_merge(simple_jobs(tmp_path, cp), tmp_path / "out", shard_size=1 << 30, progress=True)
     assert seen == [_direct_io_works(tmp_path)]
     assert ("buffered writes" in caplog.text) != seen[0]
@@ -594,7 +594,7 @@ _MEMORY_CHILD = textwrap.dedent(
     """
     import json, sys, threading, time
     from pathlib import Path
-    from pipeline.merge import TensorJob, TensorSource, VectorTerm, run_merge
+    from chatvector.merge import TensorJob, TensorSource, VectorTerm, run_merge
     from safetensors import safe_open
 
     def status():

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi
 
-from pipeline.cli import main
-from pipeline.recipe import load_recipe
-from pipeline.tinymodels import TripletSpec, upload_model, write_triplet
+from chatvector.cli import main
+from chatvector.recipe import load_recipe
+from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
 from tests.conftest import OTHER_WRITER, RECIPES, WRITE_TOKEN, weight_downloads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ EXAMPLES = sorted(p.name for p in RECIPES.glob("*.yaml"))
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "chatvector", *args], capture_output=True, text=True, cwd=ROOT,
                           env=env, timeout=300)
 
 

@@ -13,8 +13,8 @@ from huggingface_hub import HfApi, ModelCard, snapshot_download
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pipeline.cli import main
-from pipeline.tinymodels import TripletSpec, upload_model, write_triplet
+from chatvector.cli import main
+from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
 from tests.conftest import READ_TOKEN, WRITE_TOKEN, weight_downloads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def new_target() -> str:
 
 
 def publish_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", "publish", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "chatvector", "publish", *args], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=300)
 
 

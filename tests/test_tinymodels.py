@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pipeline import tinymodels as tm
+from chatvector.testing import tinymodels as tm
 
 EXTRA = 12
 MESSAGES = [

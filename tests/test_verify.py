@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline import tinymodels as tm
-from pipeline.errors import VerificationError
-from pipeline.merge.safetensors_io import InputFile, read_header
-from pipeline.verify import Check, VerificationReport, verify_model_folder
+from chatvector.errors import VerificationError
+from chatvector.merge.safetensors_io import InputFile, read_header
+from chatvector.testing import tinymodels as tm
+from chatvector.verify import Check, VerificationReport, verify_model_folder
 
 CHECK_NAMES = [
     "weights are readable",

@@ -1,0 +1,3 @@
+from chatvector.cli import main
+
+raise SystemExit(main())

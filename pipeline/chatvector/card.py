@@ -1,0 +1,354 @@
+"""The model card: README.md for the published repository, from the run's provenance and the recipe.
+
+    text = render_card(provenance, recipe.text)                  # the project's template
+    text = render_card(provenance, recipe.text, recipe.card.template)
+
+The metadata (between the `---` fences) is built with huggingface_hub's `ModelCardData`, never by the
+template, so a custom template cannot break it. The body is rendered in a sandboxed Jinja environment
+with `StrictUndefined`: a misspelled variable is an error naming the template file and line, not
+silently empty text. The finished text is parsed back with `huggingface_hub.ModelCard` and checked
+against the metadata it was built from and the Hub's metadata rules.
+
+Variables a template sees (all always defined; see `templates/model_card.md.j2` for their use):
+
+    name, repo_id, private, endpoint, tool (name, version)        title, target, tool
+    provenance                                                    the whole provenance dict
+    formula, formula_terms, formula_note                          "out = cp + 0.8 · (chat − base)"
+    sources       [{label, role, repo_id, revision, sha, url, local, path_name, files, license}]
+    default, layer_rows [{layers, value}], layer_count, module_rules [{match, value}], chart_file
+    special_tokens [{token, cp_row, chat_row}], vocabulary (dict or None), chat_template, dtype
+    checks [{name, ok, detail}] (None when none were recorded), sample (or None), output (dict)
+    license, license_source ("recipe", "cp" or None), metadata (the card data dict)
+    recipe_text, recipe_path, recipe_sha256, recipe_fence ("```" or longer), extra (card.extra)
+
+Filters: `num` (0.5, 1.0: shortest stable text), `cell` (plain text safe inside a markdown table
+cell), `code_cell` (a whole code span for a cell), `fence` (a backtick fence longer than any
+backtick run in the text). `chart_file` is None when there is no chart to show.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+import traceback
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from huggingface_hub import ModelCard, ModelCardData
+from jinja2.sandbox import SandboxedEnvironment
+
+from chatvector.coefficients import layer_runs
+from chatvector.errors import PipelineError, RecipeError, VerificationError
+from chatvector.units import human_bytes
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
+DEFAULT_TEMPLATE = TEMPLATE_DIR / "model_card.md.j2"
+DEFAULT_ENDPOINT = "https://huggingface.co"
+BASE_TAGS = ("chat-vector", "merge")
+_SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+_VECTOR_ROLE = re.compile(r"^vectors\[(\d+)\]\.(base|chat)$")
+
+
+def render_card(
+    provenance: dict,
+    recipe_text: str,
+    template: Path | None = None,
+    chart_file: str | None = "coefficients.svg",
+) -> str:
+    """README.md text: validated metadata between `---` fences, then the rendered template body.
+
+    `template` None renders the project's template; a user's template that fails (undefined
+    variable, syntax error, sandbox violation) raises RecipeError "FILE:LINE: message".
+    `chart_file` is the per-layer λ chart's file name in the repository (see chatvector.chart), or None
+    for no image; the card shows it only when the schedule has per-layer values.
+    Raises VerificationError when the finished card does not parse back to the same metadata.
+    """
+    data = build_card_data(provenance)
+    context = card_context(provenance, recipe_text, chart_file, data.to_dict())
+    body = _render_body(context, template)
+    text = f"---\n{data.to_yaml()}\n---\n\n{body.lstrip()}"
+    if not text.endswith("\n"):
+        text += "\n"
+    validate_card_text(text, expected=data.to_dict())
+    return text
+
+
+def build_card_data(provenance: dict) -> ModelCardData:
+    """The card metadata: base_model (every Hub source, cp first), license, language, tags."""
+    card = provenance.get("card") or {}
+    license_, _ = _license(provenance)
+    base_models = _base_models(provenance)
+    tags = list(dict.fromkeys([*BASE_TAGS, *(card.get("tags") or [])]))
+    return ModelCardData(
+        base_model=base_models or None,
+        base_model_relation="merge" if base_models else None,
+        license=license_,
+        language=list(card.get("language") or []) or None,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=tags,
+    )
+
+
+def validate_card_text(text: str, expected: dict | None = None) -> dict:
+    """Parse a card with `huggingface_hub.ModelCard` and check its metadata; returns the metadata dict.
+
+    Raises VerificationError when the text has no metadata block, does not parse, differs from
+    `expected` (when given), or breaks the Hub's metadata rules (those `POST /api/validate-yaml` applies).
+    """
+    from chatvector.localhub.cardmeta import validate_card  # the Hub's rules, as the local Hub applies them
+
+    if not text.startswith("---\n"):
+        raise VerificationError("model card: README.md must start with a '---' metadata block")
+    try:
+        parsed = ModelCard(text).data.to_dict()
+    except ValueError as err:
+        raise VerificationError(f"model card: the metadata block does not parse: {err}") from err
+    if expected is not None and parsed != expected:
+        diff = sorted(k for k in parsed.keys() | expected.keys() if parsed.get(k) != expected.get(k))
+        raise VerificationError(f"model card: metadata does not round-trip through ModelCard (keys {diff})")
+    errors = validate_card(text)
+    if errors:
+        raise VerificationError("model card: " + "; ".join(errors))
+    return parsed
+
+
+# ---------------------------------------------------------------------------------------------------
+# The template context: everything precomputed, so templates hold layout and no logic.
+
+
+def card_context(provenance: dict, recipe_text: str, chart_file: str | None, metadata: dict) -> dict[str, Any]:
+    """The variables a card template sees (listed in the module docstring)."""
+    p = provenance
+    endpoint = ((p.get("hub") or {}).get("endpoint") or DEFAULT_ENDPOINT).rstrip("/")
+    coefficients = p.get("coefficients") or {}
+    default = float(coefficients.get("default", 1.0))
+    layers = [float(v) for v in coefficients.get("layers") or []]
+    modules = list(coefficients.get("modules") or [])
+    vectors = list(p.get("vectors") or [])
+    output = dict(p.get("output") or {})
+    verification = p.get("verification")
+    license_, license_source = _license(p)
+    target = p.get("target") or {}
+    formula, terms = _formula(vectors, default)
+    uniform = not modules and all(v == default for v in layers)
+    return {
+        "provenance": p,
+        "name": p["recipe"]["name"],
+        "repo_id": target.get("repo_id"),
+        "private": bool(target.get("private")),
+        "endpoint": endpoint,
+        "is_default_endpoint": endpoint == DEFAULT_ENDPOINT,
+        "tool": p.get("tool") or {"name": "chatvector", "version": "unknown"},
+        "formula": formula,
+        "formula_terms": terms,
+        "formula_note": None if uniform
+        else (f"The formula shows the default coefficient λ = {_num(default)}"
+              + (" times each vector's weight" if len(vectors) > 1 else "")
+              + "; the schedule below sets other values per layer or module, where λ(t) replaces the default."),
+        "sources": _sources(p, endpoint),
+        "default": _num(default),
+        "layer_rows": _layer_runs(layers),
+        "layer_count": len(layers),
+        "module_rules": [{"match": str(r["match"]), "value": _num(r["value"])} for r in modules],
+        "chart_file": chart_file if layers else None,
+        "special_tokens": list(p.get("special_tokens") or []),
+        "vocabulary": p.get("vocabulary"),
+        "chat_template": _chat_template(output.get("chat_template")),
+        "dtype": output.get("dtype"),
+        "output": output,
+        "total_size": human_bytes(output["total_bytes"]) if output.get("total_bytes") is not None else None,
+        "checks": list((verification or {}).get("checks") or []) or None,
+        "sample": None if verification is None else verification.get("sample"),
+        "license": license_,
+        "license_source": license_source,
+        "metadata": metadata,
+        "recipe_text": recipe_text,
+        "recipe_path": (p.get("recipe") or {}).get("path"),
+        "recipe_sha256": (p.get("recipe") or {}).get("sha256"),
+        "recipe_fence": _fence(recipe_text),
+        "extra": dict((p.get("card") or {}).get("extra") or {}),
+    }
+
+
+def _chat_template(value: str | None) -> str:
+    """"chat", "cp", or a template file's name (the recipe gives it; its folder is the maintainer's)."""
+    value = value or "chat"
+    return value if value in ("chat", "cp") else Path(value).name
+
+
+def _license(p: dict) -> tuple[str | None, str | None]:
+    """The recipe's card.license, else cp's card license, else none; with where it came from."""
+    own = (p.get("card") or {}).get("license")
+    if own:
+        return own, "recipe"
+    cp_license = ((p.get("inputs") or {}).get("cp") or {}).get("license")
+    return (cp_license, "cp") if cp_license else (None, None)
+
+
+def _roles(p: dict) -> list[str]:
+    """Input roles in card order: cp, then each vector's chat and base (each role once)."""
+    return list(dict.fromkeys(["cp"] + [role for v in p.get("vectors") or [] for role in (v["chat"], v["base"])]))
+
+
+def _base_models(p: dict) -> list[str]:
+    """cp's repository, then each vector's chat and base repository; no duplicates, no local folders."""
+    inputs = p.get("inputs") or {}
+    repos = [inputs[r].get("repo_id") for r in _roles(p) if r in inputs]
+    return list(dict.fromkeys(r for r in repos if r))
+
+
+def _role_label(role: str) -> str:
+    """"cp", "chat", "base", or "chat₁"/"base₂" for the roles of several vectors."""
+    m = _VECTOR_ROLE.match(role)
+    if m:
+        return f"{m.group(2)}{str(int(m.group(1)) + 1).translate(_SUBSCRIPTS)}"
+    return role
+
+
+def _formula(vectors: list[dict], default: float) -> tuple[str, list[dict]]:
+    """"out = cp + 0.8 · (chat − base)", each vector's λ = weight × default; and the terms, one a vector."""
+    terms, text = [], "out = cp"
+    for v in vectors:
+        lam = float(v.get("weight", 1.0)) * default
+        chat, base = _role_label(v["chat"]), _role_label(v["base"])
+        text += f" {'−' if lam < 0 else '+'} {_num(abs(lam))} · ({chat} − {base})"
+        terms.append({"chat": chat, "base": base, "lam": _num(lam), "weight": _num(v.get("weight", 1.0)),
+                      "chat_role": v["chat"], "base_role": v["base"]})
+    return text, terms
+
+
+def _sources(p: dict, endpoint: str) -> list[dict]:
+    """One row per input role, cp first: a link pinned to the commit, or a local folder."""
+    inputs = p.get("inputs") or {}
+    rows = []
+    for role in _roles(p):
+        if role not in inputs:
+            continue
+        src = inputs[role]
+        repo_id, sha = src.get("repo_id"), src.get("sha")
+        local = not repo_id
+        path = src.get("path")
+        rows.append({
+            "role": role,
+            "label": _role_label(role),
+            "repo_id": repo_id,
+            "revision": None if local else src.get("revision") or "main",
+            "sha": sha,
+            "short_sha": sha[:10] if sha else None,
+            "url": None if local else f"{endpoint}/{repo_id}/tree/{sha or src.get('revision') or 'main'}",
+            "local": local,
+            "path_name": Path(str(path)).name if path else None,
+            "files": sorted((src.get("files") or {}).items()),
+            "license": src.get("license"),
+        })
+    return rows
+
+
+def _layer_runs(values: list[float]) -> list[dict]:
+    """Consecutive layers with one λ as one row: [{"layers": "0–3", "value": "0.5"}, ...]."""
+    return [{"layers": str(a) if a == b else f"{a}–{b}", "value": _num(v)} for a, b, v in layer_runs(values)]
+
+
+def _num(v: float) -> str:
+    """Short, stable number text: 0.8 stays 0.8, 1 becomes 1.0, 0.7 × 0.8 becomes 0.56."""
+    v = float(v)
+    if not math.isfinite(v):
+        return str(v)
+    text = f"{v:.6g}"
+    if text == "-0":
+        text = "0"
+    return text + ".0" if text.lstrip("-").isdigit() else text
+
+
+def _cell(value: object) -> str:
+    """Plain text safe inside a markdown table cell: HTML and markdown escapes, line breaks as <br>."""
+    text = html.escape(str(value), quote=False).replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("\r\n", "\n").replace("\n", "<br>")
+
+
+def _code_cell(value: object) -> str:
+    """A whole `code span` for a table cell: backslashes stay literal, pipes are escaped (GitHub-
+    flavoured tables split on unescaped pipes even inside code), line breaks become spaces, and the
+    backtick delimiter is longer than any backtick run in the text."""
+    text = " ".join(str(value).splitlines()).replace("|", "\\|")
+    tick = _fence(text, least=1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{tick}{pad}{text}{pad}{tick}"
+
+
+def _fence(text: str, least: int = 3) -> str:
+    """A backtick run longer than any in `text` (at least `least`), so the text cannot close it."""
+    longest = max((len(m) for m in re.findall(r"`+", text or "")), default=0)
+    return "`" * max(least, longest + 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _environment(template_dir: Path) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(template_dir)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(num=_num, cell=_cell, code_cell=_code_cell, fence=_fence)
+    return env
+
+
+def check_template_syntax(template: Path) -> None:
+    """Parse a user's card template (and what it includes) without rendering: syntax errors surface early."""
+    path = Path(template)
+    env = _environment(path.parent)
+    try:
+        env.get_template(path.name)
+    except jinja2.TemplateError as err:
+        file, line = _template_location(err, path)
+        message = err.message or str(err)
+        raise RecipeError(f"{_display(file)}:{line}: {message} (card.template)") from err
+
+
+def _render_body(context: dict, template: Path | None) -> str:
+    path = Path(template) if template is not None else DEFAULT_TEMPLATE
+    env = _environment(path.parent)
+    try:
+        return env.get_template(path.name).render(context)
+    except Exception as err:  # a template's own error, of any type, points at its file and line
+        file, line = _template_location(err, path)
+        if isinstance(err, jinja2.TemplateNotFound):
+            message = f"template {err.name!r} not found next to {path.name}"
+        else:
+            message = err.message if isinstance(err, jinja2.TemplateError) and err.message else str(err)
+        if template is None:
+            raise PipelineError(f"{_display(file)}:{line}: the project's card template failed: {message}") from err
+        raise RecipeError(f"{_display(file)}:{line}: {message} (card.template)") from err
+
+
+def _template_location(err: Exception, path: Path) -> tuple[Path, int | str]:
+    """Where a template error points: a syntax error's own file and line, else the innermost traceback
+    frame Jinja mapped to a template file (an included one too); line "?" when there is none."""
+    if isinstance(err, jinja2.TemplateSyntaxError) and err.lineno:
+        return Path(err.filename) if err.filename else path, err.lineno
+    folder = path.resolve().parent
+    found: tuple[Path, int | str] = (path, "?")
+    for frame in traceback.extract_tb(err.__traceback__):
+        file = Path(frame.filename)
+        if file.suffix != ".py" and file.resolve().parent.is_relative_to(folder) and file.is_file():
+            found = (file, frame.lineno or "?")
+    return found
+
+
+def _display(path: Path) -> str:
+    """A path as the user would write it: relative to the working directory when inside it."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+    return str(path) if relative.startswith("..") else relative

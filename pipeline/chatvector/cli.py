@@ -1,0 +1,281 @@
+"""The `chatvector` command line: one subcommand per stage, each a thin shell over a library function.
+
+Errors the user can fix (PipelineError) become one line on stderr and exit code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from chatvector import __version__
+from chatvector.errors import PipelineError
+
+DESCRIPTION = """\
+Make, verify and publish chat-vector merges:  out = cp + λ·(chat − base).
+
+Typical use:
+  chatvector plan recipes/demo.yaml          # validate the recipe and show what will happen
+  chatvector merge recipes/demo.yaml --out ./merged
+  chatvector publish recipes/demo.yaml       # plan → fetch → merge → verify → card → push
+  chatvector hub serve --root ./hub          # run the local Hub-compatible server
+  chatvector demo                            # everything above, offline, on tiny models
+
+The Hub is huggingface_hub's own setting: HF_ENDPOINT (default https://huggingface.co) and
+HF_TOKEN (or `hf auth login`). Point HF_ENDPOINT at a local Hub to work offline.
+"""
+
+
+def _command(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose description keeps its line breaks (it holds examples)."""
+    return sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
+def _device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None,
+                        help="where the merge arithmetic runs (default: the recipe's merge.device, else auto)")
+
+
+def _add_hub(sub: argparse._SubParsersAction) -> None:
+    hub = sub.add_parser("hub", help="the local Hub-compatible server")
+    hub_sub = hub.add_subparsers(dest="hub_command", required=True, metavar="{serve}")
+    serve = _command(
+        hub_sub,
+        "serve",
+        help="serve a Hub-compatible API from a folder",
+        description="Serve the Hugging Face Hub HTTP API (the part huggingface_hub uses) from the folder ROOT.\n\n"
+        "Point a client at it with HF_ENDPOINT=http://HOST:PORT (set before importing\n"
+        "huggingface_hub) and HF_HUB_DISABLE_XET=1 when files above the LFS threshold are uploaded.\n\n"
+        "Example:\n  chatvector hub serve --root ./hub --port 8765 --token alice=hf_secret:write",
+    )
+    serve.add_argument("--root", required=True, help="folder holding blobs and the SQLite metadata")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=0, help="port (default 0: a free port)")
+    serve.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="NAME=SECRET:read|write",
+        help="accept SECRET as user NAME's token with read or write scope (repeatable)",
+    )
+    serve.add_argument(
+        "--lfs-threshold",
+        type=int,
+        default=10 * 1024 * 1024,
+        metavar="BYTES",
+        help="files of at least this size are uploaded through Git LFS (default 10 MiB)",
+    )
+    serve.set_defaults(func=_cmd_hub_serve)
+
+
+def _cmd_hub_serve(args: argparse.Namespace) -> int:
+    from chatvector.localhub import parse_token_spec, serve_forever
+
+    try:
+        tokens = [parse_token_spec(spec) for spec in args.token]
+    except ValueError as err:
+        raise PipelineError(str(err)) from None
+    if not 0 <= args.port <= 65535:
+        raise PipelineError(f"--port {args.port}: must be between 0 and 65535")
+    if args.lfs_threshold < 0:
+        raise PipelineError(f"--lfs-threshold {args.lfs_threshold}: must be 0 or more bytes")
+    try:
+        serve_forever(args.root, host=args.host, port=args.port, tokens=tokens, lfs_threshold=args.lfs_threshold)
+    except OSError as err:  # port in use, unknown host, --root not a folder
+        raise PipelineError(f"cannot serve {args.root} on {args.host}:{args.port}: {err.strerror or err}") from None
+    return 0
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    plan = _command(
+        sub,
+        "plan",
+        help="validate a recipe against the checkpoints' metadata and show what will happen",
+        description="Validate RECIPE, pin every source to a commit and check, from metadata alone (configs,\n"
+        "tokenizers, safetensors headers read with range requests), that the merge can be done.\n"
+        "Prints each source's repo@sha, the coefficient of every layer and module rule, the bytes to\n"
+        "download and the output size. Downloads no weights.\n\n"
+        "Example:\n  chatvector plan recipes/demo.yaml\n  chatvector plan recipes/demo.yaml --json > plan.json",
+    )
+    plan.add_argument("recipe", help="the recipe YAML file")
+    plan.add_argument("--json", action="store_true", help="print the plan as one JSON document")
+    plan.set_defaults(func=_cmd_plan)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from chatvector.plan import make_plan
+    from chatvector.plan_report import render
+    from chatvector.recipe import load_recipe
+
+    plan = make_plan(load_recipe(args.recipe))
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else render(plan))
+    return 0
+
+
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    merge = _command(
+        sub,
+        "merge",
+        help="merge a recipe into a ready-to-load model folder",
+        description="Plan RECIPE, download only the weight files it needs (into the Hugging Face cache;\n"
+        "`path:` sources are read in place), merge with exact fp32 arithmetic and write DIR:\n"
+        "sharded safetensors, config, generation config, cp's tokenizer with the chat model's chat\n"
+        "template and end-of-turn token, and chatvector.json (provenance). The folder is verified\n"
+        "before it appears under its final name.\n\n"
+        "Example:\n  chatvector merge recipes/demo.yaml --out ./merged --device cpu",
+    )
+    merge.add_argument("recipe", help="the recipe YAML file")
+    merge.add_argument("--out", required=True, metavar="DIR", help="output folder (created or replaced)")
+    _device_option(merge)
+    merge.set_defaults(func=_cmd_merge)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from chatvector.recipe import load_recipe
+    from chatvector.runner import merge
+
+    outcome = merge(load_recipe(args.recipe), Path(args.out), device=args.device)
+    checks = outcome.provenance["verification"]["checks"]
+    files = sum(1 for p in outcome.out_dir.iterdir() if p.is_file())
+    print(f"wrote {outcome.out_dir} ({files} files, merged on "
+          f"{outcome.device} in {outcome.seconds:.1f} s; {sum(c['ok'] for c in checks)}/{len(checks)} checks passed)")
+    return 0
+
+
+def _add_publish(sub: argparse._SubParsersAction) -> None:
+    publish = _command(
+        sub,
+        "publish",
+        help="plan, merge, verify, render the card and push to the Hub in one commit",
+        description="Publish RECIPE to its target repository: plan → fetch → merge → verify → card → push.\n\n"
+        "The push is one commit holding every file (weights, config, tokenizer, chat template, README.md\n"
+        "card, coefficients.svg, chatvector.json), whose parent is the target's head as read before the\n"
+        "run; shards of an earlier version that the new output lacks are deleted in the same commit.\n"
+        "When the target's chatvector.json already records the same recipe, input commits and output\n"
+        "files, nothing is downloaded and nothing is pushed (exit 0): scheduled runs are cheap.\n\n"
+        "The Hub is huggingface_hub's setting: HF_ENDPOINT (default https://huggingface.co) and HF_TOKEN\n"
+        "(or `hf auth login`); the token is never printed.\n\n"
+        "Examples:\n  chatvector publish recipes/x.yaml --dry-run --out ./preview\n"
+        "  chatvector publish recipes/x.yaml --create-pr\n  chatvector publish recipes/x.yaml --tag v1",
+    )
+    publish.add_argument("recipe", help="the recipe YAML file (needs `target.repo_id`)")
+    publish.add_argument("--dry-run", action="store_true",
+                         help="do everything but the push; show the files and the card it would commit")
+    publish.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
+    publish.add_argument("--tag", metavar="TAG", help="tag the new commit")
+    publish.add_argument("--out", metavar="DIR", help="keep the assembled model folder here")
+    _device_option(publish)
+    publish.add_argument("--force", action="store_true", help="publish even when nothing upstream changed")
+    publish.set_defaults(func=_cmd_publish)
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from chatvector.publish import publish
+    from chatvector.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    recipe.require_target()
+    result = publish(recipe, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag,
+                     out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force)
+    if not result.changed and result.pr_url:
+        print(f"nothing changed: the open pull request {result.pr_url} already proposes this output "
+              f"(at {result.commit}); nothing was pushed")
+    elif not result.changed:
+        skipped = [what for what, asked in (("tag", args.tag), ("pull request", args.create_pr)) if asked]
+        print(f"nothing changed: {result.url} at {result.commit} already holds this recipe's output "
+              "for the same inputs; nothing was pushed"
+              + (f" (no {' or '.join(skipped)} was created; --force publishes anyway)" if skipped else ""))
+    elif args.dry_run:
+        print(f"dry run: would commit to {result.url}")
+        for name, size in result.added.items():
+            print(f"  + {name}  ({size} bytes)")
+        for name in result.deleted:
+            print(f"  - {name}")
+        kept = f"card: {result.out_dir / 'README.md'}" if result.out_dir else "card (use --out DIR to keep the files):"
+        print(f"{kept}\n{'-' * 80}\n{result.card.rstrip()}\n{'-' * 80}")
+    else:
+        where = f"pull request {result.pr_url}" if result.pr_url else result.url
+        print(f"published {result.repo_id} at {result.commit} ({len(result.added)} files, "
+              f"{len(result.deleted)} deleted): {where}" + (f", tagged {result.tag}" if result.tag else ""))
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    demo = _command(
+        sub,
+        "demo",
+        help="the full publish, offline: local Hub, tiny models, publish, load back, chat",
+        description="Start the embedded local Hub, seed it with a tiny generated base/chat/cp triplet, publish\n"
+        "recipes/demo.yaml, load the published model back with transformers and chat one turn, then\n"
+        "publish again to show that an unchanged upstream pushes nothing. Needs no token and no internet.",
+    )
+    demo.add_argument("--root", default=None, metavar="DIR", help="where the demo keeps its state (default .demo)")
+    demo.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from chatvector.demo import ROOT, run_demo
+
+    return run_demo(Path(args.root) if args.root else ROOT / ".demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatvector", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"chatvector {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_plan(sub)
+    _add_merge(sub)
+    _add_publish(sub)
+    _add_demo(sub)
+    _add_hub(sub)
+    return parser
+
+
+def prepare_environment() -> None:
+    """Settings huggingface_hub reads at import time, so this runs before anything imports it.
+
+    A loopback HF_ENDPOINT is the local Hub, which speaks Git LFS but not Xet: without this, huggingface_hub
+    would push every large file through Xet and fail.
+    """
+    import os
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "")).hostname or ""
+    if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
+        os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main(argv: list[str] | None = None) -> int:
+    prepare_environment()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "filelock", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return args.func(args)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except OSError as err:  # a path or the disk, named by the OS; one line, no traceback
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

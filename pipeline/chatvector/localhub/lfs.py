@@ -1,0 +1,109 @@
+"""Git LFS uploads: the batch endpoint, basic and multipart transfers, and verify.
+
+The client sends the bytes without its token (huggingface_hub drops auth on LFS PUTs), so each upload URL
+carries an unguessable one-time token issued by the batch call to a write-token holder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import re
+
+from chatvector.localhub.api import PREFIX, Hub, Upload, new_upload_token
+from chatvector.localhub.protocol import HubHTTPError, Request, Response
+from chatvector.localhub.storage import StoreError
+
+_OID = re.compile(r"^[0-9a-f]{64}$")
+
+
+def batch(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
+    body = req.body.json()
+    repo = hub.repo_for_write(req, repo_type, name)
+    if body.get("operation") != "upload":
+        raise HubHTTPError(400, "Only the upload operation is supported")
+    objects = []
+    for obj in body.get("objects") or []:
+        oid, size = obj.get("oid"), obj.get("size")
+        if not isinstance(oid, str) or not _OID.match(oid) or not isinstance(size, int) or size < 0:
+            objects.append({"oid": str(oid), "size": size or 0, "error": {"code": 422, "message": "Invalid oid or size"}})
+            continue
+        if hub.store.has_blob(oid, size):
+            objects.append({"oid": oid, "size": size})  # no actions: already stored
+            continue
+        token = new_upload_token()
+        chunk = hub.config.multipart_chunk_size
+        multipart = size > chunk
+        hub.uploads[token] = Upload(repo.id, oid, size, chunk if multipart else None)
+        href = f"{req.base_url}/lfs-upload/{token}"
+        upload: dict = {"href": href}
+        if multipart:
+            upload = {"href": f"{href}/complete", "header": {"chunk_size": str(chunk)}}
+            for n in range(1, math.ceil(size / chunk) + 1):
+                upload["header"][str(n)] = f"{href}/part/{n}"
+        verify = {"href": f"{req.base_url}/{PREFIX[repo.type]}{repo.name}.git/info/lfs/objects/verify"}
+        objects.append({"oid": oid, "size": size, "authenticated": True, "actions": {"upload": upload, "verify": verify}})
+    return Response(json={"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
+                    headers={"Content-Type": "application/vnd.git-lfs+json"})
+
+
+def verify(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
+    body = req.body.json()
+    hub.repo_for_write(req, repo_type, name)
+    if not hub.store.has_blob(str(body.get("oid")), body.get("size")):
+        raise HubHTTPError(404, f"LFS object {body.get('oid')} of size {body.get('size')} was not uploaded")
+    return Response(json={"message": "Object verified"})
+
+
+def route_upload(hub: Hub, req: Request, s: list[str], method: str) -> Response:
+    upload = hub.uploads.get(s[0])
+    if upload is None:
+        raise HubHTTPError(404, "Unknown or expired upload URL")
+    if len(s) == 1 and method == "PUT" and upload.chunk_size is None:
+        return _store(hub, s[0], upload, req.body.iter_chunks())
+    if len(s) == 3 and s[1] == "part" and method == "PUT" and upload.chunk_size:
+        return _put_part(hub, upload, int(s[2]), req)
+    if len(s) == 2 and s[1] == "complete" and method == "POST":
+        return _complete(hub, s[0], upload, req.body.json())
+    raise HubHTTPError(404, "Unknown upload action")
+
+
+def _store(hub: Hub, token: str, upload: Upload, chunks) -> Response:
+    try:
+        hub.store.put_stream(chunks, expected_size=upload.size, expected_sha256=upload.oid)
+    except StoreError as err:
+        raise HubHTTPError(err.status, f"LFS upload of {upload.oid} refused: {err.message}") from None
+    hub.uploads.pop(token, None)
+    return Response(json={})
+
+
+def _put_part(hub: Hub, upload: Upload, number: int, req: Request) -> Response:
+    part = hub.store.tmp_dir / f"part-{upload.oid}-{number}-{os.getpid()}-{id(upload)}"
+    md5 = hashlib.md5()
+    with open(part, "wb") as fh:
+        for chunk in req.body.iter_chunks():
+            md5.update(chunk)
+            fh.write(chunk)
+    upload.parts[number] = part
+    return Response(json={}, headers={"ETag": f'"{md5.hexdigest()}"'})
+
+
+def _complete(hub: Hub, token: str, upload: Upload, body: dict) -> Response:
+    numbers = sorted(int(p["partNumber"]) for p in body.get("parts") or [])
+    expected = math.ceil(upload.size / (upload.chunk_size or 1))
+    if numbers != list(range(1, expected + 1)) or any(n not in upload.parts for n in numbers):
+        raise HubHTTPError(400, f"Multipart upload of {upload.oid} is missing parts")
+
+    def chunks():
+        for n in numbers:
+            with open(upload.parts[n], "rb") as fh:
+                yield from iter(lambda: fh.read(1 << 20), b"")
+
+    try:
+        return _store(hub, token, upload, chunks())
+    finally:
+        for path in upload.parts.values():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

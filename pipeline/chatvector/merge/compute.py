@@ -1,0 +1,374 @@
+"""The arithmetic, and the two places it runs: CPU worker threads, or an accelerator (CUDA).
+
+Each backend fills file blocks (see blocks.py) into buffers from a pool; the engine hands finished
+blocks to the writer in order.
+
+Exactness: fp32 throughout, terms in order, one round-to-nearest-even at the end, each step a
+separate elementwise op. Never addcmul, lerp or add(alpha=): those may fuse into an FMA and round
+differently on different devices; with separate ops CPU and CUDA agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+
+from chatvector.merge.blocks import Block, Piece
+from chatvector.merge.jobs import OUTPUT_DTYPES
+from chatvector.merge.safetensors_io import ST_DTYPES, InputFile, TensorInfo
+from chatvector.merge.validate import source_key
+from chatvector.merge.writer import ALIGN, FileWriter
+
+TILE_ELEMS = 1 << 20  # CPU: fp32 working tiles of 4 MiB keep the op sequence in cache
+
+
+def _as_f32(t: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16/fp32 convert to fp32 exactly; fp64 must be rounded to fp32 before any arithmetic."""
+    return t.to(torch.float32) if t.dtype == torch.float64 else t
+
+
+def _f32(t: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """`t` as fp32: itself if it is fp32, else converted (exactly, or rounded from fp64) into
+    `scratch`. Converting into scratch rather than letting a mixed-dtype op promote keeps torch from
+    allocating a temporary per op, which glibc then holds on to."""
+    if t.dtype == torch.float32:
+        return t
+    scratch.copy_(t)
+    return scratch
+
+
+def combine_into(out: torch.Tensor, cp: torch.Tensor, terms: list[tuple[float, torch.Tensor, torch.Tensor]],
+                 scratch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    """out := round(float32(cp) + Σ λ·(float32(chat) − float32(base))), terms in order.
+
+    `scratch` is three fp32 tensors of out's length. acc starts as λ₁·d₁ and then adds cp: the same
+    fp32 sum as cp + λ₁·d₁, since addition is commutative. λ == 1 skips the (exact) multiply."""
+    acc, tmp, tmp2 = scratch
+    for i, (lam, base, chat) in enumerate(terms):
+        d, spare = (acc, tmp) if i == 0 else (tmp, tmp2)
+        d.copy_(chat)
+        d.sub_(_f32(base, spare))
+        if lam != 1:
+            d.mul_(lam)
+        acc.add_(_f32(cp, tmp) if i == 0 else tmp)
+    out.copy_(acc)
+
+
+def cast_into(out: torch.Tensor, src: torch.Tensor) -> None:
+    """out := round(float32(src)); for bf16/fp16/fp32 sources a direct cast is the same thing."""
+    out.copy_(_as_f32(src))
+
+
+class BufferPool:
+    """A fixed set of ALIGN-aligned byte buffers; `get` blocks (checking the writer for errors)
+    until one comes back."""
+
+    def __init__(self, nbytes: int, depth: int, writer: FileWriter, pin: bool = False):
+        self.writer = writer
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(depth):
+            raw = torch.empty(nbytes + ALIGN, dtype=torch.uint8, pin_memory=pin)
+            skip = -raw.data_ptr() % ALIGN
+            self._free.put(raw[skip : skip + nbytes])
+
+    def get(self) -> torch.Tensor:
+        while True:
+            self.writer.check()
+            try:
+                return self._free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def put(self, buf: torch.Tensor) -> None:
+        self._free.put(buf)
+
+
+class Backend:
+    """Fills blocks. `submit` starts a block and returns a handle; `wait(handle)` returns once the
+    block's bytes are in its buffer; `ready(handle)` tells without waiting."""
+
+    depth = 1  # blocks in flight before the engine waits for the oldest
+
+    def __init__(self, dev: torch.device, inputs: dict[str, InputFile], block_bytes: int, chunk_bytes: int):
+        self.dev = dev
+        self.inputs = inputs
+        self.block_bytes = block_bytes
+        self.tile = max(1, min(TILE_ELEMS, chunk_bytes // 4))
+
+    def info(self, src) -> tuple[InputFile, TensorInfo]:
+        f = self.inputs[source_key(src)]
+        return f, f.header.tensors[src.name]
+
+    def prefetch(self, block: Block) -> None:
+        """Ask the kernel to read a coming block's inputs (matters when the page cache is cold)."""
+        for p in block.pieces:
+            for f, info in self._used(p):
+                s = info.itemsize
+                f.willneed(info.start + p.chunk.first * s, info.start + (p.chunk.first + p.chunk.count) * s)
+
+    def _used(self, p: Piece) -> list[tuple[InputFile, TensorInfo]]:
+        used = [self.info(p.job.cp)]
+        if p.chunk.delta:
+            for t in p.job.active_terms:
+                used += [self.info(t.base), self.info(t.chat)]
+        return used
+
+    def _release(self, p: Piece, lo: int = 0, hi: int | None = None) -> None:
+        """Drop the input pages of the piece's elements [lo, hi) from this process's RSS (the page
+        cache keeps them)."""
+        hi = p.chunk.count if hi is None else hi
+        for f, info in self._used(p):
+            s = info.itemsize
+            f.release(info.start + (p.chunk.first + lo) * s, info.start + (p.chunk.first + hi) * s)
+
+    def _views(self, p: Piece):
+        """The piece's inputs as 1-D views of the mapped files: cp, [(λ, base, chat)], patches."""
+        ch = p.chunk
+        cp_file, cp_info = self.info(p.job.cp)
+        cp = cp_file.tensor(cp_info, ch.first, ch.count)
+        sources = []
+        if ch.delta:
+            for t in p.job.active_terms:
+                (bf, bi), (cf, ci) = self.info(t.base), self.info(t.chat)
+                sources.append((t.coefficient, bf.tensor(bi, ch.first, ch.count), cf.tensor(ci, ch.first, ch.count)))
+        patches = []
+        for rp in ch.patches:
+            f, info = self.info(rp.source.chat)
+            patches.append((rp.at, rp.count, f.tensor(info, rp.src_first, rp.count)))
+        return cp, sources, patches
+
+    def _raw(self, p: Piece, buf: torch.Tensor) -> None:
+        cp_file, cp_info = self.info(p.job.cp)
+        isz = cp_info.itemsize
+        n = p.chunk.count * isz
+        buf[p.at : p.at + n].copy_(cp_file.bytes(cp_info.start + p.chunk.first * isz, n))
+
+    def submit(self, block: Block, buf: torch.Tensor):
+        raise NotImplementedError
+
+    def wait(self, handle) -> None:
+        raise NotImplementedError
+
+    def ready(self, handle) -> bool:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Stop workers and release what the backend holds; never raises."""
+
+
+def _out_view(buf: torch.Tensor, p: Piece) -> torch.Tensor:
+    code, isz = OUTPUT_DTYPES[p.job.dtype]
+    return buf[p.at : p.at + p.chunk.count * isz].view(ST_DTYPES[code][0])
+
+
+class CpuBackend(Backend):
+    """Blocks are filled by worker threads, one per core torch would use, each running torch
+    single-threaded over cache-sized tiles. torch's own intra-op threads are not used: OpenMP's idle
+    workers spin, and on a small machine they starve the writer and hasher threads."""
+
+    def __init__(self, dev, inputs, block_bytes, chunk_bytes):
+        super().__init__(dev, inputs, block_bytes, chunk_bytes)
+        self.threads = max(1, torch.get_num_threads())
+        self.depth = self.threads
+        self.local = threading.local()
+        self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="merge-compute", initializer=_single_threaded)
+
+    def submit(self, block: Block, buf: torch.Tensor) -> Future:
+        return self.executor.submit(self._fill, block, buf)
+
+    def wait(self, handle: Future) -> None:
+        handle.result()
+
+    def ready(self, handle: Future) -> bool:
+        return handle.done()
+
+    def _fill(self, block: Block, buf: torch.Tensor) -> None:
+        if block.header:
+            memoryview(buf.numpy())[: len(block.header)] = block.header
+        scratch = getattr(self.local, "scratch", None)
+        if scratch is None:
+            scratch = self.local.scratch = tuple(torch.empty(self.tile) for _ in range(3))
+        for p in block.pieces:
+            try:
+                if p.chunk.raw:
+                    self._raw(p, buf)
+                    continue
+                out = _out_view(buf, p)
+                cp, sources, patches = self._views(p)
+                for s in range(0, p.chunk.count, self.tile):
+                    e = min(p.chunk.count, s + self.tile)
+                    if sources:
+                        terms = [(lam, b[s:e], c[s:e]) for lam, b, c in sources]
+                        combine_into(out[s:e], cp[s:e], terms, tuple(t[: e - s] for t in scratch))
+                    else:
+                        cast_into(out[s:e], cp[s:e])
+                    self._release(p, s, e)  # keeps RSS to a few tiles of input
+                for at, n, src in patches:
+                    cast_into(out[at : at + n], src)
+                del cp, sources, patches
+            finally:
+                self._release(p)
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(self.threads)  # the workers set torch's process-wide count to 1
+
+
+def _single_threaded() -> None:
+    torch.set_num_threads(1)
+
+
+class StagedBackend(Backend):
+    """Arithmetic on an accelerator. Each piece's inputs are copied from the page cache into pinned
+    host buffers, sent to the device on a side stream, combined there, and copied back (async) into
+    the block's pinned buffer; two staging slots alternate so that staging the next piece overlaps
+    the device work on this one. A block is done when the event recorded after its last copy back
+    has fired.
+
+    Written for CUDA; on a CPU device it runs the same steps synchronously (the tests use that)."""
+
+    SLOTS = 2
+    depth = 2
+
+    def __init__(self, dev, inputs, block_bytes, chunk_bytes):
+        super().__init__(dev, inputs, block_bytes, chunk_bytes)
+        self.cuda = dev.type == "cuda"
+        elems = max(1, block_bytes // 2)  # the most elements a piece can have
+        with self._on_device():
+            self.copy_stream = torch.cuda.Stream(dev) if self.cuda else None
+            self.slots = [_Slot(dev, elems, self.cuda) for _ in range(self.SLOTS)]
+        self.k = 0
+
+    def _on_device(self):
+        return torch.cuda.device(self.dev) if self.cuda else contextlib.nullcontext()
+
+    def submit(self, block: Block, buf: torch.Tensor):
+        with self._on_device():
+            if block.header:
+                memoryview(buf.numpy())[: len(block.header)] = block.header
+            for p in block.pieces:
+                if p.chunk.raw:
+                    try:
+                        self._raw(p, buf)
+                    finally:
+                        self._release(p)
+                else:
+                    self._piece(p, buf)
+            if not self.cuda:
+                return None
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(self.dev))
+            return event
+
+    def _piece(self, p: Piece, buf: torch.Tensor) -> None:
+        slot = self.slots[self.k % self.SLOTS]
+        self.k += 1
+        slot.wait_staging_free()
+        try:
+            cp, sources, patches = self._views(p)
+            # 1. page cache -> pinned host buffers (CPU; the device may still work on the other slot)
+            host = [slot.stage(0, cp)]
+            for i, (_, b, c) in enumerate(sources):
+                host += [slot.stage(1 + 2 * i, b), slot.stage(2 + 2 * i, c)]
+            # 2. host -> device on the copy stream, once the device is done with this slot
+            dev_in = slot.upload(host, self.copy_stream)
+            patches = [(at, n, src.to(self.dev)) for at, n, src in patches]
+            del cp, sources
+        finally:
+            self._release(p)
+        # 3. compute on the current stream after the upload; 4. copy back into the pinned block
+        if self.cuda:
+            torch.cuda.current_stream(self.dev).wait_event(slot.uploaded)
+        out_host = _out_view(buf, p)
+        out = slot.out(out_host.dtype, p.chunk.count)
+        n_terms = (len(dev_in) - 1) // 2
+        if n_terms:
+            lams = [t.coefficient for t in p.job.active_terms]
+            terms = [(lams[i], dev_in[1 + 2 * i], dev_in[2 + 2 * i]) for i in range(n_terms)]
+            combine_into(out, dev_in[0], terms, tuple(t[: p.chunk.count] for t in slot.scratch))
+        else:
+            cast_into(out, dev_in[0])
+        for at, n, src in patches:
+            cast_into(out[at : at + n], src)
+        out_host.copy_(out, non_blocking=self.cuda)
+        slot.finish(self.cuda)
+
+    def wait(self, handle) -> None:
+        if handle is not None:
+            handle.synchronize()
+
+    def ready(self, handle) -> bool:
+        return handle is None or handle.query()
+
+    def shutdown(self) -> None:
+        if self.cuda:
+            try:
+                torch.cuda.synchronize(self.dev)
+            except RuntimeError:
+                pass
+
+
+class _Slot:
+    """One set of staging buffers (pinned host + device), grown on demand, reused across pieces."""
+
+    def __init__(self, dev: torch.device, elems: int, cuda: bool):
+        self.dev, self.elems, self.cuda = dev, elems, cuda
+        self.host: list[torch.Tensor] = []
+        self.device_in: list[torch.Tensor] = []
+        self.scratch = tuple(torch.empty(elems, dtype=torch.float32, device=dev) for _ in range(3))
+        self._out = torch.empty(elems * 4, dtype=torch.uint8, device=dev)
+        self.uploaded = None  # event: this slot's host buffers are free again
+        self.done = None  # event: the device is done with this slot's buffers
+
+    def wait_staging_free(self) -> None:
+        if self.uploaded is not None:
+            self.uploaded.synchronize()
+
+    def stage(self, i: int, src: torch.Tensor) -> torch.Tensor:
+        nbytes = self.elems * src.element_size()
+        while len(self.host) <= i:
+            self.host.append(torch.empty(0, dtype=torch.uint8))
+            self.device_in.append(torch.empty(0, dtype=torch.uint8, device=self.dev))
+        if self.host[i].numel() < nbytes:
+            if self.cuda:
+                torch.cuda.synchronize(self.dev)  # the old buffers may still be in use
+            self.host[i] = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.cuda)
+            self.device_in[i] = torch.empty(nbytes, dtype=torch.uint8, device=self.dev)
+        view = self.host[i][: src.numel() * src.element_size()].view(src.dtype)
+        view.copy_(src)
+        return view
+
+    def upload(self, host: list[torch.Tensor], stream) -> list[torch.Tensor]:
+        dev_views = [self.device_in[i][: h.numel() * h.element_size()].view(h.dtype) for i, h in enumerate(host)]
+        if not self.cuda:
+            for d, h in zip(dev_views, host):
+                d.copy_(h)
+            return dev_views
+        with torch.cuda.stream(stream):
+            if self.done is not None:
+                stream.wait_event(self.done)
+            for d, h in zip(dev_views, host):
+                d.copy_(h, non_blocking=True)
+            self.uploaded = torch.cuda.Event()
+            self.uploaded.record(stream)
+        return dev_views
+
+    def out(self, dtype: torch.dtype, count: int) -> torch.Tensor:
+        return self._out[: count * torch.empty(0, dtype=dtype).element_size()].view(dtype)
+
+    def finish(self, cuda: bool) -> None:
+        if cuda:
+            self.done = torch.cuda.Event()
+            self.done.record(torch.cuda.current_stream(self.dev))
+
+
+def make_backend(dev: torch.device, inputs: dict[str, InputFile], block_bytes: int, chunk_bytes: int) -> Backend:
+    return (StagedBackend if dev.type == "cuda" else CpuBackend)(dev, inputs, block_bytes, chunk_bytes)
+
+
+BackendFactory = Callable[[torch.device, dict, int, int], Backend]

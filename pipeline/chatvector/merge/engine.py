@@ -1,0 +1,205 @@
+"""The merge loop: validate everything, lay out the files, then stream every file block through
+the arithmetic (compute.py) and hand the blocks, in order, to the writer (writer.py).
+
+Memory: inputs are read through read-only mmaps (page cache, not anonymous memory) and their pages
+are dropped from RSS once used; output blocks live in a small pool of buffers that the writer gives
+back once a block is written and hashed. So peak memory depends on `chunk_bytes`, not on the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from huggingface_hub.utils import tqdm
+
+from chatvector.errors import MergeError
+from chatvector.merge import compute as _compute
+from chatvector.merge.blocks import plan_blocks
+from chatvector.merge.jobs import OUTPUT_DTYPES, MergeResult, TensorJob
+from chatvector.merge.safetensors_io import Header, InputFile, build_header, fsync_dir
+from chatvector.merge.sharding import INDEX_FILE, file_layout, index_json, is_owned_output, plan_shards, shard_filenames
+from chatvector.merge.validate import check_jobs, load_headers, source_key
+from chatvector.merge.writer import ALIGN, FileWriter
+
+log = logging.getLogger(__name__)
+
+
+def run_merge(
+    jobs: Sequence[TensorJob],
+    out_dir: Path,
+    *,
+    shard_size: int,
+    device: str = "auto",
+    chunk_bytes: int = 64 << 20,
+    progress: bool = True,
+    metadata: dict[str, str] | None = None,
+) -> MergeResult:
+    """Merge `jobs` into safetensors files in `out_dir` and return what was written.
+
+    One file `model.safetensors` if everything fits `shard_size` bytes, else
+    `model-0000i-of-0000N.safetensors` plus `model.safetensors.index.json`, as transformers writes
+    them. Work goes in blocks of `chunk_bytes` of output (rounded down to a multiple of 4 KiB, at
+    least 4 KiB); peak memory is a few blocks. Files appear under their final names only when all of
+    them are complete and fsynced; older `model*.safetensors*` files in `out_dir` that this run did
+    not write are removed then, so that loaders never mix two merges.
+    """
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    if chunk_bytes <= 0:
+        raise MergeError(f"chunk_bytes must be positive, got {chunk_bytes}")
+    block_bytes = max(ALIGN, chunk_bytes // ALIGN * ALIGN)
+    meta = _file_metadata(metadata)
+    headers = load_headers(jobs)
+    check_jobs(jobs, headers)
+    shards = plan_shards(jobs, shard_size)
+    names = shard_filenames(len(shards))
+    out_dir = Path(out_dir)
+    total = sum(j.nbytes for j in jobs)
+    _prepare_out_dir(out_dir, names, headers, total)
+
+    inputs: dict[str, InputFile] = {}
+    writer: FileWriter | None = None
+    backend: _compute.Backend | None = None
+    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="merge", disable=not progress)
+    try:
+        for key, header in headers.items():
+            inputs[key] = InputFile(header)
+        writer = FileWriter(out_dir, on_bytes=bar.update)
+        backend = _compute.make_backend(dev, inputs, block_bytes, chunk_bytes)
+        pool = _compute.BufferPool(block_bytes, backend.depth + 2, writer, pin=dev.type == "cuda")
+        pending: deque = deque()  # (handle, block, buffer), oldest first
+
+        def drain(keep: int) -> None:
+            """Hand finished blocks to the writer, in order; wait only while more than `keep` are out."""
+            while pending and (len(pending) > keep or backend.ready(pending[0][0])):
+                handle, block, buf = pending.popleft()
+                try:
+                    backend.wait(handle)
+                except BaseException:
+                    pool.put(buf)
+                    raise
+                writer.write_block(block.offset, buf, block.nbytes, lambda b=buf: pool.put(b))
+
+        def cp_dtype(job: TensorJob) -> str:
+            return headers[source_key(job.cp)].tensors[job.cp.name].dtype
+
+        for shard, name in zip(shards, names):
+            layout = file_layout(shard)
+            entries = [(j.name, OUTPUT_DTYPES[j.dtype][0], tuple(j.shape), j.nbytes) for j in layout]
+            head, starts = build_header(entries, meta)
+            writer.open_file(name, len(head) + sum(e[3] for e in entries))
+            blocks = plan_blocks(layout, starts, head, block_bytes, cp_dtype)
+            block = next(blocks)
+            while block is not None:
+                following = next(blocks, None)
+                if following is not None:
+                    backend.prefetch(following)
+                buf = pool.get()
+                try:
+                    handle = backend.submit(block, buf)
+                except BaseException:
+                    pool.put(buf)
+                    raise
+                pending.append((handle, block, buf))
+                drain(backend.depth)
+                block = following
+            drain(0)
+            writer.close_file()
+        writer.publish()
+    except BaseException:
+        if backend is not None:
+            backend.shutdown()
+            backend = None
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        if backend is not None:
+            backend.shutdown()
+        bar.close()
+        for f in inputs.values():
+            f.close()
+
+    files = dict(writer.digests)
+    if len(names) > 1:
+        files[INDEX_FILE] = _write_small_file(out_dir, INDEX_FILE, index_json(shards, names))
+    _remove_stale_outputs(out_dir, set(files))
+    seconds = time.perf_counter() - t0
+    log.info("merged %d tensors (%.2f GB) into %d file(s) in %s on %s in %.1f s%s", len(jobs), total / 1e9, len(names),
+             out_dir, dev, seconds, "" if writer.direct_files else " (buffered writes: no O_DIRECT here)")
+    return MergeResult(files=files, total_bytes=total, device=str(dev), seconds=seconds)
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; "cuda" without CUDA is an error, not a fallback."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise MergeError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MergeError(f"--device {device} was asked for but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise MergeError(f"--device {device} was asked for but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return dev
+
+
+def _file_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
+    meta = dict(metadata or {})
+    bad = [k for k, v in meta.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise MergeError(f"safetensors metadata must map strings to strings; bad entries: {bad[:10]}")
+    meta["format"] = "pt"
+    return meta
+
+
+def _prepare_out_dir(out_dir: Path, names: list[str], headers: dict[str, Header], total: int) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MergeError(f"cannot create output folder {out_dir}: {e.strerror or e}") from None
+    inputs = {os.path.realpath(k) for k in headers}
+    clash = sorted(p for p in (os.path.realpath(out_dir / n) for n in [*names, INDEX_FILE]) if p in inputs)
+    clash += sorted(k for k in inputs if os.path.dirname(k) == os.path.realpath(out_dir) and is_owned_output(os.path.basename(k)))
+    if clash:
+        raise MergeError(f"the output folder {out_dir} holds input file {clash[0]}; write the merge to another folder")
+    free = shutil.disk_usage(out_dir).free
+    if free < total:
+        raise MergeError(f"the merge needs {total / 1e9:.2f} GB in {out_dir} but only {free / 1e9:.2f} GB is free")
+
+
+def _write_small_file(out_dir: Path, name: str, data: bytes) -> str:
+    temp = out_dir / f".{name}.partial-{os.getpid()}"
+    try:
+        with open(temp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, out_dir / name)
+    except OSError as e:
+        temp.unlink(missing_ok=True)
+        raise MergeError(f"writing {out_dir / name} failed: {e.strerror or e}") from None
+    fsync_dir(out_dir)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _remove_stale_outputs(out_dir: Path, keep: set[str]) -> None:
+    for entry in os.scandir(out_dir):
+        if entry.is_file() and is_owned_output(entry.name) and entry.name not in keep:
+            log.info("removing %s left by an earlier merge", entry.path)
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass

@@ -1,0 +1,256 @@
+"""The safetensors format, read and written by hand: header parsing, zero-copy tensor views over a
+read-only mmap of each input, and the output header.
+
+A safetensors file is: 8 bytes little-endian header length N, N bytes of JSON
+(`{"__metadata__": {...}, name: {"dtype", "shape", "data_offsets": [begin, end]}, ...}`, offsets
+relative to the end of the header), then the tensor bytes, contiguous, little-endian.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import math
+import mmap
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from chatvector.errors import MergeError
+
+MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library itself enforces
+PAGE = mmap.PAGESIZE
+
+# safetensors dtype code -> (torch dtype, bytes per element). Only the float types can be merged;
+# the others are known so that a header that uses them still parses.
+ST_DTYPES: dict[str, tuple[torch.dtype | None, int]] = {
+    "BF16": (torch.bfloat16, 2),
+    "F16": (torch.float16, 2),
+    "F32": (torch.float32, 4),
+    "F64": (torch.float64, 8),
+    "F8_E4M3": (None, 1),
+    "F8_E5M2": (None, 1),
+    "I8": (None, 1),
+    "U8": (None, 1),
+    "BOOL": (None, 1),
+    "I16": (None, 2),
+    "U16": (None, 2),
+    "I32": (None, 4),
+    "U32": (None, 4),
+    "I64": (None, 8),
+    "U64": (None, 8),
+}
+FLOAT_CODES = ("BF16", "F16", "F32", "F64")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lies in its file; `start`/`end` are absolute file offsets."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        return ST_DTYPES[self.dtype][1]
+
+    @property
+    def torch_dtype(self) -> torch.dtype | None:
+        return ST_DTYPES[self.dtype][0]
+
+
+@dataclass(frozen=True)
+class Header:
+    path: Path
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str]
+    data_start: int
+    file_size: int
+
+
+def read_header(path: Path) -> Header:
+    """Parse and check the header of a safetensors file; raise MergeError naming the file if bad."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8:
+                raise MergeError(f"{path}: not a safetensors file ({size} bytes, too short for a header)")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES or 8 + n > size:
+                raise MergeError(
+                    f"{path}: not a safetensors file (header length {n} does not fit a {size}-byte file);"
+                    " the file may be truncated or not safetensors at all"
+                )
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise MergeError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise MergeError(f"{path}: is a folder, expected a .safetensors file") from None
+    except OSError as e:
+        raise MergeError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MergeError(f"{path}: header is not valid JSON ({e}); the file is corrupt") from None
+    if not isinstance(doc, dict):
+        raise MergeError(f"{path}: header is not a JSON object; the file is corrupt")
+    data_start = 8 + n
+    data_len = size - data_start
+    meta = doc.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict):
+        raise MergeError(f"{path}: __metadata__ is not an object")
+    tensors: dict[str, TensorInfo] = {}
+    for name, entry in doc.items():
+        try:
+            dtype = entry["dtype"]
+            shape = tuple(int(d) for d in entry["shape"])
+            begin, end = (int(x) for x in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise MergeError(f"{path}: tensor {name!r} has a malformed header entry: {entry!r}") from None
+        if dtype not in ST_DTYPES:
+            raise MergeError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
+        if any(d < 0 for d in shape):
+            raise MergeError(f"{path}: tensor {name!r} has a negative dimension in {list(shape)}")
+        info = TensorInfo(dtype, shape, data_start + begin, data_start + end)
+        if not 0 <= begin <= end <= data_len:
+            raise MergeError(
+                f"{path}: tensor {name!r} lies at bytes [{begin}, {end}) of a {data_len}-byte data"
+                " section; the file is truncated or corrupt"
+            )
+        if end - begin != info.numel * info.itemsize:
+            raise MergeError(
+                f"{path}: tensor {name!r} ({dtype} {list(shape)}) should take"
+                f" {info.numel * info.itemsize} bytes but its offsets span {end - begin}"
+            )
+        tensors[name] = info
+    return Header(path, tensors, {str(k): str(v) for k, v in meta.items()}, data_start, size)
+
+
+class InputFile:
+    """A read-only mmap of one input file. Tensors are zero-copy views of the page cache, so reading
+    costs no anonymous memory; `release` drops consumed pages from this process's RSS."""
+
+    def __init__(self, header: Header):
+        self.header = header
+        self.path = header.path
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except OSError as e:
+            raise MergeError(f"{self.path}: cannot open: {e.strerror or e}") from None
+        size = os.fstat(self._fd).st_size
+        if size != header.file_size:
+            os.close(self._fd)
+            raise MergeError(f"{self.path}: changed size while the merge was starting; is it still being written?")
+        self._mm = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ) if size else None
+        self.view = memoryview(self._mm) if self._mm is not None else memoryview(b"")
+
+    def tensor(self, info: TensorInfo, first: int, count: int) -> torch.Tensor:
+        """Elements [first, first + count) of the flattened tensor `info`, as a 1-D view."""
+        dt = info.torch_dtype
+        assert dt is not None and 0 <= first and first + count <= info.numel
+        if count == 0:
+            return torch.empty(0, dtype=dt)
+        with warnings.catch_warnings():
+            # The mapping is read-only on purpose; the engine never writes to these views.
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.frombuffer(self.view, dtype=dt, count=count, offset=info.start + first * info.itemsize)
+
+    def bytes(self, start: int, nbytes: int) -> torch.Tensor:
+        """File bytes [start, start + nbytes) as a uint8 view."""
+        if nbytes == 0:
+            return torch.empty(0, dtype=torch.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.frombuffer(self.view, dtype=torch.uint8, count=nbytes, offset=start)
+
+    def willneed(self, start: int, end: int) -> None:
+        """Ask the kernel to read [start, end) ahead (cold page cache); never blocks on the I/O."""
+        self._advise(mmap.MADV_WILLNEED, start, end)
+
+    def release(self, start: int, end: int) -> None:
+        """Unmap consumed pages from this process (the page cache keeps them): keeps RSS flat.
+        Safe even if another thread still reads a neighbouring page: it simply faults back in."""
+        self._advise(mmap.MADV_DONTNEED, start, end)
+
+    def _advise(self, option: int, start: int, end: int) -> None:
+        if self._mm is None or end <= start:
+            return
+        a = start - start % PAGE
+        b = min(end, len(self._mm))
+        if b > a:
+            try:
+                self._mm.madvise(option, a, b - a)
+            except (OSError, ValueError):
+                pass  # advice only
+
+    def close(self) -> None:
+        self.view.release()
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                pass  # a tensor view is still alive somewhere; the GC unmaps it later
+        os.close(self._fd)
+
+
+def build_header(entries: list[tuple[str, str, tuple[int, ...], int]], metadata: dict[str, str]) -> tuple[bytes, list[int]]:
+    """Header bytes for tensors laid out contiguously in the given order.
+
+    entries: (name, safetensors dtype code, shape, nbytes). Returns the full header (8-byte length
+    prefix + JSON padded with spaces to a multiple of 8, as the safetensors library does) and each
+    tensor's absolute start offset. Deterministic: same entries -> same bytes.
+    """
+    doc: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    offset = 0
+    rel: list[int] = []
+    for name, code, shape, nbytes in entries:
+        doc[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        rel.append(offset)
+        offset += nbytes
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    head = struct.pack("<Q", len(text)) + text
+    return head, [len(head) + r for r in rel]
+
+
+# sync_file_range(2): start writeback of a range without waiting, so the disk works while we compute
+# and the final fsync has little left to do. Linux only; elsewhere a no-op.
+_SYNC_FILE_RANGE_WRITE = 2
+_libc = None
+if hasattr(os, "posix_fadvise"):
+    try:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        _libc.sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    except (OSError, AttributeError):
+        _libc = None
+
+
+def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+    if _libc is not None:
+        _libc.sync_file_range(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,145 @@
+"""Every check that can be made before the first byte is written: files, names, dtypes, shapes,
+rows. All problems are collected and raised once, so a bad plan fails in seconds, not mid-merge."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from chatvector.errors import MergeError
+from chatvector.merge.jobs import OUTPUT_DTYPES, TensorJob, TensorSource
+from chatvector.merge.safetensors_io import FLOAT_CODES, Header, TensorInfo, read_header
+
+_SHOWN = 10
+
+
+def source_key(src: TensorSource) -> str:
+    return os.path.abspath(os.fspath(src.file))
+
+
+def _sources(job: TensorJob) -> list[TensorSource]:
+    out = [job.cp]
+    for t in job.active_terms:
+        out += [t.base, t.chat]
+    out += [rc.chat for rc in job.row_copies]
+    return out
+
+
+def load_headers(jobs: Sequence[TensorJob]) -> dict[str, Header]:
+    """Parse each input file's header once. Raises MergeError listing every unreadable file."""
+    headers: dict[str, Header] = {}
+    errors: list[str] = []
+    for job in jobs:
+        for src in _sources(job):
+            key = source_key(src)
+            if key in headers:
+                continue
+            try:
+                headers[key] = read_header(Path(key))
+            except MergeError as e:
+                if str(e) not in errors:
+                    errors.append(str(e))
+                headers[key] = None  # type: ignore[assignment]  # reported once
+    _raise(errors, "input files")
+    return headers
+
+
+def check_jobs(jobs: Sequence[TensorJob], headers: dict[str, Header]) -> None:
+    """Raise one MergeError naming every problem in the plan (first 10 shown, then a count)."""
+    errors: list[str] = []
+    seen: set[str] = set()
+    if not jobs:
+        errors.append("nothing to merge: the plan has no tensors")
+    for job in jobs:
+        errors += _check_job(job, headers, seen)
+    _raise(errors, "tensors")
+
+
+def _raise(errors: list[str], what: str) -> None:
+    if not errors:
+        return
+    lines = errors[:_SHOWN]
+    if len(errors) > _SHOWN:
+        lines.append(f"... and {len(errors) - _SHOWN} more")
+    head = f"{len(errors)} problem(s) with the merge's {what}:" if len(errors) > 1 else ""
+    raise MergeError("\n  ".join(([head] if head else []) + lines))
+
+
+def _lookup(src: TensorSource, headers: dict[str, Header], errors: list[str], job: TensorJob, role: str) -> TensorInfo | None:
+    header = headers[source_key(src)]
+    info = header.tensors.get(src.name)
+    if info is None:
+        errors.append(f"{job.name}: {role} tensor {src.name!r} is not in {src.file}")
+        return None
+    if info.dtype not in FLOAT_CODES:
+        errors.append(
+            f"{job.name}: {role} tensor {src.name!r} in {src.file} has dtype {info.dtype}; only"
+            f" {', '.join(FLOAT_CODES)} can be merged"
+        )
+        return None
+    return info
+
+
+def _check_job(job: TensorJob, headers: dict[str, Header], seen: set[str]) -> list[str]:
+    errors: list[str] = []
+    name = job.name
+    if name in seen:
+        errors.append(f"{name}: two jobs write this tensor name")
+    seen.add(name)
+    if job.dtype not in OUTPUT_DTYPES:
+        errors.append(f"{name}: output dtype {job.dtype!r} is not one of {', '.join(OUTPUT_DTYPES)}")
+    shape = tuple(job.shape)
+    if any((not isinstance(d, int)) or d < 0 for d in shape):
+        errors.append(f"{name}: shape {list(shape)} is not a list of non-negative integers")
+        return errors
+    cp = _lookup(job.cp, headers, errors, job, "cp")
+    if cp is not None and cp.shape != shape:
+        errors.append(f"{name}: cp tensor in {job.cp.file} has shape {list(cp.shape)}, the job says {list(shape)}")
+    rows = shape[0] if shape else None
+    tail = shape[1:]
+    if job.delta_rows is not None:
+        if rows is None:
+            errors.append(f"{name}: delta_rows={job.delta_rows} given for a 0-d tensor")
+        elif not 0 <= job.delta_rows <= rows:
+            errors.append(f"{name}: delta_rows={job.delta_rows} is outside [0, {rows}] (cp's rows)")
+    for i, term in enumerate(job.terms):
+        if not isinstance(term.coefficient, (int, float)) or not math.isfinite(term.coefficient):
+            errors.append(f"{name}: term {i} has coefficient {term.coefficient!r}; it must be a finite number")
+            continue
+        if term.coefficient == 0:
+            continue
+        for role, src in (("base", term.base), ("chat", term.chat)):
+            info = _lookup(src, headers, errors, job, f"term {i} {role}")
+            if info is None:
+                continue
+            if job.delta_rows is None:
+                if info.shape != shape:
+                    errors.append(
+                        f"{name}: term {i} {role} tensor in {src.file} has shape {list(info.shape)}, cp has"
+                        f" {list(shape)} (vocabulary tensors need delta_rows)"
+                    )
+            elif info.shape[1:] != tail or (info.shape and info.shape[0] < job.delta_rows):
+                errors.append(
+                    f"{name}: term {i} {role} tensor in {src.file} has shape {list(info.shape)}; it needs at"
+                    f" least {job.delta_rows} rows of {list(tail)}"
+                )
+    out_rows: set[int] = set()
+    for rc in job.row_copies:
+        if rows is None:
+            errors.append(f"{name}: row copies given for a 0-d tensor")
+            break
+        if not 0 <= rc.out_row < rows:
+            errors.append(f"{name}: row copy to row {rc.out_row}, outside [0, {rows})")
+        if rc.out_row in out_rows:
+            errors.append(f"{name}: two row copies write row {rc.out_row}")
+        out_rows.add(rc.out_row)
+        info = _lookup(rc.chat, headers, errors, job, "row-copy chat")
+        if info is None:
+            continue
+        if not info.shape or info.shape[1:] != tail:
+            errors.append(f"{name}: row-copy chat tensor in {rc.chat.file} has shape {list(info.shape)}; rows of {list(tail)} are needed")
+        elif not 0 <= rc.chat_row < info.shape[0]:
+            errors.append(f"{name}: row copy reads chat row {rc.chat_row}, outside [0, {info.shape[0]}) of {rc.chat.file}")
+    return errors

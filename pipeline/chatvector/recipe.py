@@ -1,0 +1,499 @@
+"""Recipes: YAML files that say what to merge and where to publish it, loaded into frozen dataclasses.
+
+    recipe = load_recipe("recipes/ko.yaml")     # raises RecipeError listing every mistake, with lines
+    recipe.vectors[0].chat.repo_id, recipe.coefficients.value_for("model.norm.weight", 32)
+    raise recipe.error_at("coefficients.layers.\"40\"", "layer 40 does not exist")
+
+The dataclasses hold every default; `recipes/README.md` documents the format for users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from os import PathLike
+from pathlib import Path
+
+import yaml
+
+from chatvector.coefficients import (
+    Coefficients,
+    Gradient,
+    LayerList,
+    LayerRange,
+    LayerRanges,
+    LayerSpec,
+    ModuleRule,
+    parse_layer_key,
+)
+from chatvector.errors import RecipeError
+from chatvector.yamlsource import (
+    INVALID,
+    FieldPath,
+    FieldReader,
+    Invalid,
+    Problem,
+    YamlSyntaxError,
+    format_path,
+    load_yaml,
+    parse_path,
+)
+
+DTYPES = ("bfloat16", "float16", "float32")
+DEVICES = ("auto", "cuda", "cpu")
+CHAT_TEMPLATE_SOURCES = ("chat", "cp")
+DEFAULT_REVISION = "main"
+DEFAULT_SHARD_SIZE = 5 * 10**9
+
+# ---------------------------------------------------------------------------------------------------
+# The typed recipe
+
+
+@dataclass(frozen=True)
+class Source:
+    """A checkpoint: a Hub repository at a revision, or a local folder (exactly one of the two)."""
+
+    repo_id: str | None = None
+    path: Path | None = None  # resolved against the recipe's folder
+    revision: str = DEFAULT_REVISION  # used with repo_id only
+
+    def __str__(self) -> str:
+        return str(self.path) if self.path is not None else f"{self.repo_id}@{self.revision}"
+
+
+@dataclass(frozen=True)
+class Vector:
+    """One chat vector, chat − base, added with λ = weight × coefficient(tensor)."""
+
+    base: Source
+    chat: Source
+    weight: float = 1.0
+    field_path: str = field(default="", compare=False)  # "" for top-level base/chat, else "vectors[i]"
+
+    def path_of(self, key: str) -> str:
+        """The field path of one of this vector's keys: "base" or "vectors[1].base"."""
+        return f"{self.field_path}.{key}" if self.field_path else key
+
+
+@dataclass(frozen=True)
+class Output:
+    dtype: str | None = None  # one of DTYPES; None keeps the cp model's dtype
+    shard_size: int = DEFAULT_SHARD_SIZE  # bytes
+    chat_template: str | Path = "chat"  # "chat", "cp", or a template file (resolved)
+
+
+@dataclass(frozen=True)
+class Target:
+    repo_id: str
+    private: bool = False
+
+
+@dataclass(frozen=True)
+class Card:
+    license: str | None = None
+    language: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict, hash=False)  # free mapping for the card template
+    template: Path | None = None  # a Jinja template file (resolved); None: the project's default
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    device: str = "auto"  # one of DEVICES
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    vectors: tuple[Vector, ...]
+    cp: Source
+    name: str | None = None
+    coefficients: Coefficients = field(default_factory=Coefficients)
+    special_tokens: tuple[str, ...] = ()
+    output: Output = field(default_factory=Output)
+    target: Target | None = None
+    card: Card = field(default_factory=Card)
+    merge: MergeSettings = field(default_factory=MergeSettings)
+    trust_remote_code: bool = False
+    commit_message: str | None = None
+    path: Path = Path("recipe.yaml")  # the recipe file, as the user named it
+    text: str = field(default="", repr=False)  # the raw YAML, for provenance and the card
+    field_lines: dict[FieldPath, int] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    @property
+    def content_sha256(self) -> str:
+        """A hash of what the recipe says, not how it is written: comments and layout do not change it, so
+        editing a comment does not make a scheduled publish re-merge."""
+        data = yaml.safe_load(self.text) if self.text else None
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    @property
+    def display_name(self) -> str:
+        """`name`, else the target repository's name, else the recipe file's stem."""
+        if self.name:
+            return self.name
+        return self.target.repo_id.split("/")[-1] if self.target else self.path.stem
+
+    def sources(self) -> list[tuple[str, Source]]:
+        """Every checkpoint with its field path: [("base", ...), ("chat", ...), ("cp", ...)]."""
+        pairs = [(vector.path_of(key), getattr(vector, key)) for vector in self.vectors for key in ("base", "chat")]
+        return pairs + [("cp", self.cp)]
+
+    def location(self, field_path: str) -> str:
+        """"recipes/x.yaml:12" for a dotted field path; the nearest enclosing field's line when the
+        field itself is not written in the file (a default)."""
+        path = parse_path(field_path)
+        while path not in self.field_lines and path:
+            path = path[:-1]
+        return f"{self.path}:{self.field_lines.get(path, 1)}"
+
+    def error_at(self, field_path: str, message: str) -> RecipeError:
+        """A RecipeError reading "recipes/x.yaml:12: coefficients.layers."40": message"."""
+        where = self.location(field_path)
+        return RecipeError(f"{where}: {field_path}: {message}" if field_path else f"{where}: {message}")
+
+    def require_target(self) -> Target:
+        if self.target is None:
+            raise self.error_at("target.repo_id", "no target repository: add `target: {repo_id: org/name}`")
+        return self.target
+
+    def check_layers(self, num_layers: int) -> None:
+        """Raise one RecipeError for every layer setting a cp model with `num_layers` layers cannot meet."""
+        problems = self.coefficients.check_layers(num_layers)
+        if problems:
+            raise RecipeError("\n".join(str(self.error_at(where, message)) for where, message in problems))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checks shared with other stages (each raises ValueError with a one-line reason)
+
+_REPO_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+_REPO_ID = re.compile(rf"{_REPO_PART}/{_REPO_PART}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHORT_COMMIT = re.compile(r"(?=.*[0-9])(?=.*[a-f])[0-9a-f]{7,39}")
+_BAD_REF = re.compile(r"[\s~^:?*\[\\\x00-\x1f\x7f]|\.\.|@\{|//|^[/.-]|[/.]$|\.lock$")
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def check_repo_id(repo_id: str) -> str:
+    """A Hub repository id, `namespace/name`."""
+    rules = "letters, digits, '-', '_' and '.', not at either end; no '--' or '..'"
+    if not _REPO_ID.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id:
+        raise ValueError(f"expected a Hub repository id 'namespace/name' ({rules}), got '{repo_id}'")
+    if len(repo_id.split("/")[1]) > 96 or repo_id.endswith(".git"):
+        raise ValueError(f"'{repo_id}': a repository name has at most 96 characters and does not end in .git")
+    return repo_id
+
+
+def check_revision(revision: str) -> str:
+    """A branch, a tag or a full 40-hex commit hash."""
+    if _COMMIT.fullmatch(revision):
+        return revision
+    if _SHORT_COMMIT.fullmatch(revision):
+        raise ValueError(f"'{revision}' looks like a shortened commit hash; give all 40 hex digits")
+    if _BAD_REF.search(revision):
+        raise ValueError(f"'{revision}' is not a valid branch, tag or commit hash")
+    return revision
+
+
+def parse_shard_size(value: object) -> int:
+    """Bytes from an int or a string like "5GB", "500MB", "2GiB" (GB = 10^9 bytes, GiB = 2^30)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value)):
+        size = round(Fraction(match.group(1)) * _UNITS[(match.group(2) or "B").lower()])
+    else:
+        shown = f"'{value}'" if isinstance(value, str) else repr(value)
+        raise ValueError(f'expected a size like "5GB", "500MB", "2GiB" or a number of bytes, got {shown}')
+    if size <= 0:
+        raise ValueError(f"a shard size must be positive, got {value!r}")
+    return size
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_recipe(path: str | PathLike[str]) -> Recipe:
+    """Read, validate and normalise a recipe file. Raises RecipeError listing every problem, one a line,
+    each as "FILE:LINE: FIELD.PATH: message", in file order."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path}: is a folder, not a recipe file") from None
+    except OSError as err:
+        raise RecipeError(f"{path}: cannot read the recipe: {err.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise RecipeError(f"{path}:{line}: the recipe is not UTF-8 text") from None
+    return parse_recipe(text, path)
+
+
+def parse_recipe(text: str, path: str | PathLike[str] = "recipe.yaml") -> Recipe:
+    """`load_recipe` for text already in memory; `path` names it in messages and anchors relative paths."""
+    path = Path(path)
+    try:
+        doc = load_yaml(text)
+    except YamlSyntaxError as err:
+        raise RecipeError(f"{path}:{err.line}: {err.message}") from None
+    if doc is None:
+        raise RecipeError(f"{path}:1: the recipe is empty; it needs at least base, chat and cp")
+    reader = FieldReader(doc, path.parent)
+    fields = _top_level(reader, doc.data)
+    problems = sorted(doc.problems + reader.problems, key=lambda problem: problem.line)
+    if problems:
+        raise RecipeError("\n".join(_format(path, problem) for problem in problems))
+    return Recipe(**fields, path=path, text=text, field_lines=doc.lines)
+
+
+def _format(path: Path, problem: Problem) -> str:
+    where = f"{path}:{problem.line}"
+    return f"{where}: {format_path(problem.path)}: {problem.message}" if problem.path else f"{where}: {problem.message}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# One reader per section: (reader, value, field path) -> the typed value, or INVALID after an error
+
+Read = Callable[[FieldReader, object, FieldPath], object]
+TOP_LEVEL_ONLY = {"trust_remote_code": "trust_remote_code is accepted only at the top level of the recipe"}
+
+
+def _read_fields(r: FieldReader, mapping: dict, path: FieldPath, readers: dict[str, Read]) -> dict[str, object]:
+    """The valid, known fields of `mapping`, read by `readers`: keyword arguments for a dataclass."""
+    values = {key: readers[key](r, value, path + (key,)) for key, value in mapping.items() if key in readers}
+    return {key: value for key, value in values.items() if value is not INVALID}
+
+
+def _section(cls: type, readers: dict[str, Read], required: tuple[str, ...] = ()) -> Read:
+    """A reader for a mapping whose keys are `cls`'s fields."""
+
+    def read(r: FieldReader, value: object, path: FieldPath) -> object:
+        mapping = r.mapping(value, path, readers, required, TOP_LEVEL_ONLY)
+        if mapping is INVALID:
+            return INVALID
+        fields = _read_fields(r, mapping, path, readers)
+        return cls(**fields) if all(key in fields for key in required) else INVALID
+
+    return read
+
+
+def _optional(read: Read) -> Read:
+    """`read`, with null accepted as "not set" (for fields whose default is None)."""
+    return lambda r, value, path: None if value is None else read(r, value, path)
+
+
+def _choice(choices: tuple[str, ...]) -> Read:
+    return lambda r, value, path: r.choice(value, path, choices)
+
+
+def _string(r: FieldReader, value: object, path: FieldPath) -> str | Invalid:
+    return r.string(value, path)
+
+
+def _repo_id(r: FieldReader, value: object, path: FieldPath) -> str | Invalid:
+    text = r.string(value, path)
+    return text if text is INVALID else r.converted(text, path, check_repo_id)
+
+
+def _revision(r: FieldReader, value: object, path: FieldPath) -> str | Invalid:
+    text = r.string(value, path)
+    return text if text is INVALID else r.converted(text, path, check_revision)
+
+
+def _folder(r: FieldReader, value: object, path: FieldPath) -> Path | Invalid:
+    text = r.string(value, path)  # not checked for existence: fetching reports a missing folder
+    return text if text is INVALID else r.base_dir / Path(text).expanduser()
+
+
+def _source(r: FieldReader, value: object, path: FieldPath) -> Source | Invalid:
+    readers = {"repo_id": _repo_id, "revision": _revision, "path": _folder}
+    what = "a mapping like {repo_id: org/name} or {path: ./folder}"
+    mapping = r.mapping(value, path, readers, hints=TOP_LEVEL_ONLY, what=what)
+    if mapping is INVALID:
+        return INVALID
+    if ("repo_id" in mapping) == ("path" in mapping):
+        which = "not both" if "path" in mapping else "one is required"
+        return r.error(path, f"give either repo_id (a Hub repository) or path (a local folder), {which}")
+    if "path" in mapping and "revision" in mapping:
+        return r.error(path + ("revision",), "revision goes with repo_id; a local path has no revisions")
+    fields = _read_fields(r, mapping, path, readers)
+    return Source(**fields) if len(fields) == len(mapping) else INVALID
+
+
+def _vector(r: FieldReader, value: object, path: FieldPath) -> Vector | Invalid:
+    readers = {"base": _source, "chat": _source, "weight": FieldReader.number}
+    vector = _section(Vector, readers, required=("base", "chat"))(r, value, path)
+    return vector if vector is INVALID else Vector(vector.base, vector.chat, vector.weight, format_path(path))
+
+
+def _vectors(r: FieldReader, value: object, path: FieldPath) -> tuple[Vector, ...] | Invalid:
+    if not isinstance(value, list) or not value:
+        return r.expected(path, "a non-empty list of {base, chat, weight} mappings", value)
+    vectors = [_vector(r, item, path + (index,)) for index, item in enumerate(value)]
+    return INVALID if any(vector is INVALID for vector in vectors) else tuple(vectors)
+
+
+def _special_tokens(r: FieldReader, value: object, path: FieldPath) -> tuple[str, ...] | Invalid:
+    tokens = r.strings(value, path)
+    if tokens is INVALID:
+        return INVALID
+    for index, token in enumerate(tokens):
+        if token in tokens[:index]:
+            return r.error(path + (index,), f"duplicate token '{token}'")
+    return tokens
+
+
+def _shard_size(r: FieldReader, value: object, path: FieldPath) -> int | Invalid:
+    return r.converted(value, path, parse_shard_size)
+
+
+def _free_mapping(r: FieldReader, value: object, path: FieldPath) -> dict | Invalid:
+    return value if isinstance(value, dict) else r.expected(path, "a mapping", value)
+
+
+def _chat_template(r: FieldReader, value: object, path: FieldPath) -> str | Path | Invalid:
+    if value in CHAT_TEMPLATE_SOURCES:
+        return value
+    return r.file(value, path)
+
+
+# ---- coefficients
+
+
+def _layer_ranges(r: FieldReader, value: dict, path: FieldPath) -> LayerRanges | Invalid:
+    ranges: list[LayerRange] = []
+    problems_before = len(r.problems)
+    for key, item in value.items():
+        number = r.number(item, path + (key,))
+        bounds = r.converted(key, path + (key,), parse_layer_key)
+        if number is INVALID or bounds is INVALID:
+            continue
+        entry = LayerRange(bounds[0], bounds[1], number, key)
+        for earlier in ranges:
+            first, last = max(entry.first, earlier.first), min(entry.last, earlier.last)
+            if first <= last:
+                shared = f"layer {first}" if first == last else f"layers {first}-{last}"
+                r.error(path + (key,), f'overlaps "{earlier.key}" ({shared}); set each layer once')
+        ranges.append(entry)
+    return LayerRanges(tuple(ranges)) if len(r.problems) == problems_before else INVALID
+
+
+def _numbers(r: FieldReader, value: list, path: FieldPath) -> tuple[float, ...] | Invalid:
+    numbers = [r.number(item, path + (index,)) for index, item in enumerate(value)]
+    return INVALID if any(number is INVALID for number in numbers) else tuple(numbers)
+
+
+def _layers(r: FieldReader, value: object, path: FieldPath) -> LayerSpec | Invalid:
+    if isinstance(value, dict):
+        return _layer_ranges(r, value, path)
+    if isinstance(value, list) and value:
+        numbers = _numbers(r, value, path)
+        return numbers if numbers is INVALID else LayerList(numbers)
+    what = 'a map of layer ranges like {"0-3": 0.5} or a list with one value per layer'
+    return r.expected(path, what, value)
+
+
+def _gradient(r: FieldReader, value: object, path: FieldPath) -> Gradient | Invalid:
+    if not isinstance(value, list) or len(value) < 2:
+        return r.expected(path, "a list of at least 2 numbers", value)
+    numbers = _numbers(r, value, path)
+    return numbers if numbers is INVALID else Gradient(numbers)
+
+
+def _regex(r: FieldReader, value: object, path: FieldPath) -> str | Invalid:
+    text = r.string(value, path)
+    if text is INVALID:
+        return text
+    try:
+        re.compile(text)
+    except re.error as err:
+        return r.error(path, f"invalid regular expression '{text}': {err}")
+    return text
+
+
+_module_rule = _section(ModuleRule, {"match": _regex, "value": FieldReader.number}, required=("match", "value"))
+
+
+def _modules(r: FieldReader, value: object, path: FieldPath) -> tuple[ModuleRule, ...] | Invalid:
+    if not isinstance(value, list):
+        return r.expected(path, "a list of {match, value} rules (the first match wins)", value)
+    rules = [_module_rule(r, item, path + (index,)) for index, item in enumerate(value)]
+    return INVALID if any(rule is INVALID for rule in rules) else tuple(rules)
+
+
+def _coefficients(r: FieldReader, value: object, path: FieldPath) -> Coefficients | Invalid:
+    readers = {"default": FieldReader.number, "layers": _layers, "gradient": _gradient, "modules": _modules}
+    mapping = r.mapping(value, path, readers, hints=TOP_LEVEL_ONLY)
+    if mapping is INVALID:
+        return INVALID
+    if "layers" in mapping and "gradient" in mapping:
+        r.error(path + ("gradient",), "give either layers or gradient, not both")
+    fields = _read_fields(r, mapping, path, readers)
+    if "gradient" in fields:
+        fields["layers"] = fields.pop("gradient")
+    return Coefficients(**fields)
+
+
+# ---- the top level
+
+_TOP_LEVEL: dict[str, Read] = {
+    "name": _optional(_string),
+    "base": _source,
+    "chat": _source,
+    "vectors": _vectors,
+    "cp": _source,
+    "coefficients": _coefficients,
+    "special_tokens": _special_tokens,
+    "output": _section(
+        Output,
+        {"dtype": _optional(_choice(DTYPES)), "shard_size": _shard_size, "chat_template": _chat_template},
+    ),
+    "target": _optional(_section(Target, {"repo_id": _repo_id, "private": FieldReader.boolean}, ("repo_id",))),
+    "card": _section(
+        Card,
+        {
+            "license": _optional(_string),
+            "language": lambda r, value, path: r.strings(value, path, one_is_enough=True),
+            "tags": FieldReader.strings,
+            "extra": _free_mapping,
+            "template": _optional(FieldReader.file),
+        },
+    ),
+    "merge": _section(MergeSettings, {"device": _choice(DEVICES)}),
+    "trust_remote_code": FieldReader.boolean,
+    "commit_message": _optional(_string),
+}
+
+
+def _top_level(r: FieldReader, value: object) -> dict[str, object]:
+    """Keyword arguments for Recipe (complete only when `r` recorded no problem)."""
+    what = "a mapping of recipe keys (base, chat, cp, coefficients, ...)"
+    mapping = r.mapping(value, (), _TOP_LEVEL, required=("cp",), what=what)
+    if mapping is INVALID:
+        return {}
+    if "vectors" in mapping and ("base" in mapping or "chat" in mapping):
+        r.error(("vectors",), "give either vectors or top-level base and chat, not both")
+    elif "vectors" not in mapping:
+        for key in ("base", "chat"):
+            if key not in mapping:
+                r.error((key,), "required key is missing (give base and chat, or a list of vectors)")
+    fields = _read_fields(r, mapping, (), _TOP_LEVEL)
+    base, chat = fields.pop("base", None), fields.pop("chat", None)
+    if base is not None and chat is not None:
+        fields["vectors"] = (Vector(base, chat),)
+    return fields
