@@ -11,6 +11,7 @@ import sys
 
 from chatvector import __version__
 from chatvector.errors import PipelineError
+from chatvector.localhub.cli import add_hub_command
 
 DESCRIPTION = """\
 Make, verify and publish chat-vector merges:  out = cp + λ·(chat − base).
@@ -35,56 +36,6 @@ def _command(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.A
 def _device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None,
                         help="where the merge arithmetic runs (default: the recipe's merge.device, else auto)")
-
-
-def _add_hub(sub: argparse._SubParsersAction) -> None:
-    hub = sub.add_parser("hub", help="the local Hub-compatible server")
-    hub_sub = hub.add_subparsers(dest="hub_command", required=True, metavar="{serve}")
-    serve = _command(
-        hub_sub,
-        "serve",
-        help="serve a Hub-compatible API from a folder",
-        description="Serve the Hugging Face Hub HTTP API (the part huggingface_hub uses) from the folder ROOT.\n\n"
-        "Point a client at it with HF_ENDPOINT=http://HOST:PORT (set before importing\n"
-        "huggingface_hub) and HF_HUB_DISABLE_XET=1 when files above the LFS threshold are uploaded.\n\n"
-        "Example:\n  chatvector hub serve --root ./hub --port 8765 --token alice=hf_secret:write",
-    )
-    serve.add_argument("--root", required=True, help="folder holding blobs and the SQLite metadata")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=0, help="port (default 0: a free port)")
-    serve.add_argument(
-        "--token",
-        action="append",
-        default=[],
-        metavar="NAME=SECRET:read|write",
-        help="accept SECRET as user NAME's token with read or write scope (repeatable)",
-    )
-    serve.add_argument(
-        "--lfs-threshold",
-        type=int,
-        default=10 * 1024 * 1024,
-        metavar="BYTES",
-        help="files of at least this size are uploaded through Git LFS (default 10 MiB)",
-    )
-    serve.set_defaults(func=_cmd_hub_serve)
-
-
-def _cmd_hub_serve(args: argparse.Namespace) -> int:
-    from chatvector.localhub import parse_token_spec, serve_forever
-
-    try:
-        tokens = [parse_token_spec(spec) for spec in args.token]
-    except ValueError as err:
-        raise PipelineError(str(err)) from None
-    if not 0 <= args.port <= 65535:
-        raise PipelineError(f"--port {args.port}: must be between 0 and 65535")
-    if args.lfs_threshold < 0:
-        raise PipelineError(f"--lfs-threshold {args.lfs_threshold}: must be 0 or more bytes")
-    try:
-        serve_forever(args.root, host=args.host, port=args.port, tokens=tokens, lfs_threshold=args.lfs_threshold)
-    except OSError as err:  # port in use, unknown host, --root not a folder
-        raise PipelineError(f"cannot serve {args.root} on {args.host}:{args.port}: {err.strerror or err}") from None
-    return 0
 
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:
@@ -239,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_merge(sub)
     _add_publish(sub)
     _add_demo(sub)
-    _add_hub(sub)
+    add_hub_command(sub)
     return parser
 
 

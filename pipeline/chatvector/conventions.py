@@ -1,0 +1,121 @@
+"""Names and tables every stage agrees on: file names, dtypes, tensor roles, and how long lists are shown.
+
+Pure data and tiny helpers, no I/O and no heavy imports (the plan and the CLI import this before torch).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: recipes/, templates/ (editable installs)
+
+# -- files of a model folder ------------------------------------------------------------------------------
+CONFIG_FILE = "config.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+TOKENIZER_JSON_FILE = "tokenizer.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # what transformers writes today; overrides the config field
+CHAT_TEMPLATE_JSON_FILE = "chat_template.json"  # an older layout: {"chat_template": ...}
+SINGLE_WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+CARD_FILE = "README.md"
+PROVENANCE_FILE = "chatvector.json"
+CHART_FILE = "coefficients.svg"
+GITATTRIBUTES_FILE = ".gitattributes"
+
+# Tokenizer files copied from cp into the output (plus any *.tiktoken), in this order.
+TOKENIZER_FILES = (
+    TOKENIZER_JSON_FILE,
+    TOKENIZER_CONFIG_FILE,
+    SPECIAL_TOKENS_MAP_FILE,
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+)
+# At least one of these makes a folder's tokenizer loadable.
+TOKENIZER_VOCAB_FILES = (TOKENIZER_JSON_FILE, "tokenizer.model", "vocab.json", "vocab.txt")
+TIKTOKEN_PATTERN = "*.tiktoken"
+WEIGHTS_PATTERN = "*.safetensors"
+# Everything planning reads besides weights: small files, fetched before any weight byte.
+METADATA_PATTERNS = (
+    CONFIG_FILE,
+    GENERATION_CONFIG_FILE,
+    *TOKENIZER_FILES,
+    TIKTOKEN_PATTERN,
+    CHAT_TEMPLATE_FILE,
+    CHAT_TEMPLATE_JSON_FILE,
+    WEIGHTS_INDEX_FILE,
+    CARD_FILE,
+)
+# Weight files an output replaces: an earlier version's files that the new one lacks are deleted.
+OWNED_WEIGHT_FILE = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$")
+
+
+def shard_filenames(count: int) -> list[str]:
+    """The names transformers' save_pretrained gives `count` weight files."""
+    if count == 1:
+        return [SINGLE_WEIGHTS_FILE]
+    return [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+
+
+# -- dtypes ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DType:
+    name: str  # torch's name: "bfloat16"
+    code: str  # safetensors' code: "BF16"
+    itemsize: int  # bytes per element
+    floating: bool = True
+
+
+_ALL_DTYPES = (
+    DType("bfloat16", "BF16", 2),
+    DType("float16", "F16", 2),
+    DType("float32", "F32", 4),
+    DType("float64", "F64", 8),
+    DType("float8_e4m3fn", "F8_E4M3", 1, floating=False),  # no arithmetic on fp8 here
+    DType("float8_e5m2", "F8_E5M2", 1, floating=False),
+    DType("int8", "I8", 1, floating=False),
+    DType("uint8", "U8", 1, floating=False),
+    DType("bool", "BOOL", 1, floating=False),
+    DType("int16", "I16", 2, floating=False),
+    DType("uint16", "U16", 2, floating=False),
+    DType("int32", "I32", 4, floating=False),
+    DType("uint32", "U32", 4, floating=False),
+    DType("int64", "I64", 8, floating=False),
+    DType("uint64", "U64", 8, floating=False),
+)
+DTYPE_BY_CODE: dict[str, DType] = {d.code: d for d in _ALL_DTYPES}
+DTYPE_BY_NAME: dict[str, DType] = {d.name: d for d in _ALL_DTYPES}
+MERGEABLE_CODES = ("BF16", "F16", "F32", "F64")  # inputs the arithmetic reads
+OUTPUT_DTYPE_NAMES = ("bfloat16", "float16", "float32")  # what an output may be stored as
+
+
+# -- tensor roles -----------------------------------------------------------------------------------------
+# Tensors whose first axis is the vocabulary, by architecture naming convention.
+VOCAB_TENSOR = re.compile(
+    r"(^|\.)(embed_tokens|lm_head|wte|embed_in|embed_out|word_embeddings|tok_embeddings)\.weight$"
+)
+EMBED_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight",
+                  "tok_embeddings.weight")
+LM_HEAD_SUFFIXES = ("lm_head.weight", "embed_out.weight")
+LM_HEAD_EXACT = ("output.weight",)  # InternLM2 names it "output"
+LAYER_CONFIG_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+
+
+# -- long lists in one line -------------------------------------------------------------------------------
+SHOWN = 10  # items spelled out in a one-line summary; the rest are counted
+
+
+def summarize(items: Iterable[str], shown: int = SHOWN, sep: str = "; ") -> str:
+    """"a; b; c" or, past `shown` items, "a; b; ... and 12 more"."""
+    items = list(items)
+    text = sep.join(items[:shown])
+    if len(items) > shown:
+        text += f"{sep}... and {len(items) - shown} more"
+    return text
