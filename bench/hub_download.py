@@ -11,7 +11,7 @@ a warm page cache and writes a new file on the same disk:
   curl        curl through the server into a file (a C client), if curl exists
   curl-null   curl through the server into /dev/null: the server's own streaming rate, no disk write
   hf_hub      huggingface_hub.hf_hub_download through the server, as the pipeline runs it
-              (chatvector.sources.tune_downloads: pieces written as received)
+              (chatvector.hub.tuned_downloads: pieces written as received)
   hf_hub-default  the same with huggingface_hub's default 10 MiB re-chunking
 
 Medians over --runs; ratios are throughput relative to `copy`.
@@ -46,17 +46,14 @@ def seed(root: Path, size: int) -> Path:
 
 
 def _hf_download(dest: Path, tuned: bool) -> None:
-    from huggingface_hub import constants, hf_hub_download
+    import contextlib
 
-    from chatvector.sources import tune_downloads
+    from huggingface_hub import hf_hub_download
 
-    default = constants.DOWNLOAD_CHUNK_SIZE
-    if tuned:
-        tune_downloads()
-    try:
+    from chatvector.hub import tuned_downloads
+
+    with tuned_downloads() if tuned else contextlib.nullcontext():
         hf_hub_download("bench/big", "big.bin", cache_dir=dest, token="hf_bench_token")
-    finally:
-        constants.DOWNLOAD_CHUNK_SIZE = default
 
 
 def _py_copy(src: Path, dest: Path) -> None:

@@ -10,16 +10,23 @@ import os
 import tempfile
 from pathlib import Path
 
-from chatvector.localhub import LocalHub, Token
+from chatvector.localhub import LocalHub, Org, Token
 
 WRITE_TOKEN = Token("alice", "hf_alice_write_secret_0123456789", "write")
 READ_TOKEN = Token("bob", "hf_bob_read_secret_0123456789", "read")
 OTHER_WRITER = Token("carol", "hf_carol_write_secret_0123456789", "write")
 
+# The example recipes' namespaces, seeded by alice (a write member of each); carol and bob belong to none.
+# `team` is where alice and carol both write (two users committing to one repo).
+SEEDED_ORGS = ("demo", "meta-llama", "beomi", "mistralai", "stabilityai", "yentinglin", "my-org")
+SHARED_ORG = "team"
+
 _session_dir = Path(tempfile.mkdtemp(prefix="chatvector-tests-"))
 HUB = LocalHub(
     _session_dir / "hub",
     tokens=[WRITE_TOKEN, READ_TOKEN, OTHER_WRITER],
+    orgs=[*(Org(name, {WRITE_TOKEN.name: "write"}) for name in SEEDED_ORGS),
+          Org(SHARED_ORG, {WRITE_TOKEN.name: "write", OTHER_WRITER.name: "write"})],
     lfs_threshold=256 * 1024,  # small, so tests exercise the LFS path with small files
     multipart_chunk_size=512 * 1024,
     log_file=_session_dir / "hub" / "access.log",

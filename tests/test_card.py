@@ -10,9 +10,9 @@ import yaml
 from huggingface_hub import ModelCard
 
 from chatvector.card import render_card, validate_card_text
+from chatvector.cardrules import card_errors
 from chatvector.chart import coefficient_chart_svg
 from chatvector.errors import PipelineError, RecipeError, VerificationError
-from chatvector.localhub.cardmeta import validate_card
 
 SHA = {"base": "1" * 40, "chat": "2" * 40, "cp": "3" * 40, "chat2": "4" * 40}
 
@@ -50,7 +50,10 @@ def sample_provenance() -> dict:
         "hub": {"endpoint": "http://127.0.0.1:8765"},
         "recipe": {"path": "recipes/tiny.yaml", "sha256": "e3" * 32, "name": "Tiny-Llama-Chat", "text": RECIPE_TEXT},
         "target": {"repo_id": "demo/tiny-llama-chat", "private": False},
-        "card": {"license": "mit", "language": ["ko", "en"], "tags": ["korean"], "extra": {}},
+        # the card metadata as the plan decides it (tests/test_plan.py checks the deciding)
+        "card": {"license": "mit", "license_source": "recipe", "language": ["ko", "en"],
+                 "tags": ["chat-vector", "merge", "korean"],
+                 "base_models": ["demo/tiny-cp", "demo/tiny-chat", "demo/tiny-base"], "extra": {}, "warnings": []},
         "inputs": {
             "base": _input("demo/tiny-base", SHA["base"]),
             "chat": _input("demo/tiny-chat", SHA["chat"], revision="v1.0", license="llama3"),
@@ -87,6 +90,7 @@ def two_vector_provenance() -> dict:
         {"base": "vectors[1].base", "chat": "vectors[1].chat", "weight": 0.3},
     ]
     p["coefficients"] = {"default": 0.8, "layers": None, "modules": []}
+    p["card"]["base_models"] = ["demo/tiny-cp", "demo/tiny-chat", "demo/tiny-base", "demo/tiny-math"]
     return p
 
 
@@ -115,7 +119,7 @@ def test_metadata_lists_sources_relation_license_and_tags():
 def test_metadata_passes_the_hubs_validate_rules():
     for p in (sample_provenance(), two_vector_provenance()):
         text = render_card(p, RECIPE_TEXT)
-        assert validate_card(text) == []
+        assert card_errors(text) == []
         assert validate_card_text(text) == metadata(text)
 
 
@@ -124,9 +128,9 @@ def test_several_vectors_list_every_repo_once():
     assert metadata(text)["base_model"] == ["demo/tiny-cp", "demo/tiny-chat", "demo/tiny-base", "demo/tiny-math"]
 
 
-def test_license_falls_back_to_cps_card_license():
+def test_card_says_where_the_license_came_from():
     p = sample_provenance()
-    p["card"]["license"] = None
+    p["card"].update(license="apache-2.0", license_source="cp")
     text = render_card(p, RECIPE_TEXT)
     assert metadata(text)["license"] == "apache-2.0"
     assert "`apache-2.0`, taken from cp's model card" in text
@@ -134,30 +138,42 @@ def test_license_falls_back_to_cps_card_license():
 
 def test_license_is_omitted_when_neither_recipe_nor_cp_has_one():
     p = sample_provenance()
-    p["card"]["license"] = None
-    p["inputs"]["cp"]["license"] = None
+    p["card"].update(license=None, license_source=None)
     text = render_card(p, RECIPE_TEXT)
     assert "license" not in metadata(text)
     assert "No license was given" in text
 
 
-def test_recipe_tags_are_not_duplicated_and_empty_language_is_omitted():
+def test_other_license_carries_its_name_and_link():
     p = sample_provenance()
-    p["card"].update(tags=["merge", "korean", "chat-vector"], language=[])
+    p["card"].update(license="other", license_name="my-license", license_link="LICENSE")
     data = metadata(render_card(p, RECIPE_TEXT))
-    assert data["tags"] == ["chat-vector", "merge", "korean"]
-    assert "language" not in data
+    assert (data["license"], data["license_name"], data["license_link"]) == ("other", "my-license", "LICENSE")
+
+
+def test_license_warnings_of_the_plan_appear_in_the_card():
+    p = sample_provenance()
+    p["card"]["warnings"] = ["the output's license mit differs from its sources' licenses (chat: llama3)"]
+    assert "> **Note:** the output's license mit differs from its sources' licenses (chat: llama3)." in \
+        render_card(p, RECIPE_TEXT)
+
+
+def test_empty_language_is_omitted():
+    p = sample_provenance()
+    p["card"].update(language=[])
+    assert "language" not in metadata(render_card(p, RECIPE_TEXT))
 
 
 def test_yaml_lookalike_language_codes_stay_strings():
     p = sample_provenance()
-    p["card"]["language"] = ["no", "on", "yes"]  # Norwegian and two YAML 1.1 booleans
-    assert metadata(render_card(p, RECIPE_TEXT))["language"] == ["no", "on", "yes"]
+    p["card"]["language"] = ["no", "en"]  # Norwegian: a YAML 1.1 boolean when unquoted
+    assert metadata(render_card(p, RECIPE_TEXT))["language"] == ["no", "en"]
 
 
 def test_local_path_sources_are_left_out_of_base_model():
     p = sample_provenance()
     p["inputs"]["cp"] = _input(None, None, path="/home/me/checkpoints/my-cp", license="apache-2.0")
+    p["card"]["base_models"] = ["demo/tiny-chat", "demo/tiny-base"]  # the plan leaves local folders out
     text = render_card(p, RECIPE_TEXT)
     assert metadata(text)["base_model"] == ["demo/tiny-chat", "demo/tiny-base"]
     assert "| cp | local folder `my-cp` | – | – |" in text
@@ -170,6 +186,7 @@ def test_all_local_sources_drop_base_model_and_relation():
     p = sample_provenance()
     for role in ("base", "chat", "cp"):
         p["inputs"][role] = _input(None, None, path=f"ckpt/{role}")
+    p["card"]["base_models"] = []
     text = render_card(p, RECIPE_TEXT)
     data = metadata(text)
     assert "base_model" not in data and "base_model_relation" not in data

@@ -27,8 +27,10 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from chatvector.localhub import LocalHub
-from tests.conftest import OTHER_WRITER, READ_TOKEN, WRITE_TOKEN
+from chatvector.cli import main
+from chatvector.localhub import FineGrained, LocalHub, Org, Scoped, Token, parse_org_spec
+from chatvector.localhub.protocol import parse_fine_grained_token_spec
+from tests.conftest import OTHER_WRITER, READ_TOKEN, SHARED_ORG, WRITE_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,14 +82,14 @@ def test_create_repo_without_namespace_uses_token_owner(api):
     assert api.create_repo(name).repo_id == f"alice/{name}"
 
 
-def test_private_repo_is_not_found_for_anonymous(api):
+def test_private_repo_is_not_found_for_anonymous_or_other_users(api):
     repo_id = new_repo(api, private=True)
     assert api.model_info(repo_id).private is True
-    with pytest.raises(RepositoryNotFoundError):
-        HfApi(token=False).model_info(repo_id)
-    with pytest.raises(RepositoryNotFoundError):
-        hf_hub_download(repo_id, ".gitattributes", token=False)
-    assert HfApi(token=READ_TOKEN.secret).model_info(repo_id).id == repo_id
+    for token in (False, READ_TOKEN.secret, OTHER_WRITER.secret):  # anonymous, bob, carol: not alice's namespace
+        with pytest.raises(RepositoryNotFoundError):
+            HfApi(token=token).model_info(repo_id)
+        with pytest.raises(RepositoryNotFoundError):
+            hf_hub_download(repo_id, ".gitattributes", token=token)
 
 
 def test_delete_repo(api):
@@ -276,7 +278,8 @@ def test_stale_parent_commit_is_412(api):
 
 
 def test_concurrent_committers_are_serialized(api):
-    repo_id = new_repo(api)
+    repo_id = f"{SHARED_ORG}/r-{uuid.uuid4().hex[:10]}"  # an org where alice and carol both write
+    api.create_repo(repo_id)
     head = api.model_info(repo_id).sha
     results: dict[int, object] = {}
 
@@ -380,6 +383,289 @@ def test_state_survives_restart(tmp_path):
         assert client.list_repo_files("alice/keep") == [".gitattributes", "k.txt"]
 
 
+def test_card_metadata_is_checked_by_the_hubs_rules(api):
+    repo_id = new_repo(api)
+    bad = "---\nlicense: MIT\nlanguage: [KO, en]\ntags: [merge, Merge]\n---\n# x\n"
+    with pytest.raises(ValueError) as exc:
+        api.upload_file(path_or_fileobj=bad.encode(), path_in_repo="README.md", repo_id=repo_id)
+    message = str(exc.value)
+    assert "\"license\": 'MIT' is not a Hub license id (did you mean 'mit'?)" in message
+    assert "\"language[0]\": 'KO' must be in lower case (did you mean 'ko'?)" in message
+    assert "\"tags[1]\": 'Merge' repeats 'merge'" in message
+    with pytest.raises(ValueError, match='"license_name" must give the license an id'):
+        api.upload_file(path_or_fileobj=b"---\nlicense: other\n---\n", path_in_repo="README.md", repo_id=repo_id)
+    with pytest.raises(ValueError, match='"model-index" must be a list of mappings'):
+        api.upload_file(path_or_fileobj=b"---\nmodel-index: {name: x}\n---\n", path_in_repo="README.md",
+                        repo_id=repo_id)
+    assert not api.file_exists(repo_id, "README.md")
+
+    good = ("---\nlicense: mit\nlanguage: [ko, en]\ntags: [merge, chat-vector]\nbase_model: [a/b, c/d]\n"
+            "base_model_relation: merge\nmodel-index: [{name: x, results: []}]\n---\n# x\n")
+    api.upload_file(path_or_fileobj=good.encode(), path_in_repo="README.md", repo_id=repo_id)
+    card = api.model_info(repo_id).card_data
+    assert card.license == "mit" and card.language == ["ko", "en"] and card.base_model == ["a/b", "c/d"]
+    with pytest.warns(UserWarning, match="empty or missing yaml metadata in repo card"):  # a warning, not an error
+        api.upload_file(path_or_fileobj=b"# no metadata\n", path_in_repo="README.md", repo_id=repo_id)
+    assert api.model_info(repo_id).card_data is None
+
+
+# -- organizations, namespaces and fine-grained tokens ----------------------------------------------------
+def rights_error(exc) -> str:
+    assert exc.value.response.status_code == 403, exc.value
+    return exc.value.response.headers["X-Error-Message"]
+
+
+def raw_post(url: str, body: dict, token: str) -> tuple[int, dict]:
+    import json
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req) as resp:
+            return resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers)
+
+
+def test_whoami_reports_orgs_roles_and_token_role(api):
+    alice = api.whoami()
+    assert alice["auth"]["accessToken"] == {"displayName": "alice", "role": "write"}
+    assert {"type": "org", "name": "my-org", "fullname": "my-org", "roleInOrg": "write"} in alice["orgs"]
+    assert {o["name"] for o in alice["orgs"]} == {"demo", "meta-llama", "beomi", "mistralai", "stabilityai",
+                                                  "yentinglin", "my-org", SHARED_ORG}
+    bob = HfApi(token=READ_TOKEN.secret).whoami()
+    assert bob["auth"]["accessToken"]["role"] == "read" and bob["orgs"] == []
+    carol = HfApi(token=OTHER_WRITER.secret).whoami()
+    assert carol["orgs"] == [{"type": "org", "name": SHARED_ORG, "fullname": SHARED_ORG, "roleInOrg": "write"}]
+
+
+def test_member_writes_to_its_org_and_an_outsider_is_refused(api, hub, tmp_path):
+    repo_id = f"my-org/r-{uuid.uuid4().hex[:8]}"
+    api.create_repo(repo_id)  # alice: write member of my-org
+    api.upload_folder(repo_id=repo_id, folder_path=write_files(tmp_path / "up", {
+        "a.txt": b"1", "big.bin": os.urandom(300 * 1024)}))  # the LFS path too
+    api.create_branch(repo_id, branch="dev")
+    api.create_tag(repo_id, tag="v1")
+    head = api.model_info(repo_id).sha
+
+    carol = HfApi(token=OTHER_WRITER.secret)
+    with pytest.raises(HfHubHTTPError) as exc:
+        carol.create_repo(f"my-org/c-{uuid.uuid4().hex[:8]}")
+    assert rights_error(exc) == ('You don\'t have the rights to create a model under the namespace "my-org": '
+                                 "carol is not a member of the organization my-org")
+    refused = f"You don't have the rights to write to {repo_id}: carol is not a member of the organization my-org"
+    writes = [
+        lambda: carol.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id),
+        lambda: carol.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id, create_pr=True),
+        lambda: carol.create_commit(repo_id, [CommitOperationDelete("a.txt")], commit_message="rm"),
+        lambda: carol.create_branch(repo_id, branch="carols"),
+        lambda: carol.create_tag(repo_id, tag="v2"),
+        lambda: carol.delete_tag(repo_id, tag="v1"),
+        lambda: carol.delete_branch(repo_id, branch="dev"),
+        lambda: carol.update_repo_settings(repo_id, private=True),
+        lambda: carol.create_pull_request(repo_id, title="mine"),
+        lambda: carol.create_discussion(repo_id, title="hello"),
+        lambda: carol.delete_repo(repo_id),
+    ]
+    for write in writes:
+        with pytest.raises(HfHubHTTPError) as exc:
+            write()
+        assert rights_error(exc) == refused
+    for action in ("batch", "verify"):  # the LFS endpoints the client reaches only after preupload
+        status, headers = raw_post(f"{hub.url}/{repo_id}.git/info/lfs/objects/{action}",
+                                   {"operation": "upload", "objects": [{"oid": "0" * 64, "size": 1}]},
+                                   OTHER_WRITER.secret)
+        assert (status, headers["X-Error-Message"]) == (403, refused)
+    assert api.model_info(repo_id).sha == head and set(api.list_repo_refs(repo_id).tags[0].name) == set("v1")
+    assert carol.create_repo(repo_id, exist_ok=True).repo_id == repo_id  # as on the Hub: 403, then repo_info
+
+    with pytest.raises(HfHubHTTPError) as exc:  # another user's namespace
+        carol.create_repo("alice/carols")
+    assert rights_error(exc).endswith(': alice is neither carol\'s namespace nor an organization carol belongs to')
+    with pytest.raises(HfHubHTTPError) as exc:
+        carol.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=new_repo(api))
+    assert "alice is neither carol's namespace" in rights_error(exc)
+
+
+def test_private_org_repo_is_visible_to_members_only(api, tmp_path):
+    repo_id = f"my-org/private-{uuid.uuid4().hex[:8]}"
+    api.create_repo(repo_id, private=True)
+    api.upload_file(path_or_fileobj=b"p", path_in_repo="p.txt", repo_id=repo_id)
+    assert api.model_info(repo_id).private and Path(
+        hf_hub_download(repo_id, "p.txt", token=WRITE_TOKEN.secret)).read_bytes() == b"p"
+    for token in (OTHER_WRITER.secret, READ_TOKEN.secret, False):
+        client = HfApi(token=token)
+        for read in (lambda: client.model_info(repo_id), lambda: client.list_repo_files(repo_id),
+                     lambda: client.list_repo_refs(repo_id), lambda: client.list_repo_commits(repo_id),
+                     lambda: hf_hub_download(repo_id, "p.txt", token=token, cache_dir=tmp_path / "outsider")):
+            with pytest.raises(RepositoryNotFoundError):
+                read()
+        with pytest.raises(RepositoryNotFoundError):  # a write to a repo it cannot see: it does not exist
+            client.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id)
+
+
+ORG_USERS = {u: Token(u, f"hf_{u}_org_secret_0123", "write") for u in ("alice", "dana", "rita", "olaf", "erin")}
+FG_ORG_WRITE = Token("erin", "hf_erin_fg_org_write", fine_grained=FineGrained(
+    (Scoped("org", "acme", ("repo.write",)),)))
+FG_REPO_WRITE = Token("erin", "hf_erin_fg_repo_write", fine_grained=FineGrained(
+    (Scoped("model", "acme/public", ("repo.write",)),)))
+FG_REPO_READ = Token("erin", "hf_erin_fg_repo_read", fine_grained=FineGrained(
+    (Scoped("model", "acme/secret", ("repo.content.read",)),)))
+FG_NOTHING = Token("erin", "hf_erin_fg_nothing", fine_grained=FineGrained(global_permissions=("discussion.write",)))
+FG_GATED = Token("erin", "hf_erin_fg_gated", fine_grained=FineGrained(can_read_gated_repos=True))
+FG_READ_ROLE = Token("rita", "hf_rita_fg_org_write", fine_grained=FineGrained((Scoped("org", "acme", ("repo.write",)),)))
+ACME = Org("acme", {"alice": "admin", "dana": "contributor", "rita": "read", "erin": "write"}, fullname="Acme Corp")
+
+
+@pytest.fixture(scope="module")
+def org_hub(tmp_path_factory):
+    """A hub with an organization `acme`: alice admin, dana contributor, rita read, erin write (through
+    fine-grained tokens); olaf is no member. acme/secret is private, acme/gated gated, acme/public public."""
+    tokens = [*ORG_USERS.values(), FG_ORG_WRITE, FG_REPO_WRITE, FG_REPO_READ, FG_NOTHING, FG_GATED, FG_READ_ROLE]
+    with LocalHub(tmp_path_factory.mktemp("org-hub"), tokens=tokens, orgs=[ACME]) as org_hub:
+        admin = as_user(org_hub, ORG_USERS["alice"])
+        for repo_id, private in (("acme/secret", True), ("acme/secret2", True), ("acme/public", False),
+                                 ("acme/gated", False)):
+            admin.create_repo(repo_id, private=private)
+            admin.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id=repo_id)
+        admin.update_repo_settings("acme/gated", gated="auto")
+        yield org_hub
+
+
+def as_user(org_hub: LocalHub, token: Token) -> HfApi:
+    return HfApi(endpoint=org_hub.url, token=token.secret)
+
+
+def test_contributor_creates_repos_and_writes_only_to_its_own(org_hub):
+    dana = as_user(org_hub, ORG_USERS["dana"])
+    mine = f"acme/dana-{uuid.uuid4().hex[:6]}"
+    dana.create_repo(mine)
+    dana.upload_file(path_or_fileobj=b"d", path_in_repo="d.txt", repo_id=mine)
+    dana.create_branch(mine, branch="dev")
+    dana.create_tag(mine, tag="v1")
+    assert dana.list_repo_files(mine) == [".gitattributes", "d.txt"]
+    refused = ("You don't have the rights to write to acme/public: dana is a contributor in acme and may write "
+               "only to the repos dana created")
+    for write in (lambda: dana.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="acme/public"),
+                  lambda: dana.create_tag("acme/public", tag="dana"),
+                  lambda: dana.delete_repo("acme/public")):
+        with pytest.raises(HfHubHTTPError) as exc:
+            write()
+        assert rights_error(exc) == refused
+    as_user(org_hub, ORG_USERS["alice"]).upload_file(path_or_fileobj=b"a", path_in_repo="a.txt", repo_id=mine)
+    dana.delete_repo(mine)  # its own
+
+
+def test_read_member_sees_private_repos_and_cannot_write(org_hub, tmp_path):
+    rita = as_user(org_hub, ORG_USERS["rita"])
+    assert rita.model_info("acme/secret").private
+    assert Path(rita.hf_hub_download("acme/secret", "config.json", cache_dir=tmp_path / "rita")).read_bytes() == b"{}"
+    with pytest.raises(HfHubHTTPError) as exc:
+        rita.create_repo("acme/ritas")
+    assert rights_error(exc).endswith(": rita has the read role in acme, which cannot create or write to repos")
+    with pytest.raises(HfHubHTTPError) as exc:
+        rita.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="acme/public")
+    assert rights_error(exc).startswith("You don't have the rights to write to acme/public: rita has the read role")
+
+    olaf = as_user(org_hub, ORG_USERS["olaf"])
+    assert olaf.model_info("acme/public").id == "acme/public"
+    with pytest.raises(RepositoryNotFoundError):
+        olaf.model_info("acme/secret")
+    with pytest.raises(RepositoryNotFoundError):
+        olaf.hf_hub_download("acme/secret", "config.json", cache_dir=tmp_path / "olaf")  # own cache: the client
+        # would fall back to a cached copy when the server refuses
+
+
+def test_gated_repo_downloads_go_to_org_members(org_hub, tmp_path):
+    def download(token: Token) -> bytes:
+        return Path(as_user(org_hub, token).hf_hub_download("acme/gated", "config.json",
+                                                            cache_dir=tmp_path / token.secret)).read_bytes()
+
+    assert download(ORG_USERS["dana"]) == download(ORG_USERS["rita"]) == download(FG_GATED) == b"{}"
+    for outsider in (ORG_USERS["olaf"], FG_NOTHING):  # not a member; a member's token without gated reads
+        with pytest.raises(GatedRepoError):
+            download(outsider)
+
+
+def test_whoami_of_a_fine_grained_token(org_hub):
+    who = as_user(org_hub, FG_ORG_WRITE).whoami()
+    assert who["name"] == "erin"
+    assert who["orgs"] == [{"type": "org", "name": "acme", "fullname": "Acme Corp", "roleInOrg": "write"}]
+    assert who["auth"]["accessToken"] == {"displayName": "erin", "role": "fineGrained", "fineGrained": {
+        "canReadGatedRepos": False, "global": [],
+        "scoped": [{"entity": {"type": "org", "name": "acme"}, "permissions": ["repo.write"]}]}}
+    assert as_user(org_hub, FG_NOTHING).whoami()["auth"]["accessToken"]["fineGrained"]["global"] == [
+        "discussion.write"]
+
+
+def test_fine_grained_writes_need_repo_write_on_the_repo_or_its_namespace(org_hub):
+    org_writer = as_user(org_hub, FG_ORG_WRITE)
+    made = f"acme/fg-{uuid.uuid4().hex[:6]}"
+    org_writer.create_repo(made)
+    org_writer.upload_file(path_or_fileobj=b"1", path_in_repo="1.txt", repo_id=made)
+    org_writer.upload_file(path_or_fileobj=b"1", path_in_repo="1.txt", repo_id="acme/public")
+    with pytest.raises(HfHubHTTPError) as exc:  # its own user namespace is not in the token's scope
+        org_writer.create_repo("erin/own")
+    assert rights_error(exc) == ('You don\'t have the rights to create a model under the namespace "erin": '
+                                 "the fine-grained token has no repo.write permission on erin")
+
+    repo_writer = as_user(org_hub, FG_REPO_WRITE)
+    repo_writer.upload_file(path_or_fileobj=b"2", path_in_repo="2.txt", repo_id="acme/public")
+    with pytest.raises(HfHubHTTPError) as exc:
+        repo_writer.upload_file(path_or_fileobj=b"2", path_in_repo="2.txt", repo_id=made)
+    assert rights_error(exc) == (f"You don't have the rights to write to {made}: "
+                                 f"the fine-grained token has no repo.write permission on {made}")
+    with pytest.raises(HfHubHTTPError) as exc:
+        repo_writer.create_repo(f"acme/fg2-{uuid.uuid4().hex[:6]}")
+    assert rights_error(exc).endswith("the fine-grained token has no repo.write permission on acme")
+
+    with pytest.raises(HfHubHTTPError) as exc:  # the token allows it, the user's role does not
+        as_user(org_hub, FG_READ_ROLE).create_repo("acme/rita-fg")
+    assert "rita has the read role in acme" in rights_error(exc)
+
+
+def test_fine_grained_reads_of_private_repos_need_a_read_scope(org_hub, tmp_path):
+    reader = as_user(org_hub, FG_REPO_READ)
+    assert reader.model_info("acme/secret").private
+    assert Path(reader.hf_hub_download("acme/secret", "config.json", cache_dir=tmp_path)).read_bytes() == b"{}"
+    with pytest.raises(RepositoryNotFoundError):  # another private repo of the same org: not in the scope
+        reader.model_info("acme/secret2")
+    with pytest.raises(HfHubHTTPError) as exc:
+        reader.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="acme/secret")
+    assert rights_error(exc).endswith("the fine-grained token has no repo.write permission on acme/secret")
+
+    nothing = as_user(org_hub, FG_NOTHING)
+    assert nothing.model_info("acme/public").id == "acme/public"  # public repos need no permission
+    with pytest.raises(RepositoryNotFoundError):
+        nothing.model_info("acme/secret")
+    assert as_user(org_hub, FG_ORG_WRITE).model_info("acme/secret2").private  # repo.write implies reading
+
+
+def test_store_of_an_older_version_gains_the_creator_column(tmp_path):
+    import sqlite3
+
+    root = tmp_path / "old-store"
+    with LocalHub(root, tokens=[ORG_USERS["alice"]], orgs=[ACME]) as first:
+        as_user(first, ORG_USERS["alice"]).create_repo("acme/old")
+    db = sqlite3.connect(root / "hub.sqlite")
+    db.execute("ALTER TABLE repos DROP COLUMN creator")  # the schema before repos knew their creator
+    db.commit()
+    db.close()
+    with LocalHub(root, tokens=[ORG_USERS["alice"], ORG_USERS["dana"]], orgs=[ACME]) as second:
+        assert as_user(second, ORG_USERS["dana"]).model_info("acme/old").id == "acme/old"
+        with pytest.raises(HfHubHTTPError) as exc:  # created by nobody known: a contributor may not write
+            as_user(second, ORG_USERS["dana"]).upload_file(path_or_fileobj=b"x", path_in_repo="x", repo_id="acme/old")
+        assert "dana is a contributor in acme" in rights_error(exc)
+        as_user(second, ORG_USERS["alice"]).upload_file(path_or_fileobj=b"x", path_in_repo="x", repo_id="acme/old")
+
+
+def test_an_org_cannot_have_a_users_name(tmp_path):
+    with pytest.raises(ValueError, match="organization alice has the name of a user"):
+        LocalHub(tmp_path / "clash", tokens=[ORG_USERS["alice"]], orgs=[Org("alice", {"alice": "admin"})])
+    with pytest.raises(ValueError, match="'owner' is not one of admin, write, contributor, read"):
+        Org("acme", {"alice": "owner"})
+
+
 # -- transformers round trip ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_transformers_push_to_hub_and_from_pretrained(tmp_path):
@@ -399,9 +685,12 @@ def test_transformers_push_to_hub_and_from_pretrained(tmp_path):
 
 # -- the command line -------------------------------------------------------------------------------------
 def test_cli_serve_prints_url_and_serves(tmp_path):
+    """The real process: `python -m chatvector hub serve` with tokens and an organization."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "chatvector", "hub", "serve", "--root", str(tmp_path / "cli-hub"),
-         "--token", "dave=hf_dave_secret:write"],
+         "--token", "dave=hf_dave_secret:write", "--token", "faye=hf_faye_secret:write",
+         "--org", "lab=dave:admin,faye:read",
+         "--fine-grained-token", "gus=hf_gus_secret:org:lab=repo.content.read,model:gus/own=repo.write,gated"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     try:
@@ -410,40 +699,116 @@ def test_cli_serve_prints_url_and_serves(tmp_path):
         url = line.removeprefix("Serving on ")
         client = HfApi(endpoint=url, token="hf_dave_secret")
         assert client.create_repo("dave/cli").repo_id == "dave/cli"
+        assert client.create_repo("lab/shared").repo_id == "lab/shared"
         status, _, body = raw_get(f"{url}/api/models/dave/cli")
         assert status == 200 and b'"sha"' in body
+        assert HfApi(endpoint=url, token="hf_faye_secret").whoami()["orgs"] == [
+            {"type": "org", "name": "lab", "fullname": "lab", "roleInOrg": "read"}]
+        with pytest.raises(HfHubHTTPError, match="faye has the read role in lab") as exc:
+            HfApi(endpoint=url, token="hf_faye_secret").create_repo("lab/mine")
+        assert exc.value.response.status_code == 403
+        gus = HfApi(endpoint=url, token="hf_gus_secret").whoami()["auth"]["accessToken"]
+        assert gus["role"] == "fineGrained" and gus["fineGrained"] == {
+            "canReadGatedRepos": True, "global": [],
+            "scoped": [{"entity": {"type": "org", "name": "lab"}, "permissions": ["repo.content.read"]},
+                       {"entity": {"type": "model", "name": "gus/own"}, "permissions": ["repo.write"]}]}
     finally:
         proc.terminate()
         _, stderr = proc.communicate(timeout=10)
     assert "POST /api/repos/create 200 user=dave" in stderr  # each request echoed to stderr
-    assert "hf_dave_secret" not in stderr + (tmp_path / "cli-hub" / "access.log").read_text()
+    assert "POST /api/repos/create 403 user=faye" in stderr
+    log_text = (tmp_path / "cli-hub" / "access.log").read_text()
+    for secret in ("hf_dave_secret", "hf_faye_secret", "hf_gus_secret"):
+        assert secret not in stderr + log_text
 
 
-def test_cli_help_teaches_every_command():
-    result = subprocess.run([sys.executable, "-m", "chatvector", "--help"], capture_output=True, text=True, cwd=ROOT,
-                            timeout=60)
-    assert result.returncode == 0
+def test_cli_help_teaches_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
     for command in ("plan", "merge", "publish", "demo", "hub"):
-        assert f"\n    {command} " in result.stdout
-    serve = subprocess.run([sys.executable, "-m", "chatvector", "hub", "serve", "--help"], capture_output=True,
-                           text=True, cwd=ROOT, timeout=60)
-    assert "HF_ENDPOINT=http://HOST:PORT" in serve.stdout and "--token NAME=SECRET:read|write" in serve.stdout
+        assert f"\n    {command} " in out
+    with pytest.raises(SystemExit):
+        main(["hub", "serve", "--help"])
+    serve = capsys.readouterr().out
+    assert "HF_ENDPOINT=http://HOST:PORT" in serve and "--token NAME=SECRET:read|write" in serve
+    assert "--org NAME=USER:ROLE[,USER:ROLE...]" in serve and "--fine-grained-token NAME=SECRET:SCOPE" in serve
+    assert "TYPE:ENTITY=PERM[+PERM...]" in serve and "canReadGatedRepos" in serve
 
 
-def test_cli_rejects_malformed_token_spec(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "chatvector", "hub", "serve", "--root", str(tmp_path), "--token", "dave-secret"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: --token must look like NAME=SECRET:read or NAME=SECRET:write"]
+def serve_error(capsys, tmp_path, *args: str) -> str:
+    """The one stderr line of `chatvector hub serve ARGS` that fails before serving (exit code 2)."""
+    assert main(["hub", "serve", "--root", str(tmp_path / "never"), *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0]
+    return lines[0]
+
+
+def test_cli_rejects_malformed_token_spec(capsys, tmp_path):
+    assert serve_error(capsys, tmp_path, "--token", "dave-secret") == (
+        "error: --token must look like NAME=SECRET:read or NAME=SECRET:write")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--org", "lab"], "error: --org must look like NAME=USER:ROLE[,USER:ROLE...] (ROLE: admin, write, contributor, "
+                       "read), e.g. my-org=alice:admin"),
+    (["--org", "lab=dave"], "error: --org lab: 'dave' must be USER:ROLE (ROLE: admin, write, contributor, read), "
+                            "e.g. alice:write"),
+    (["--org", "lab=dave:owner"], "error: --org lab: dave's role 'owner' is not one of admin, write, contributor, read"),
+    (["--org", "lab=dave:admin,dave:read"], "error: --org lab: dave is listed twice; give each member one role"),
+    (["--org", "lab=dave:admin", "--org", "lab=faye:read"],
+     "error: --org lab is given twice: list all its members in one --org"),
+    (["--token", "dave=hf_x:write", "--org", "dave=dave:admin"],
+     "error: --org dave: dave is also a --token user; an organization needs a name of its own"),
+    (["--fine-grained-token", "gus"], "error: --fine-grained-token must look like "
+     "NAME=SECRET:TYPE:ENTITY=PERM[+PERM...][,TYPE:ENTITY=PERM...][,gated], e.g. erin=hf_secret:org:my-org=repo.write"),
+    (["--fine-grained-token", "gus=hf_s3cret:org:lab"],
+     "error: --fine-grained-token gus: 'org:lab' needs =PERM[+PERM...] after the entity, e.g. org:my-org=repo.write"),
+    (["--fine-grained-token", "gus=hf_s3cret:org:lab=repo.wirte"],
+     "error: --fine-grained-token gus: 'org:lab=repo.wirte': 'repo.wirte' is not a Hub permission "
+     "(did you mean 'repo.write'?)"),
+    (["--fine-grained-token", "gus=hf_s3cret:team:lab=repo.write"],
+     "error: --fine-grained-token gus: 'team:lab=repo.write': the entity must be TYPE:NAME with TYPE one of user, "
+     "org, model, dataset, space, kernel, e.g. org:my-org or model:alice/x"),
+])
+def test_cli_rejects_bad_org_and_fine_grained_specs(capsys, tmp_path, args, expected):
+    line = serve_error(capsys, tmp_path, *args)
+    assert line == expected and "hf_s3cret" not in line and "hf_x" not in line
+
+
+def test_org_and_fine_grained_spec_parsing():
+    assert parse_org_spec("lab=dave:admin,faye:contributor") == Org("lab", {"dave": "admin", "faye": "contributor"})
+    token = parse_fine_grained_token_spec("gus=hf_s:user:gus=repo.write+repo.content.read,global=discussion.write,gated")
+    assert (token.name, token.secret, token.scope) == ("gus", "hf_s", "fineGrained")
+    assert token.fine_grained == FineGrained((Scoped("user", "gus", ("repo.write", "repo.content.read")),),
+                                             ("discussion.write",), True)
+    assert "hf_s" not in repr(token)
+    with pytest.raises(ValueError, match="a token has fine_grained permissions exactly when its scope is fineGrained"):
+        Token("gus", "hf_s")
+
+
+_COMMITTER = """\
+import sys
+from huggingface_hub import HfApi
+print("ready", flush=True)
+url, folder = sys.stdin.readline().split()
+HfApi(endpoint=url, token="hf_eve_secret").upload_folder(repo_id="eve/crash", folder_path=folder)
+"""
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [0.05, 0.3, 1.0])
-def test_killed_server_leaves_old_or_new_state_never_half(tmp_path, delay):
+@pytest.mark.parametrize("kill_at", [0.05, "lfs/objects/batch", "lfs/objects/verify", "commit/main"])
+def test_killed_server_leaves_old_or_new_state_never_half(tmp_path, kill_at):
     """SIGKILL the server while a commit is in flight: after a restart the branch is at the old commit with
-    the old files, or at the new one with every new file intact."""
+    the old files, or at the new one with every new file intact.
+
+    KILL_AT is seconds after the committer starts, or the request after whose answer the server dies: the
+    LFS batch (the 24 MiB PUT is under way), the LFS verify (the commit POST is about to go or in flight),
+    the commit (it is done). Server events, not sleeps, so each case hits its phase however fast the machine.
+    The committer is its own process, killed with the server: it would only wait out its retry backoff
+    (about 23 s) against a server that is gone, which proves nothing about the server's state."""
+    import queue
     import signal
     import time
 
@@ -452,28 +817,52 @@ def test_killed_server_leaves_old_or_new_state_never_half(tmp_path, delay):
     def start() -> tuple[subprocess.Popen, HfApi]:
         proc = subprocess.Popen([sys.executable, "-m", "chatvector", "hub", "serve", "--root", str(root),
                                  "--token", "eve=hf_eve_secret:write", "--lfs-threshold", "1048576"],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         url = proc.stdout.readline().strip().removeprefix("Serving on ")
         return proc, HfApi(endpoint=url, token="hf_eve_secret")
 
+    def echoed_lines(proc: subprocess.Popen) -> queue.Queue:
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()
+        return lines
+
+    # Started first, so its imports overlap the server's start; it waits for the go (the URL) on stdin.
+    committer = subprocess.Popen([sys.executable, "-c", _COMMITTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     proc, client = start()
+    echoed = echoed_lines(proc)
     client.create_repo("eve/crash")
     client.upload_file(path_or_fileobj=b"old", path_in_repo="a.txt", repo_id="eve/crash")
     old_sha = client.model_info("eve/crash").sha
     new_files = {"a.txt": b"new", "big.bin": os.urandom(24 << 20), "small.txt": b"x" * 1000}
     folder = write_files(tmp_path / "new", new_files)
-    uploader = threading.Thread(target=lambda: _swallow(lambda: client.upload_folder(
-        repo_id="eve/crash", folder_path=folder)), daemon=True)
-    uploader.start()
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    uploader.join(timeout=60)
+    while "GET /api/models/eve/crash " not in echoed.get(timeout=60):
+        pass  # the set-up's requests (the last is model_info): the events below are the committer's
+    try:
+        assert committer.stdout.readline().strip() == "ready"
+        committer.stdin.write(f"{client.endpoint} {folder}\n")
+        committer.stdin.flush()
+        if isinstance(kill_at, str):
+            while f"/{kill_at} " not in echoed.get(timeout=60):
+                pass
+        else:
+            time.sleep(kill_at)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        committer.kill()
+        committer.wait(timeout=10)
+        if proc.poll() is None:  # the test failed before the kill
+            proc.kill()
+            proc.wait(timeout=10)
 
     proc, client = start()
+    echoed_lines(proc)  # keeps the pipe drained
     try:
         head = client.model_info("eve/crash").sha
         files = sorted(client.list_repo_files("eve/crash"))
+        if kill_at == "commit/main":
+            assert head != old_sha  # an answered commit survives the kill
         if head == old_sha:
             assert files == [".gitattributes", "a.txt"]
             assert Path(client.hf_hub_download("eve/crash", "a.txt", cache_dir=tmp_path / "c")).read_bytes() == b"old"
@@ -484,10 +873,3 @@ def test_killed_server_leaves_old_or_new_state_never_half(tmp_path, delay):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def _swallow(fn) -> None:
-    try:
-        fn()
-    except Exception:  # the server was killed under it: any client error is expected here
-        pass

@@ -217,7 +217,10 @@ def test_merge_refuses_to_overwrite_a_foreign_folder(tmp_path, capsys):
 
 
 def test_merge_from_the_hub_downloads_only_planned_files(example_repos, hub, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))  # nothing cached yet
     mark = len(hub.requests)
     merge(ROOT / "recipes" / "demo.yaml", tmp_path / "out")
     downloads = {r.path.rsplit("/", 1)[-1] for r in weight_downloads(list(hub.requests)[mark:])}

@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from chatvector.errors import MergeError
-from chatvector.merge import RowCopy, TensorJob, TensorSource, VectorTerm, compute, plan_shards, run_merge, writer
+from chatvector.merge import RowCopy, TensorJob, TensorSource, VectorTerm, compute, plan_shards, run_merge
 from chatvector.merge.blocks import plan_blocks, plan_chunks
 from chatvector.merge.safetensors_io import read_header
 
@@ -251,7 +251,7 @@ def test_chunk_size_never_changes_the_bytes(tmp_path, chunk_bytes):
     assert res.files == big.files
 
 
-def test_staged_pipeline_equals_cpu_loop(tmp_path, monkeypatch):
+def test_staged_pipeline_equals_cpu_loop(tmp_path):
     """The accelerator pipeline (staging, slots, ordered hand-off) run on the CPU device."""
     cp = {"embed": rand((400, 16), torch.bfloat16, 1), "w": rand((16, 16), torch.bfloat16, 2), "n": rand((16,), torch.float32, 3)}
     base = {k: near(v, 0.01, 4, torch.bfloat16) for k, v in cp.items()}
@@ -263,9 +263,10 @@ def test_staged_pipeline_equals_cpu_loop(tmp_path, monkeypatch):
     jobs[0] = TensorJob("embed", (400, 16), "bfloat16", jobs[0].cp, jobs[0].terms, delta_rows=320,
                         row_copies=(RowCopy(350, src(tmp_path, "chat", "embed"), 3),))
     jobs.append(TensorJob("copied", (16,), "float32", src(tmp_path, "cp", "n"), ()))
-    cpu = run_merge(jobs, tmp_path / "cpu", shard_size=7000, chunk_bytes=48, progress=False)
-    monkeypatch.setattr(compute, "make_backend", lambda dev, *args: compute.StagedBackend(dev, *args))
-    staged = run_merge(jobs, tmp_path / "staged", shard_size=7000, chunk_bytes=48, progress=False)
+    cpu = run_merge(jobs, tmp_path / "cpu", shard_size=7000, chunk_bytes=48, device="cpu", progress=False)
+    staged = run_merge(jobs, tmp_path / "staged", shard_size=7000, chunk_bytes=48, device="cpu", backend="staged",
+                       progress=False)
+    assert (cpu.backend, staged.backend) == ("cpu", "staged")
     assert cpu.files == staged.files
     assert len(cpu.files) > 2
     want = reference(cp["embed"], [(0.7, base["embed"], chat["embed"])], torch.bfloat16, 320, [(350, chat["embed"], 3)])
@@ -291,6 +292,19 @@ def test_single_file_layout_and_metadata(tmp_path):
     assert hashlib.sha256(raw).hexdigest() == res.files["model.safetensors"]
     n = int.from_bytes(raw[:8], "little")
     assert (8 + n) % 8 == 0
+
+
+def test_a_given_shard_layout_is_written_as_given(tmp_path):
+    base, chat, cp = triplet(tmp_path, {f"layers.{i}.w": (16, 16) for i in range(3)})
+    jobs = simple_jobs(tmp_path, cp, (0.7,))
+    layout = [["layers.2.w"], ["layers.0.w", "layers.1.w"]]
+    run_merge(jobs, tmp_path / "out", shard_size=1, shards=layout, progress=False)
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    assert index["weight_map"] == {"layers.2.w": "model-00001-of-00002.safetensors",
+                                   "layers.0.w": "model-00002-of-00002.safetensors",
+                                   "layers.1.w": "model-00002-of-00002.safetensors"}
+    with pytest.raises(MergeError, match="must name every job exactly once"):
+        run_merge(jobs, tmp_path / "bad", shard_size=1, shards=[["layers.0.w"]], progress=False)
 
 
 def test_shards_and_index_like_transformers(tmp_path):
@@ -377,14 +391,17 @@ def test_plan_blocks_cover_the_file_exactly():
     assert covered[-1][1] == size
 
 
-def test_buffered_writes_give_the_same_files(tmp_path, monkeypatch):
+def test_buffered_writes_give_the_same_files(tmp_path, caplog):
     """Filesystems without O_DIRECT get ordinary writes of the same blocks."""
     shapes = {"embed": (167, 133), "norm": (133,)}
     base, chat, cp = triplet(tmp_path, shapes)
     direct = run_merge(simple_jobs(tmp_path, cp, (0.7,)), tmp_path / "a", shard_size=30_000, chunk_bytes=8192, progress=False)
-    monkeypatch.setattr(writer, "USE_DIRECT_IO", False)
-    buffered = run_merge(simple_jobs(tmp_path, cp, (0.7,)), tmp_path / "b", shard_size=30_000, chunk_bytes=8192, progress=False)
+    with caplog.at_level("INFO", logger="chatvector.merge.engine"):
+        buffered = run_merge(simple_jobs(tmp_path, cp, (0.7,)), tmp_path / "b", shard_size=30_000, chunk_bytes=8192,
+                             progress=False, direct_io=False)
     assert direct.files == buffered.files
+    assert buffered.direct_io_files == ()
+    assert "(buffered writes: direct_io=False)" in caplog.text
 
 
 def _direct_io_works(folder: Path) -> bool:
@@ -397,20 +414,13 @@ def _direct_io_works(folder: Path) -> bool:
     return True
 
 
-def test_direct_io_is_used_where_the_filesystem_allows(tmp_path, monkeypatch, caplog):
+def test_direct_io_is_used_where_the_filesystem_allows(tmp_path, caplog):
     base, chat, cp = triplet(tmp_path, {"w": (64, 64)})
-    seen = []
-    real = writer._OutFile.finish
-
-    def finish(self):
-        seen.append(self.direct)
-        real(self)
-
-    monkeypatch.setattr(writer._OutFile, "finish", finish)
     with caplog.at_level("INFO", logger="chatvector.merge.engine"):
-        run_merge(simple_jobs(tmp_path, cp), tmp_path / "out", shard_size=1 << 30, progress=True)
-    assert seen == [_direct_io_works(tmp_path)]
-    assert ("buffered writes" in caplog.text) != seen[0]
+        res = run_merge(simple_jobs(tmp_path, cp), tmp_path / "out", shard_size=1 << 30, progress=True)
+    works = _direct_io_works(tmp_path)
+    assert res.direct_io_files == (("model.safetensors",) if works else ())
+    assert ("buffered writes" in caplog.text) != works
     assert "merged 1 tensors" in caplog.text
 
 
@@ -458,7 +468,7 @@ def test_failure_midway_leaves_no_partial_files_and_keeps_old_output(tmp_path, m
 def test_disk_error_in_writer_is_a_merge_error_and_cleans_up(tmp_path, monkeypatch):
     base, chat, cp = triplet(tmp_path, SHAPES)
     calls = {"n": 0}
-    real = writer._pwrite_all
+    real = os.pwrite
 
     def full(fd, data, offset):
         calls["n"] += 1
@@ -466,9 +476,22 @@ def test_disk_error_in_writer_is_a_merge_error_and_cleans_up(tmp_path, monkeypat
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(fd, data, offset)
 
-    monkeypatch.setattr(writer, "_pwrite_all", full)
+    monkeypatch.setattr(os, "pwrite", full)  # the one call that writes merged bytes
     with pytest.raises(MergeError, match="disk is full"):
         run_merge(simple_jobs(tmp_path, cp, (0.7,)), tmp_path / "out", shard_size=300, chunk_bytes=16, progress=False)
+    assert os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="no posix_fallocate")
+def test_full_disk_fails_when_the_file_is_reserved(tmp_path, monkeypatch):
+    base, chat, cp = triplet(tmp_path, SHAPES)
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(MergeError, match=r"not enough disk space for model-00001-of-\d{5}\.safetensors .*the disk is full"):
+        run_merge(simple_jobs(tmp_path, cp, (0.7,)), tmp_path / "out", shard_size=300, progress=False)
     assert os.listdir(tmp_path / "out") == []
 
 
@@ -552,6 +575,9 @@ def test_bad_arguments(tmp_path):
         run_merge([], tmp_path / "out", shard_size=1 << 30, progress=False)
     with pytest.raises(MergeError, match="chunk_bytes must be positive"):
         run_merge(jobs, tmp_path / "out", shard_size=1 << 30, chunk_bytes=0, progress=False)
+    with pytest.raises(MergeError, match="backend 'gpu' is not one of auto, cpu, staged"):
+        run_merge(jobs, tmp_path / "out", shard_size=1 << 30, backend="gpu", progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
@@ -695,6 +721,15 @@ def test_cuda_equals_cpu_bit_exactly_with_unit_coefficients(tmp_path, out_dt):
     gpu = run_merge(jobs, tmp_path / "gpu", shard_size=40_000, chunk_bytes=4096, device="cuda", progress=False)
     assert gpu.device.startswith("cuda")
     assert gpu.files == cpu.files
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_runs_the_staged_backend_and_refuses_cpu_workers(tmp_path):
+    jobs = _gpu_case(tmp_path, "bfloat16")((1.0, 1.0))
+    assert run_merge(jobs, tmp_path / "gpu", shard_size=40_000, device="cuda", progress=False).backend == "staged"
+    with pytest.raises(MergeError, match="backend 'cpu' computes on the CPU; it cannot run on device cuda"):
+        run_merge(jobs, tmp_path / "out", shard_size=40_000, device="cuda", backend="cpu", progress=False)
 
 
 @pytest.mark.gpu

@@ -26,11 +26,11 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_plan_of_every_example_recipe(name, example_repos, hub, hub_env, api):
+def test_plan_of_every_example_recipe(name, example_repos, hub, api, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
     mark = len(hub.requests)
-    result = run_cli(["plan", str(RECIPES / name), "--json"], hub_env)
-    assert result.returncode == 0, result.stderr
-    plan = json.loads(result.stdout)
+    assert main(["plan", str(RECIPES / name), "--json"]) == 0, capsys.readouterr().err
+    plan = json.loads(capsys.readouterr().out)
     recipe = load_recipe(RECIPES / name)
     for role, repo_id in example_repos[name].items():
         source = plan["sources"][role]
@@ -47,10 +47,10 @@ def test_plan_of_every_example_recipe(name, example_repos, hub, hub_env, api):
     assert weight_downloads(list(hub.requests)[mark:]) == []
 
 
-def test_plan_text_shows_sources_coefficients_and_kept_tensors(example_repos, hub_env):
-    result = run_cli(["plan", str(RECIPES / "demo.yaml")], hub_env)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+def test_plan_text_shows_sources_coefficients_and_kept_tensors(example_repos, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    assert main(["plan", str(RECIPES / "demo.yaml")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
     sha = HfApi(token=WRITE_TOKEN.secret).model_info("demo/tiny-llama-cp").sha
     assert f"demo/tiny-llama-cp@{sha}" in out
     assert "layers   0-1: 0.8 | 2-3: 1" in out
@@ -152,7 +152,7 @@ def test_missing_repo(tmp_path, capsys, monkeypatch, llama):
 def test_unknown_revision(tmp_path, capsys, monkeypatch, llama):
     body = recipe_text(llama, chat=f"{{repo_id: {llama['chat']}, revision: v9}}")
     code, err = plan_exit(tmp_path, capsys, monkeypatch, body)
-    assert code == 2 and err.endswith(f"chat.revision: revision 'v9' does not exist in {llama['chat']}")
+    assert code == 2 and err.endswith(f"chat.revision: revision 'v9' does not exist in {llama['chat']} (it has main)")
 
 
 def test_private_repo_without_token(tmp_path, capsys, monkeypatch, llama):
@@ -199,3 +199,156 @@ def test_chat_template_that_does_not_parse_fails_the_plan(tmp_path, capsys, monk
     (chat / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}{% broken %}")
     code, err = plan_exit(tmp_path, capsys, monkeypatch, recipe_text(llama, chat=f"{{path: {chat}}}"))
     assert code == 2 and "output.chat_template: the chat template does not parse (line 1): " in err
+
+
+# -- every problem at once, with suggestions ----------------------------------------------------------------
+def test_every_plan_problem_is_reported_at_once_in_file_order(tmp_path, capsys, monkeypatch, llama, hub, api):
+    body = (f"base: {{repo_id: {llama['base']}}}\nchat: {{repo_id: {llama['chat']}, revision: mian}}\n"
+            f"cp: {{repo_id: {llama['cp']}}}\n"
+            'coefficients:\n  layers: {"7": 0.5}\n'
+            'special_tokens: ["<|eot_id|>", "<|eot_idd|>", "<|nope|>"]\n'
+            "card: {license: MIT, language: [korean, KO], tags: [merge, Merge]}\n")
+    mark = len(hub.requests)
+    code, err = plan_exit(tmp_path, capsys, monkeypatch, body)
+    r, cp = tmp_path / "r.yaml", f"{llama['cp']}@{api.model_info(llama['cp']).sha}"
+    assert code == 2
+    assert err.splitlines() == [
+        f"error: {r}:2: chat.revision: revision 'mian' does not exist in {llama['chat']} (did you mean 'main'?)",
+        f'error: {r}:5: coefficients.layers."7": layer 7 does not exist (the cp model has 4 layers)',
+        f"error: {r}:6: special_tokens[1]: token '<|eot_idd|>' is not in cp's tokenizer ({cp}) "
+        "(did you mean '<|eot_id|>'?)",
+        f"error: {r}:6: special_tokens[2]: token '<|nope|>' is not in cp's tokenizer ({cp})",
+        f"error: {r}:7: card.license: 'MIT' is not a Hub license id (did you mean 'mit'?)",
+        f"error: {r}:7: card.language[0]: 'korean' is a language name, not an ISO 639 code (did you mean 'ko'?)",
+        f"error: {r}:7: card.language[1]: 'KO' must be in lower case (did you mean 'ko'?)",
+        f"error: {r}:7: card.tags[1]: duplicate tag 'Merge' (the Hub compares tags ignoring case: 'merge' is "
+        "already listed)",
+    ]
+    assert weight_downloads(list(hub.requests)[mark:]) == []
+
+
+def test_duplicate_tags_within_the_recipe_are_refused(tmp_path, capsys, monkeypatch, llama):
+    code, err = plan_exit(tmp_path, capsys, monkeypatch, recipe_text(llama) + "card: {tags: [korean, Korean]}\n")
+    assert code == 2 and err == (f"error: {tmp_path}/r.yaml:4: card.tags[1]: duplicate tag 'Korean' (the Hub "
+                                 "compares tags ignoring case: 'korean' is already listed)")
+
+
+def test_license_other_needs_a_name(tmp_path, capsys, monkeypatch, llama):
+    code, err = plan_exit(tmp_path, capsys, monkeypatch, recipe_text(llama) + "card: {license: other}\n")
+    assert code == 2 and "card.license: license: other needs card.license_name" in err
+
+
+@pytest.mark.parametrize("rules, field, message", [
+    ('[{match: "layernrom", value: 0.0}]', "coefficients.modules[0].match",
+     "'layernrom' matches no tensor of cp ({cp}) (did you mean 'layernorm'?)"),
+    ('[{match: "norm", value: 0.0}, {match: "layernorm", value: 0.5}]', "coefficients.modules[1].match",
+     "'layernorm' never decides a coefficient: every tensor it matches is matched first by rule 0 ('norm') "
+     "(the first match wins); move it up or remove it"),
+], ids=["typo", "shadowed"])
+def test_module_rules_that_decide_nothing_are_errors(tmp_path, capsys, monkeypatch, llama, hub, api, rules, field,
+                                                     message):
+    mark = len(hub.requests)
+    code, err = plan_exit(tmp_path, capsys, monkeypatch, recipe_text(llama) + f"coefficients:\n  modules: {rules}\n")
+    cp = f"{llama['cp']}@{api.model_info(llama['cp']).sha}"
+    assert code == 2 and err == f"error: {tmp_path}/r.yaml:5: {field}: " + message.format(cp=cp)
+    assert weight_downloads(list(hub.requests)[mark:]) == []
+
+
+# -- tokens the output needs ------------------------------------------------------------------------------
+def _retokenize(folder: Path, drop: str) -> None:
+    """Rename token `drop` in a tokenizer.json (its id stays, so rows still line up for the other tokens)."""
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    for entry in tok["added_tokens"]:
+        if entry["content"] == drop:
+            entry["content"] = "<|renamed|>"
+    vocab = tok["model"]["vocab"]
+    if drop in vocab:
+        vocab["<|renamed|>"] = vocab.pop(drop)
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+    config = folder / "tokenizer_config.json"
+    data = json.loads(config.read_text())
+    for entry in (data.get("added_tokens_decoder") or {}).values():
+        if entry.get("content") == drop:
+            entry["content"] = "<|renamed|>"
+    config.write_text(json.dumps(data))
+
+
+def test_end_of_turn_and_template_tokens_missing_from_cp_fail_the_plan(tmp_path, capsys, monkeypatch, llama):
+    cp = write_triplet(tmp_path / "m", TripletSpec(arch="llama", extra_cp_tokens=20))["cp"]
+    _retokenize(cp, "<|eot_id|>")
+    code, err = plan_exit(tmp_path, capsys, monkeypatch, recipe_text(llama, cp=f"{{path: {cp}}}"))
+    assert code == 2
+    lines = err.splitlines()
+    assert f"error: {tmp_path}/r.yaml:2: chat: the chat model's end-of-turn token '<|eot_id|>' is not in cp's " \
+           f"tokenizer ({cp}): generation could not stop at the end of a turn" in lines
+    assert any("output.chat_template: the chat template writes '<|eot_id|>', which cp's tokenizer" in line
+               and "split into pieces the model never saw" in line for line in lines)
+
+
+def test_cp_without_tokenizer_files_fails_the_plan(tmp_path, capsys, monkeypatch, llama):
+    cp = write_triplet(tmp_path / "m", TripletSpec(arch="llama"))["cp"]
+    (cp / "tokenizer.json").unlink()
+    code, err = plan_exit(tmp_path, capsys, monkeypatch, recipe_text(llama, cp=f"{{path: {cp}}}"))
+    assert code == 2 and err == (f"error: {tmp_path}/r.yaml:3: cp.path: {cp} has no tokenizer files (one of "
+                                 "tokenizer.json, tokenizer.model, vocab.json, vocab.txt)")
+
+
+def test_chat_template_that_does_not_render_fails_the_plan(tmp_path, capsys, monkeypatch, llama):
+    chat = write_triplet(tmp_path / "t", TripletSpec(arch="llama"))["chat"]
+    (chat / "chat_template.jinja").write_text("{{ raise_exception('no chats here') }}")
+    code, err = plan_exit(tmp_path, capsys, monkeypatch, recipe_text(llama, chat=f"{{path: {chat}}}"))
+    assert code == 2 and err.endswith("output.chat_template: the chat template does not render a sample "
+                                      "conversation: no chats here")
+
+
+# -- licenses ----------------------------------------------------------------------------------------------
+def test_license_warning_when_the_output_license_differs_from_the_sources(tmp_path, capsys, monkeypatch):
+    folders = write_triplet(tmp_path / "m", TripletSpec(arch="qwen2"))
+    for role in ("base", "chat"):
+        (folders[role] / "README.md").write_text("---\nlicense: llama3\n---\n# a model\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\ncard: {license: mit}\n"
+                      "target: {repo_id: alice/license-warning}\n")
+    assert main(["plan", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "Warnings\n  the output's license mit differs from its sources' licenses (base: llama3, chat: llama3)" \
+           in out
+    assert main(["publish", str(recipe), "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "> **Note:** the output's license mit differs from its sources' licenses (base: llama3, chat: llama3)" \
+           in card
+
+
+# -- the two bugs ------------------------------------------------------------------------------------------
+def test_local_source_inside_a_cache_folder_is_read(tmp_path, capsys):
+    """A `path:` source under any `.cache` folder (the HF cache itself) is a normal folder."""
+    write_triplet(tmp_path / ".cache" / "models", TripletSpec(arch="llama"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("base: {path: .cache/models/base}\nchat: {path: .cache/models/chat}\n"
+                      "cp: {path: .cache/models/cp}\n")
+    assert main(["plan", str(recipe), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert len(plan["sources"]["cp"]["weight_files"]) > 1 and plan["tensors"]
+
+
+def _add_token_without_a_row(folder: Path, token: str) -> None:
+    """The tokenizer lists one token more than the model has rows, as Qwen2's does after loading."""
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    next_id = max([*tok["model"]["vocab"].values(), *(t["id"] for t in tok["added_tokens"])]) + 1
+    tok["added_tokens"].append({"id": next_id, "content": token, "single_word": False, "lstrip": False,
+                                "rstrip": False, "normalized": False, "special": True})
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+
+
+def test_vocabulary_alignment_ignores_token_ids_past_the_embedding_rows(tmp_path, capsys):
+    folders = write_triplet(tmp_path / "m", TripletSpec(arch="llama", extra_cp_tokens=20))
+    for role in ("base", "chat"):
+        _add_token_without_a_row(folders[role], "<|endoftext|>")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\n")
+    assert main(["plan", str(recipe), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    rows = plan["sources"]["base"]["embedding_rows"]
+    assert plan["sources"]["base"]["vocab_size"] == rows + 1  # the token past the rows
+    embed = next(t for t in plan["tensors"] if t["name"] == "model.embed_tokens.weight")
+    assert embed["delta_rows"] == rows and plan["vocabulary"]["cp_extra_tokens"] == 20

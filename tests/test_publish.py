@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from chatvector.cli import main
 from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
 from tests.conftest import READ_TOKEN, WRITE_TOKEN, weight_downloads
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +44,32 @@ def new_target() -> str:
     return f"alice/published-{uuid.uuid4().hex[:8]}"
 
 
-def publish_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "chatvector", "publish", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=300)
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def publish_cli(capsys, monkeypatch):
+    """`chatvector publish ARGS` in-process (the process boundary is not what these tests are about)."""
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+
+    def run(args: list[str]) -> Run:
+        capsys.readouterr()
+        code = main(["publish", *args])
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
 
 
 @pytest.mark.slow
-def test_publish_end_to_end_then_rerun_is_a_noop(tmp_path, sources, hub, hub_env, api):
+def test_publish_end_to_end_then_rerun_is_a_noop(tmp_path, sources, hub, publish_cli, api):
     target = new_target()
     recipe = recipe_for(tmp_path, sources, target, "output: {shard_size: 150KB}\n")
-    result = publish_cli([str(recipe)], hub_env)
+    result = publish_cli([str(recipe)])
     assert result.returncode == 0, result.stderr
     assert f"published {target} at " in result.stdout and WRITE_TOKEN.secret not in result.stdout + result.stderr
 
@@ -86,7 +99,7 @@ def test_publish_end_to_end_then_rerun_is_a_noop(tmp_path, sources, hub, hub_env
 
     head = api.model_info(target).sha
     mark = len(hub.requests)
-    again = publish_cli([str(recipe)], hub_env)
+    again = publish_cli([str(recipe)])
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("nothing changed:")
     assert api.model_info(target).sha == head
@@ -96,14 +109,14 @@ def test_publish_end_to_end_then_rerun_is_a_noop(tmp_path, sources, hub, hub_env
 
 
 @pytest.mark.slow
-def test_new_cp_revision_makes_a_new_commit_without_stale_shards(tmp_path, hub_env, api):
+def test_new_cp_revision_makes_a_new_commit_without_stale_shards(tmp_path, publish_cli, api):
     folders = write_triplet(tmp_path / "m", TripletSpec(arch="llama", extra_cp_tokens=20))
     repos = {role: f"alice/moving-{uuid.uuid4().hex[:6]}-{role}" for role in folders}
     for role, folder in folders.items():
         upload_model(api, folder, repos[role])
     target = new_target()
     recipe = recipe_for(tmp_path, repos, target, "output: {shard_size: 150KB}\n")
-    assert publish_cli([str(recipe)], hub_env).returncode == 0
+    assert publish_cli([str(recipe)]).returncode == 0
     old_files = set(api.list_repo_files(target))
     assert "model.safetensors.index.json" in old_files
 
@@ -111,7 +124,7 @@ def test_new_cp_revision_makes_a_new_commit_without_stale_shards(tmp_path, hub_e
     upload_model(api, write_triplet(tmp_path / "m2", TripletSpec(arch="llama", extra_cp_tokens=20, seed=7))["cp"],
                  repos["cp"])
     recipe.write_text(recipe.read_text().replace("150KB", "1GB"))
-    result = publish_cli([str(recipe)], hub_env)
+    result = publish_cli([str(recipe)])
     assert result.returncode == 0, result.stderr
     files = set(api.list_repo_files(target))
     assert "model.safetensors" in files
@@ -122,10 +135,10 @@ def test_new_cp_revision_makes_a_new_commit_without_stale_shards(tmp_path, hub_e
     assert provenance["inputs"]["cp"]["sha"] == api.model_info(repos["cp"]).sha
 
 
-def test_dry_run_pushes_nothing_and_shows_files_and_card(tmp_path, sources, hub_env, api):
+def test_dry_run_pushes_nothing_and_shows_files_and_card(tmp_path, sources, publish_cli, api):
     target = new_target()
     out = tmp_path / "preview"
-    result = publish_cli([str(recipe_for(tmp_path, sources, target)), "--dry-run", "--out", str(out)], hub_env)
+    result = publish_cli([str(recipe_for(tmp_path, sources, target)), "--dry-run", "--out", str(out)])
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"dry run: would commit to {api.endpoint}/{target}")
     assert "  + README.md" in result.stdout and f"card: {out / 'README.md'}" in result.stdout
@@ -281,6 +294,24 @@ def test_comment_only_recipe_edit_is_a_noop(tmp_path, sources, monkeypatch, caps
     assert api.model_info(target).sha == head
 
 
+def test_readme_only_upstream_commit_is_a_noop(tmp_path, sources, monkeypatch, capsys, api, hub):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    target = new_target()
+    recipe = recipe_for(tmp_path, sources, target)
+    assert main(["publish", str(recipe)]) == 0
+    head, cp_before = api.model_info(target).sha, api.model_info(sources["cp"]).sha
+    api.upload_file(path_or_fileobj=b"# The cp model\n\nNow with a card.\n", path_in_repo="README.md",
+                    repo_id=sources["cp"])
+    assert api.model_info(sources["cp"]).sha != cp_before  # upstream moved, but not what the merge reads
+    mark = len(hub.requests)
+    capsys.readouterr()
+    assert main(["publish", str(recipe)]) == 0
+    assert capsys.readouterr().out.startswith("nothing changed:")
+    log = list(hub.requests)[mark:]
+    assert weight_downloads(log) == [] and not any("/commit/" in r.path for r in log)
+    assert api.model_info(target).sha == head
+
+
 def test_card_template_errors_come_early_or_leave_nothing(tmp_path, sources, monkeypatch, capsys, hub):
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
     (tmp_path / "broken.j2").write_text("# {{ title }\n")
@@ -289,9 +320,11 @@ def test_card_template_errors_come_early_or_leave_nothing(tmp_path, sources, mon
     mark = len(hub.requests)
     assert main(["publish", str(recipe), "--dry-run", "--out", str(tmp_path / "out")]) == 2
     assert "broken.j2:1:" in capsys.readouterr().err and list(hub.requests)[mark:] == []
-    (tmp_path / "broken.j2").write_text("# {{ nope }}\n")  # parses, fails only when rendered
+    (tmp_path / "broken.j2").write_text("# {{ nope }}\n")  # parses, fails only when rendered: before the merge
+    mark = len(hub.requests)
     assert main(["publish", str(recipe), "--dry-run", "--out", str(tmp_path / "out")]) == 2
     assert "broken.j2:1: 'nope' is undefined (card.template)" in capsys.readouterr().err
+    assert weight_downloads(list(hub.requests)[mark:]) == []
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
 

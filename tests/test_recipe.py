@@ -251,10 +251,29 @@ def test_error_at_builds_a_located_recipe_error(tmp_path):
 
 def test_check_layers_wraps_coefficient_problems_with_locations():
     recipe = parse_recipe(FULL, "recipe.yaml")
-    recipe.check_layers(32)
-    with pytest.raises(RecipeError) as info:
-        recipe.check_layers(20)
-    assert str(info.value) == 'recipe.yaml:7: coefficients.layers."31": layer 31 does not exist (the cp model has 20 layers)'
+    assert recipe.check_layers(32) == []
+    [problem] = recipe.check_layers(20)
+    assert problem.line == 7
+    assert problem.text == 'recipe.yaml:7: coefficients.layers."31": layer 31 does not exist (the cp model has 20 layers)'
+
+
+def test_normalized_recipe_ignores_layout_comments_quoting_and_defaults(tmp_path):
+    one = parse_recipe("base: {repo_id: a/b, revision: 1.0}\nchat: {repo_id: a/c}\ncp: {repo_id: a/d}\n", tmp_path / "r.yaml")
+    two = parse_recipe("# a comment\ncp:   {repo_id: a/d}\nchat: {repo_id: a/c, revision: main}\n"
+                       "base:\n  revision: \"1.0\"\n  repo_id: a/b\ncoefficients: {default: 1}\n"
+                       "commit_message: not part of the output\n", tmp_path / "r.yaml")
+    assert one.normalized() == two.normalized() and one.normalized_sha256 == two.normalized_sha256
+    three = parse_recipe("base: {repo_id: a/b, revision: 1.0}\nchat: {repo_id: a/c}\ncp: {repo_id: a/d}\n"
+                         "coefficients: {default: 0.9}\n", tmp_path / "r.yaml")
+    assert three.normalized_sha256 != one.normalized_sha256
+
+
+def test_normalized_recipe_counts_named_files_by_content(tmp_path):
+    (tmp_path / "t.jinja").write_text("{{ messages }}")
+    text = "base: {repo_id: a/b}\nchat: {repo_id: a/c}\ncp: {repo_id: a/d}\noutput: {chat_template: t.jinja}\n"
+    before = parse_recipe(text, tmp_path / "r.yaml").normalized_sha256
+    (tmp_path / "t.jinja").write_text("{{ messages }}{{ eos_token }}")
+    assert parse_recipe(text, tmp_path / "r.yaml").normalized_sha256 != before
 
 
 def test_require_target_names_target_repo_id():

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import struct
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from chatvector import verify
+from chatvector.conventions import DTYPE_BY_CODE
 from chatvector.errors import VerificationError
-from chatvector.merge.safetensors_io import InputFile, read_header
+from chatvector.merge.safetensors_io import read_header
 from chatvector.testing import tinymodels as tm
 from chatvector.verify import Check, VerificationReport, verify_model_folder
 
@@ -41,13 +48,19 @@ def chat(triplets, tmp_path) -> Path:
     return Path(shutil.copytree(triplets["llama"]["chat"], tmp_path / "chat"))
 
 
-def plan_of(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    names = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
-    plan = {}
+def stored(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{tensor: (shape, safetensors dtype code)} over every shard, as the safetensors library reads them."""
+    out = {}
     for shard in sorted(folder.glob("*.safetensors")):
-        for name, info in read_header(shard).tensors.items():
-            plan[name] = (info.shape, names[info.dtype])
-    return plan
+        with safe_open(shard, framework="pt") as f:
+            for name in f.keys():
+                sl = f.get_slice(name)
+                out[name] = (tuple(sl.get_shape()), sl.get_dtype())
+    return out
+
+
+def plan_of(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {name: (shape, DTYPE_BY_CODE[code].name) for name, (shape, code) in stored(folder).items()}
 
 
 def by_name(report: VerificationReport) -> dict[str, Check]:
@@ -173,19 +186,146 @@ def test_any_chunk_size_finds_the_last_element(chat, chunk_bytes):
     assert detail.startswith(f"{name}: 1 non-finite value of 25920 (first: inf at flat index 25919)")
 
 
-def test_values_are_read_in_chunks_no_larger_than_chunk_bytes(chat, monkeypatch):
-    reads = []
-    original = InputFile.tensor
+class SpyOpen:
+    """Stands in for `safe_open` in chatvector.verify: records the bytes of every tensor read through it."""
 
-    def spy(self, info, first, count):
-        reads.append(count * info.itemsize)
-        return original(self, info, first, count)
+    opens = 0
+    reads: list[int] = []
+    fail: str | None = None  # raise on reading values of this tensor
 
-    monkeypatch.setattr(InputFile, "tensor", spy)
+    def __init__(self, *args, **kwargs):
+        type(self).opens += 1
+        self.f = _real_safe_open(*args, **kwargs)
+
+    def __enter__(self):
+        self.f.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def get_slice(self, name):
+        return _SpySlice(self.f.get_slice(name), name, type(self))
+
+    def get_tensor(self, name):
+        x = self.f.get_tensor(name)
+        type(self).reads.append(x.numel() * x.element_size())
+        return x
+
+
+class _SpySlice:
+    def __init__(self, sl, name, spy):
+        self.sl, self.name, self.spy = sl, name, spy
+
+    def __getattr__(self, name):
+        return getattr(self.sl, name)
+
+    def __getitem__(self, key):
+        if self.name == self.spy.fail:
+            raise OSError(5, "Input/output error")
+        x = self.sl[key]
+        self.spy.reads.append(x.numel() * x.element_size())
+        return x
+
+
+_real_safe_open = safe_open
+
+
+@pytest.fixture
+def spy(monkeypatch) -> type[SpyOpen]:
+    cls = type("Spy", (SpyOpen,), {"opens": 0, "reads": [], "fail": None})
+    monkeypatch.setattr(verify, "safe_open", cls)
+    return cls
+
+
+def stored_bytes(folder: Path) -> int:
+    return sum(math.prod(shape) * DTYPE_BY_CODE[code].itemsize for shape, code in stored(folder).values())
+
+
+def test_values_are_read_in_chunks_no_larger_than_chunk_bytes(chat, spy):
     assert verify_model_folder(chat, chunk_bytes=1000).ok
-    assert max(reads) <= 1000
-    stored = sum(info.end - info.start for s in chat.glob("*.safetensors") for info in read_header(s).tensors.values())
-    assert sum(reads) == stored  # every byte read once
+    assert max(spy.reads) <= 1000
+    assert sum(spy.reads) == stored_bytes(chat)  # every byte read once
+
+
+def test_a_row_larger_than_chunk_bytes_is_read_alone(chat, spy):
+    assert verify_model_folder(chat, chunk_bytes=100).ok  # rows are 128 or 256 bytes here
+    assert max(spy.reads) == 256
+    assert sum(spy.reads) == stored_bytes(chat)
+
+
+def test_files_are_reopened_so_mapped_pages_do_not_pile_up(chat, spy, monkeypatch):
+    monkeypatch.setattr(verify, "_REMAP_BYTES", 4096)
+    assert verify_model_folder(chat, chunk_bytes=1000).ok
+    shards = len(list(chat.glob("*.safetensors")))
+    # One open per shard to list it, then one per 4 KiB read or so in the values pass.
+    assert spy.opens >= shards + stored_bytes(chat) // (4096 + 1000)
+
+
+_MEMORY_CHILD = textwrap.dedent(
+    """
+    import json, sys, threading, time
+    from pathlib import Path
+    from chatvector import verify
+
+    def status():
+        out = {}
+        for line in open("/proc/self/status"):
+            k, v = line.split(":", 1)
+            if k in ("RssAnon", "VmRSS"):
+                out[k] = int(v.split()[0]) * 1024
+        return out
+
+    verify._REMAP_BYTES = 16 << 20
+    folder = Path(sys.argv[1])
+    weights = verify._read_weights(folder)
+    base = status()
+    peak = dict(base)
+    stop = False
+    def watch():
+        while not stop:
+            for k, v in status().items():
+                peak[k] = max(peak[k], v)
+            time.sleep(0.002)
+    t = threading.Thread(target=watch, daemon=True); t.start()
+    try:
+        check = verify._check_finite(weights, 1 << 20)
+    finally:
+        stop = True; t.join()
+    print(json.dumps({"anon": peak["RssAnon"] - base["RssAnon"], "rss": peak["VmRSS"] - base["VmRSS"],
+                      "ok": check.ok, "detail": check.detail}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_peak_memory_of_the_values_pass_is_bounded(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    tensors = {"embed": torch.randn((16384, 2048), generator=g).to(torch.bfloat16)}  # 64 MiB, one tensor
+    tensors |= {f"layers.{i}.w": torch.randn((1024, 1024), generator=g).to(torch.bfloat16) for i in range(16)}
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    del tensors
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(tmp_path)], cwd=root, capture_output=True, text=True,
+                         check=True, timeout=300)
+    peak = json.loads(res.stdout.strip().splitlines()[-1])
+    assert peak["ok"] and peak["detail"] == "17 tensors, 50.3 M values checked", peak
+    # The file is 96 MiB and its largest tensor 64 MiB: reading views of the library's mapping costs no
+    # anonymous memory, and reopening the file every 16 MiB keeps the mapped pages near that.
+    assert peak["anon"] < 16 << 20, peak
+    assert peak["rss"] < 40 << 20, peak
+
+
+def test_a_read_error_midway_is_a_failed_check_naming_the_file(chat, spy):
+    name = "model.layers.1.mlp.up_proj.weight"
+    spy.fail = name
+    report = verify_model_folder(chat)
+    assert failed(report) == {
+        "all tensors finite": f"{shard_of(chat, name).name}: cannot read {name}: [Errno 5] Input/output error"
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,8 +425,9 @@ def test_no_weights_at_all(chat):
         (lambda b: struct.pack("<Q", 1 << 40) + b[8:], "header length 1099511627776 does not fit"),
         (lambda b: b[:8] + b"{not json" + b[17:], "header is not valid JSON"),
         (lambda b: b[:200], "header length"),
+        (lambda b: b[:-100], "lies at bytes [" ),
     ],
-    ids=["length", "json", "truncated"],
+    ids=["length", "json", "truncated", "data"],
 )
 def test_corrupt_header_is_named_and_other_checks_still_run(chat, damage, message):
     shard = chat / "model-00002-of-00005.safetensors"
@@ -299,6 +440,71 @@ def test_corrupt_header_is_named_and_other_checks_still_run(chat, damage, messag
     checks = by_name(report)
     assert checks["chat template renders"].ok and checks["tokenizer fits the vocabulary"].ok
     assert report.sample is not None
+
+
+# A writer bug that the engine's own header parser would not notice: the file is written by hand,
+# byte by byte, as a buggy writer would, and must fail verification because the safetensors library
+# (what transformers loads with) refuses it.
+
+
+def write_by_hand(path: Path, tensors: dict[str, torch.Tensor], bug: str) -> None:
+    doc: dict = {"__metadata__": {"format": "pt"}}
+    data = b""
+    for name, t in tensors.items():
+        raw = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        code = next(d.code for d in DTYPE_BY_CODE.values() if getattr(torch, d.name) == t.dtype)
+        doc[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    first = next(iter(tensors))
+    end = doc[first]["data_offsets"][1]
+    if bug == "gap":  # 8 stray bytes after the first tensor; the later offsets account for them
+        for name in list(tensors)[1:]:
+            doc[name]["data_offsets"] = [o + 8 for o in doc[name]["data_offsets"]]
+        data = data[:end] + bytes(8) + data[end:]
+    elif bug == "overlap":  # a second name for the first tensor's bytes
+        doc[first + ".alias"] = dict(doc[first])
+    elif bug == "trailing":  # bytes past the last tensor
+        data += bytes(16)
+    elif bug == "metadata":  # a metadata value that is not a string
+        doc["__metadata__"]["total_size"] = len(data)
+    head = json.dumps(doc).encode()
+    head += b" " * (-len(head) % 8)
+    path.write_bytes(struct.pack("<Q", len(head)) + head + data)
+
+
+@pytest.mark.parametrize(
+    "bug, said",
+    [
+        ("gap", "invalid offset for tensor"),
+        ("overlap", "invalid offset for tensor"),
+        ("trailing", "file not fully covered"),
+        ("metadata", "expected a string"),
+    ],
+)
+def test_a_file_only_the_engines_own_parser_accepts_fails(chat, bug, said):
+    shard = shard_of(chat, "model.norm.weight")
+    tensors = load_file(shard)
+    write_by_hand(shard, tensors, bug)
+    assert set(read_header(shard).tensors) >= set(tensors)  # the merge engine's parser sees nothing wrong
+    report = verify_model_folder(chat)
+    detail = failed(report)["weights are readable"]
+    assert detail.startswith(f"{shard.name}: the safetensors library cannot read it (")
+    assert said in detail and detail.endswith("; the file is corrupt")
+    assert failed(report)["all tensors finite"].startswith("not fully checked: ")
+
+
+def test_a_file_written_by_hand_without_a_bug_passes(chat):
+    shard = shard_of(chat, "model.norm.weight")
+    write_by_hand(shard, load_file(shard), bug="none")
+    report = verify_model_folder(chat, plan_of(chat))
+    assert report.ok, failed(report)
+
+
+def test_metadata_format_transformers_refuses(chat):
+    shard = shard_of(chat, "model.norm.weight")
+    save_file(load_file(shard), shard, metadata={"format": "np"})
+    detail = failed(verify_model_folder(chat))["weights are readable"]
+    assert detail == f"{shard.name}: metadata format 'np'; transformers loads only pt, tf, flax, mlx"
 
 
 def test_unreadable_index(chat):

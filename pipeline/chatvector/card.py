@@ -18,7 +18,7 @@ Variables a template sees (all always defined; see `templates/model_card.md.j2` 
     default, layer_rows [{layers, value}], layer_count, module_rules [{match, value}], chart_file
     special_tokens [{token, cp_row, chat_row}], vocabulary (dict or None), chat_template, dtype
     checks [{name, ok, detail}] (None when none were recorded), sample (or None), output (dict)
-    license, license_source ("recipe", "cp" or None), metadata (the card data dict)
+    license, license_source ("recipe", "cp" or None), license_warnings [str], metadata (the card data dict)
     recipe_text, recipe_path, recipe_sha256, recipe_fence ("```" or longer), extra (card.extra)
 
 Filters: `num` (0.5, 1.0: shortest stable text), `cell` (plain text safe inside a markdown table
@@ -47,7 +47,6 @@ from chatvector.units import human_bytes
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 DEFAULT_TEMPLATE = TEMPLATE_DIR / "model_card.md.j2"
 DEFAULT_ENDPOINT = "https://huggingface.co"
-BASE_TAGS = ("chat-vector", "merge")
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 _VECTOR_ROLE = re.compile(r"^vectors\[(\d+)\]\.(base|chat)$")
 
@@ -77,19 +76,20 @@ def render_card(
 
 
 def build_card_data(provenance: dict) -> ModelCardData:
-    """The card metadata: base_model (every Hub source, cp first), license, language, tags."""
+    """The card metadata the plan decided: base_model (every Hub source, cp first), license, language, tags."""
     card = provenance.get("card") or {}
-    license_, _ = _license(provenance)
-    base_models = _base_models(provenance)
-    tags = list(dict.fromkeys([*BASE_TAGS, *(card.get("tags") or [])]))
+    base_models = list(card.get("base_models") or [])
+    license_ = card.get("license")
     return ModelCardData(
         base_model=base_models or None,
         base_model_relation="merge" if base_models else None,
         license=license_,
+        license_name=card.get("license_name") if license_ == "other" else None,
+        license_link=card.get("license_link") if license_ == "other" else None,
         language=list(card.get("language") or []) or None,
         library_name="transformers",
         pipeline_tag="text-generation",
-        tags=tags,
+        tags=list(card.get("tags") or []) or None,
     )
 
 
@@ -99,7 +99,7 @@ def validate_card_text(text: str, expected: dict | None = None) -> dict:
     Raises VerificationError when the text has no metadata block, does not parse, differs from
     `expected` (when given), or breaks the Hub's metadata rules (those `POST /api/validate-yaml` applies).
     """
-    from chatvector.localhub.cardmeta import validate_card  # the Hub's rules, as the local Hub applies them
+    from chatvector.cardrules import card_errors  # the Hub's rules, as the local Hub applies them too
 
     if not text.startswith("---\n"):
         raise VerificationError("model card: README.md must start with a '---' metadata block")
@@ -110,7 +110,7 @@ def validate_card_text(text: str, expected: dict | None = None) -> dict:
     if expected is not None and parsed != expected:
         diff = sorted(k for k in parsed.keys() | expected.keys() if parsed.get(k) != expected.get(k))
         raise VerificationError(f"model card: metadata does not round-trip through ModelCard (keys {diff})")
-    errors = validate_card(text)
+    errors = card_errors(text)
     if errors:
         raise VerificationError("model card: " + "; ".join(errors))
     return parsed
@@ -165,6 +165,7 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
         "sample": None if verification is None else verification.get("sample"),
         "license": license_,
         "license_source": license_source,
+        "license_warnings": list((p.get("card") or {}).get("warnings") or []),
         "metadata": metadata,
         "recipe_text": recipe_text,
         "recipe_path": (p.get("recipe") or {}).get("path"),
@@ -181,24 +182,14 @@ def _chat_template(value: str | None) -> str:
 
 
 def _license(p: dict) -> tuple[str | None, str | None]:
-    """The recipe's card.license, else cp's card license, else none; with where it came from."""
-    own = (p.get("card") or {}).get("license")
-    if own:
-        return own, "recipe"
-    cp_license = ((p.get("inputs") or {}).get("cp") or {}).get("license")
-    return (cp_license, "cp") if cp_license else (None, None)
+    """The output's license as the plan decided it, and where it came from ("recipe", "cp" or None)."""
+    card = p.get("card") or {}
+    return card.get("license"), card.get("license_source") if card.get("license") else None
 
 
 def _roles(p: dict) -> list[str]:
     """Input roles in card order: cp, then each vector's chat and base (each role once)."""
     return list(dict.fromkeys(["cp"] + [role for v in p.get("vectors") or [] for role in (v["chat"], v["base"])]))
-
-
-def _base_models(p: dict) -> list[str]:
-    """cp's repository, then each vector's chat and base repository; no duplicates, no local folders."""
-    inputs = p.get("inputs") or {}
-    repos = [inputs[r].get("repo_id") for r in _roles(p) if r in inputs]
-    return list(dict.fromkeys(r for r in repos if r))
 
 
 def _role_label(role: str) -> str:

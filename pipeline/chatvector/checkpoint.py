@@ -1,45 +1,67 @@
-"""What planning knows about one checkpoint, read from metadata only: config, tokenizer, tensor headers."""
+"""What planning knows about one checkpoint, read once from its metadata files: config, tokenizer, chat
+template, end-of-turn token, card license and tensor headers. Nothing here re-reads a file later: the plan
+keeps what it decides, and later stages never open a source's metadata again."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from chatvector.errors import CompatibilityError
-from chatvector.recipe import Recipe
+from chatvector.conventions import (
+    CARD_FILE,
+    CHAT_TEMPLATE_FILE,
+    CHAT_TEMPLATE_JSON_FILE,
+    CONFIG_FILE,
+    DTYPE_BY_CODE,
+    DTYPE_BY_NAME,
+    GENERATION_CONFIG_FILE,
+    LAYER_CONFIG_KEYS,
+    MERGEABLE_CODES,
+    SINGLE_WEIGHTS_FILE,
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_VOCAB_FILES,
+    VOCAB_TENSOR,
+    WEIGHTS_INDEX_FILE,
+)
+from chatvector.errors import FieldError
 from chatvector.sources import ResolvedSource, read_safetensors_headers
 
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
 log = logging.getLogger(__name__)
-
-ST_TO_TORCH = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64"}
-DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
-_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
-# Tensors whose first axis is the vocabulary, by architecture naming convention.
-VOCAB_TENSOR = re.compile(r"(^|\.)(embed_tokens|lm_head|wte|embed_in|embed_out|word_embeddings|tok_embeddings)\.weight$")
-
-
-TEMPLATE_FILE = "chat_template.jinja"
 
 
 @dataclass(frozen=True)
 class ChatTemplate:
-    value: str | list  # a template, or a list of named templates
+    value: str | list  # a template, or a list of named templates [{name, template}]
     in_config: bool  # stored in tokenizer_config.json's "chat_template" field, not chat_template.jinja
+
+    @property
+    def stored_in(self) -> str:
+        return TOKENIZER_CONFIG_FILE if self.in_config or not isinstance(self.value, str) else CHAT_TEMPLATE_FILE
+
+    def default_text(self) -> str:
+        """The template transformers uses when none is named: the only one, or the one named "default"."""
+        if isinstance(self.value, str):
+            return self.value
+        named = {t.get("name"): t.get("template", "") for t in self.value if isinstance(t, dict)}
+        return named.get("default") or next(iter(named.values()), "")
 
 
 @dataclass(frozen=True)
 class TensorMeta:
     name: str
-    dtype: str  # torch name: "bfloat16", "float16", "float32"
+    dtype: str  # torch name: "bfloat16", "float16", "float32", "float64"
     shape: tuple[int, ...]
     file: str  # file within the checkpoint
 
     @property
     def nbytes(self) -> int:
-        return DTYPE_BYTES.get(self.dtype, 4) * math.prod(self.shape)
+        return DTYPE_BY_NAME[self.dtype].itemsize * math.prod(self.shape)
 
 
 @dataclass
@@ -47,12 +69,26 @@ class Checkpoint:
     resolved: ResolvedSource
     config: dict
     tensors: dict[str, TensorMeta]
-    tokens: list[str] = field(repr=False)  # token string of each id
+    weight_files: list[str]
+    tokens: list[str | None] = field(repr=False)  # token string of each id (None for a gap in the ids)
+    special_tokens: tuple[str, ...] = ()  # the tokenizer's special and added tokens
+    eos_token: str | None = None  # the tokenizer's eos token (its end of turn, for a chat model)
     generation_config: dict | None = None
+    chat_template: ChatTemplate | None = None
+    license: str | None = None  # from its model card's metadata
+    metadata_files: tuple[str, ...] = ()  # the metadata files read (all but the card)
+    tokenizer: Any = field(default=None, repr=False)  # the loaded tokenizer, while planning only
+
+    def __post_init__(self) -> None:
+        self._ids = {t: i for i, t in enumerate(self.tokens) if t is not None}
 
     @property
     def role(self) -> str:
         return self.resolved.role
+
+    @property
+    def label(self) -> str:
+        return self.resolved.label
 
     @property
     def model_type(self) -> str:
@@ -65,7 +101,7 @@ class Checkpoint:
 
     @property
     def num_layers(self) -> int:
-        for key in _LAYER_KEYS:
+        for key in LAYER_CONFIG_KEYS:
             if isinstance(self.config.get(key), int):
                 return self.config[key]
         from chatvector.coefficients import layer_index
@@ -75,19 +111,29 @@ class Checkpoint:
 
     @property
     def vocab_size(self) -> int:
+        """Token ids the tokenizer knows (its highest id + 1)."""
         return len(self.tokens)
 
     @property
+    def embedding_rows(self) -> int | None:
+        """Rows of the vocabulary tensors (the fewest, when embed_tokens and lm_head differ); None without any."""
+        rows = [t.shape[0] for t in self.tensors.values() if VOCAB_TENSOR.search(t.name) and t.shape]
+        return min(rows) if rows else None
+
+    @property
+    def aligned_ids(self) -> int:
+        """Token ids that have an embedding row: ids past the rows (tokens a tokenizer adds on load) index
+        nothing, so only these need to line up with another checkpoint's."""
+        rows = self.embedding_rows
+        return self.vocab_size if rows is None else min(self.vocab_size, rows)
+
+    @property
     def dtype(self) -> str:
-        """The most common tensor dtype (the checkpoint's dtype)."""
+        """The most common tensor dtype, by bytes (the checkpoint's dtype)."""
         counts: dict[str, int] = {}
         for t in self.tensors.values():
             counts[t.dtype] = counts.get(t.dtype, 0) + t.nbytes
         return max(counts, key=counts.get) if counts else "float32"
-
-    @property
-    def weight_files(self) -> list[str]:
-        return sorted({t.file for t in self.tensors.values()})
 
     @property
     def weight_bytes(self) -> int:
@@ -97,87 +143,127 @@ class Checkpoint:
     def tied(self) -> bool:
         return not any(n.endswith("lm_head.weight") for n in self.tensors)
 
-    @property
-    def chat_template(self) -> ChatTemplate | None:
-        """The template from chat_template.jinja, chat_template.json or tokenizer_config.json."""
-        jinja = self.resolved.file_path(TEMPLATE_FILE)
-        if jinja.is_file():
-            return ChatTemplate(jinja.read_text(encoding="utf-8"), in_config=False)
-        for name in ("chat_template.json", "tokenizer_config.json"):
-            path = self.resolved.file_path(name)
-            if path.is_file():
-                value = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
-                if value:
-                    return ChatTemplate(value, in_config=True)
-        return None
-
     def token_id(self, token: str) -> int | None:
-        try:
-            return self.tokens.index(token)
-        except ValueError:
-            return None
+        return self._ids.get(token)
 
 
-def load_checkpoint(recipe: Recipe, resolved: ResolvedSource, api=None) -> Checkpoint:
-    config = _read_json(recipe, resolved, "config.json", required=True)
-    if config.get("auto_map") and not recipe.trust_remote_code:
-        raise recipe.error_at("trust_remote_code", f"{resolved.label} needs custom code (config.json has auto_map); "
-                              "set `trust_remote_code: true` only if you trust that repository")
-    weight_files = _weight_files(recipe, resolved)
-    headers = read_safetensors_headers(recipe, resolved, weight_files, api=api)
+def load_checkpoint(api: "HfApi", resolved: ResolvedSource, *, trust_remote_code: bool = False) -> Checkpoint:
+    """Read one checkpoint's metadata. Raises FieldError naming the recipe field of what is wrong."""
+    config = _read_json(resolved, CONFIG_FILE, required=True)
+    if config.get("auto_map") and not trust_remote_code:
+        raise FieldError("trust_remote_code", f"{resolved.label} needs custom code (config.json has auto_map); "
+                         "set `trust_remote_code: true` only if you trust that repository")
+    weight_files = _weight_files(resolved)
     tensors: dict[str, TensorMeta] = {}
-    for file, entries in headers.items():
-        for name, (st_dtype, shape) in entries.items():
-            if st_dtype not in ST_TO_TORCH:
-                raise CompatibilityError(f"{resolved.label}: tensor {name} has dtype {st_dtype}; only float "
-                                         "checkpoints can be merged")
-            tensors[name] = TensorMeta(name, ST_TO_TORCH[st_dtype], tuple(shape), file)
-    tokens = _read_tokens(recipe, resolved)
-    generation = _read_json(recipe, resolved, "generation_config.json", required=False)
+    for file, entries in read_safetensors_headers(api, resolved, weight_files).items():
+        for name, (code, shape) in entries.items():
+            if code not in MERGEABLE_CODES:
+                raise FieldError(resolved.field, f"{resolved.label}: tensor {name} has dtype {code}; only float "
+                                 "checkpoints (BF16, F16, F32, F64) can be merged")
+            tensors[name] = TensorMeta(name, DTYPE_BY_CODE[code].name, tuple(shape), file)
+    tokenizer = _load_tokenizer(resolved, trust_remote_code)
+    tokens = _token_strings(tokenizer)
+    tok_config = _read_json(resolved, TOKENIZER_CONFIG_FILE, required=False) or {}
+    eos = tok_config.get("eos_token", getattr(tokenizer, "eos_token", None))
+    if isinstance(eos, dict):  # older files store AddedToken dicts
+        eos = eos.get("content")
+    checkpoint = Checkpoint(
+        resolved, config, tensors, weight_files, tokens,
+        special_tokens=_special_tokens(tokenizer), eos_token=eos if isinstance(eos, str) else None,
+        generation_config=_read_json(resolved, GENERATION_CONFIG_FILE, required=False),
+        chat_template=_chat_template(resolved), license=_card_license(resolved),
+        metadata_files=tuple(sorted(n for n in resolved.files if resolved.file_path(n).is_file()
+                                    and not n.endswith(".safetensors") and n != CARD_FILE)),
+        tokenizer=tokenizer,
+    )
     log.debug("%s: %d tensors in %d files, %d tokens", resolved.label, len(tensors), len(weight_files), len(tokens))
-    return Checkpoint(resolved, config, tensors, tokens, generation)
+    return checkpoint
 
 
-def _read_json(recipe: Recipe, resolved: ResolvedSource, name: str, required: bool) -> dict | None:
+def _read_json(resolved: ResolvedSource, name: str, required: bool) -> dict | None:
     path = resolved.file_path(name)
     if not path.is_file():
         if required:
-            raise recipe.error_at(_field(resolved), f"{resolved.label} has no {name}; is it a transformers model?")
+            raise FieldError(resolved.field, f"{resolved.label} has no {name}; is it a transformers model?")
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
-        raise CompatibilityError(f"{resolved.label}: {name} is not valid JSON: {err}") from None
+        raise FieldError(resolved.field, f"{resolved.label}: {name} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise FieldError(resolved.field, f"{resolved.label}: {name} is not a JSON object")
+    return data
 
 
-def _field(resolved: ResolvedSource) -> str:
-    return f"{resolved.role}.{'path' if resolved.is_local else 'repo_id'}"
-
-
-def _weight_files(recipe: Recipe, resolved: ResolvedSource) -> list[str]:
-    index = _read_json(recipe, resolved, "model.safetensors.index.json", required=False)
+def _weight_files(resolved: ResolvedSource) -> list[str]:
+    index = _read_json(resolved, WEIGHTS_INDEX_FILE, required=False)
     if index is not None:
-        files = sorted(set((index.get("weight_map") or {}).values()))
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise FieldError(resolved.field, f"{resolved.label}: {WEIGHTS_INDEX_FILE} has no weight_map of file names")
+        files = sorted(set(weight_map.values()))
         missing = [f for f in files if f not in resolved.files]
         if missing:
-            raise CompatibilityError(f"{resolved.label}: model.safetensors.index.json names {missing[0]}, "
-                                     "which the repository does not have")
+            raise FieldError(resolved.field, f"{resolved.label}: {WEIGHTS_INDEX_FILE} names {missing[0]}, which "
+                             "the repository does not have")
         return files
-    if "model.safetensors" in resolved.files:
-        return ["model.safetensors"]
+    if SINGLE_WEIGHTS_FILE in resolved.files:
+        return [SINGLE_WEIGHTS_FILE]
     if any(n.endswith(".bin") for n in resolved.files):
-        raise recipe.error_at(_field(resolved), f"{resolved.label} has only pickle (.bin) weights; chatvector reads "
-                              "safetensors only (convert it first, e.g. with the Hub's convert space)")
-    raise recipe.error_at(_field(resolved), f"{resolved.label} has no safetensors weights")
+        raise FieldError(resolved.field, f"{resolved.label} has only pickle (.bin) weights; chatvector reads "
+                         "safetensors only (convert it first, e.g. with the Hub's convert space)")
+    raise FieldError(resolved.field, f"{resolved.label} has no safetensors weights")
 
 
-def _read_tokens(recipe: Recipe, resolved: ResolvedSource) -> list[str]:
-    """Token string of every id, from the tokenizer files alone."""
+def _load_tokenizer(resolved: ResolvedSource, trust_remote_code: bool):
+    if not any(name in resolved.files for name in TOKENIZER_VOCAB_FILES):
+        raise FieldError(resolved.field, f"{resolved.label} has no tokenizer files (one of "
+                         f"{', '.join(TOKENIZER_VOCAB_FILES)})")
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.folder, trust_remote_code=recipe.trust_remote_code)
-    except Exception as err:  # transformers raises many types here; the message is what matters
-        raise CompatibilityError(f"{resolved.label}: its tokenizer does not load: {str(err).splitlines()[0]}") from None
-    size = len(tokenizer)
-    return [str(t) for t in tokenizer.convert_ids_to_tokens(list(range(size)))]
+        return AutoTokenizer.from_pretrained(resolved.folder, trust_remote_code=trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - transformers raises many types here; the message is what matters
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FieldError(resolved.field, f"{resolved.label}: its tokenizer does not load: {text}") from None
+
+
+def _token_strings(tokenizer) -> list[str | None]:
+    """The token string of every id, gaps as None (from the vocabulary map: no per-id conversion)."""
+    vocab = tokenizer.get_vocab()
+    size = max(len(tokenizer), max(vocab.values(), default=-1) + 1)
+    tokens: list[str | None] = [None] * size
+    for token, index in vocab.items():
+        if 0 <= index < size:
+            tokens[index] = token
+    return tokens
+
+
+def _special_tokens(tokenizer) -> tuple[str, ...]:
+    added = [t.content for t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values()]
+    special = list(getattr(tokenizer, "all_special_tokens", []) or [])
+    return tuple(dict.fromkeys(t for t in special + added if isinstance(t, str) and t))
+
+
+def _chat_template(resolved: ResolvedSource) -> ChatTemplate | None:
+    """The template from chat_template.jinja, chat_template.json or tokenizer_config.json, in that order."""
+    jinja = resolved.file_path(CHAT_TEMPLATE_FILE)
+    if jinja.is_file():
+        return ChatTemplate(jinja.read_text(encoding="utf-8"), in_config=False)
+    for name in (CHAT_TEMPLATE_JSON_FILE, TOKENIZER_CONFIG_FILE):
+        data = _read_json(resolved, name, required=False)
+        if data and data.get("chat_template"):
+            return ChatTemplate(data["chat_template"], in_config=True)
+    return None
+
+
+def _card_license(resolved: ResolvedSource) -> str | None:
+    """The license in the checkpoint's model card metadata, when it has a card."""
+    readme = resolved.file_path(CARD_FILE)
+    if not readme.is_file():
+        return None
+    from chatvector.cardrules import parse_card_data
+
+    data = parse_card_data(readme.read_text(encoding="utf-8", errors="replace")) or {}
+    value = data.get("license")
+    return value if isinstance(value, str) else None

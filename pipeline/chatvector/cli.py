@@ -50,20 +50,28 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
         "Example:\n  chatvector plan recipes/demo.yaml\n  chatvector plan recipes/demo.yaml --json > plan.json",
     )
     plan.add_argument("recipe", help="the recipe YAML file")
-    plan.add_argument("--json", action="store_true", help="print the plan as one JSON document")
+    plan.add_argument("--json", action="store_true",
+                      help="print the plan as one JSON document: a lock for `merge|publish --plan`")
     plan.set_defaults(func=_cmd_plan)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     import json
 
-    from chatvector.plan import make_plan
+    from chatvector.hub import connect
     from chatvector.plan_report import render
+    from chatvector.planner import make_plan
     from chatvector.recipe import load_recipe
 
-    plan = make_plan(load_recipe(args.recipe))
-    print(json.dumps(plan.to_dict(), indent=2) if args.json else render(plan))
+    plan = make_plan(load_recipe(args.recipe), connect())
+    print(json.dumps(plan.to_dict(), indent=2, ensure_ascii=False) if args.json else render(plan))
     return 0
+
+
+def _plan_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", metavar="PLAN_JSON", default=None,
+                        help="use this lock (from `chatvector plan RECIPE --json > plan.json`): exactly its commits "
+                             "and decisions; refused when the recipe or an input changed since")
 
 
 def _add_merge(sub: argparse._SubParsersAction) -> None:
@@ -76,11 +84,14 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
         "sharded safetensors, config, generation config, cp's tokenizer with the chat model's chat\n"
         "template and end-of-turn token, and chatvector.json (provenance). The folder is verified\n"
         "before it appears under its final name.\n\n"
-        "Example:\n  chatvector merge recipes/demo.yaml --out ./merged --device cpu",
+        "Examples:\n  chatvector merge recipes/demo.yaml --out ./merged --device cpu\n"
+        "  chatvector plan recipes/demo.yaml --json > plan.json   # pin everything, review it\n"
+        "  chatvector merge recipes/demo.yaml --plan plan.json --out ./merged",
     )
     merge.add_argument("recipe", help="the recipe YAML file")
     merge.add_argument("--out", required=True, metavar="DIR", help="output folder (created or replaced)")
     _device_option(merge)
+    _plan_option(merge)
     merge.set_defaults(func=_cmd_merge)
 
 
@@ -90,7 +101,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     from chatvector.recipe import load_recipe
     from chatvector.runner import merge
 
-    outcome = merge(load_recipe(args.recipe), Path(args.out), device=args.device)
+    outcome = merge(load_recipe(args.recipe), Path(args.out), device=args.device, plan_file=args.plan)
     checks = outcome.provenance["verification"]["checks"]
     files = sum(1 for p in outcome.out_dir.iterdir() if p.is_file())
     print(f"wrote {outcome.out_dir} ({files} files, merged on "
@@ -121,6 +132,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     publish.add_argument("--tag", metavar="TAG", help="tag the new commit")
     publish.add_argument("--out", metavar="DIR", help="keep the assembled model folder here")
     _device_option(publish)
+    _plan_option(publish)
     publish.add_argument("--force", action="store_true", help="publish even when nothing upstream changed")
     publish.set_defaults(func=_cmd_publish)
 
@@ -133,7 +145,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)
     recipe.require_target()
-    result = publish(recipe, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag,
+    result = publish(recipe, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag, plan_file=args.plan,
                      out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force)
     if not result.changed and result.pr_url:
         print(f"nothing changed: the open pull request {result.pr_url} already proposes this output "
@@ -221,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
+        for line in str(err).splitlines() or [type(err).__name__]:  # one line each, every problem at once
+            print(f"error: {line}", file=sys.stderr)
         return err.exit_code
     except OSError as err:  # a path or the disk, named by the OS; one line, no traceback
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""

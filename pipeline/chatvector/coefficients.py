@@ -189,6 +189,18 @@ class Coefficients:
         """(field path, message) for every layer setting the model cannot satisfy; empty when all fit."""
         return self.layers.check(num_layers) if self.layers is not None else []
 
+    def normalized(self) -> dict:
+        """The schedule as plain data, for the recipe's canonical form."""
+        layers: dict | None = None
+        if isinstance(self.layers, LayerRanges):
+            layers = {"ranges": sorted([r.first, r.last, r.value] for r in self.layers.ranges)}
+        elif isinstance(self.layers, LayerList):
+            layers = {"list": list(self.layers.values)}
+        elif isinstance(self.layers, Gradient):
+            layers = {"gradient": list(self.layers.anchors)}
+        return {"default": self.default, "layers": layers,
+                "modules": [{"match": m.match, "value": m.value} for m in self.modules]}
+
 
 def layer_runs(values: list[float]) -> list[tuple[int, int, float]]:
     """Consecutive layers with one λ, as (first, last, value): the compact form tables and plans show."""

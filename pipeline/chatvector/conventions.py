@@ -53,6 +53,8 @@ METADATA_PATTERNS = (
     WEIGHTS_INDEX_FILE,
     CARD_FILE,
 )
+SMALL_FILE_BYTES = 10 * 1024 * 1024  # the Hub's LFS threshold: larger files are always LFS there, and are
+# identified by size and mtime (not content) when they are local
 # Weight files an output replaces: an earlier version's files that the new one lacks are deleted.
 OWNED_WEIGHT_FILE = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$")
 

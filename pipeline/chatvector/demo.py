@@ -40,8 +40,7 @@ def run_demo(root: Path = ROOT / ".demo", recipe_path: Path = DEFAULT_RECIPE) ->
 
 
 def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> int:
-    from huggingface_hub import HfApi
-
+    from chatvector.hub import connect
     from chatvector.publish import publish
     from chatvector.recipe import load_recipe
     from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
@@ -49,7 +48,7 @@ def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> int:
     say("1/5", f"Local Hub serving {root / 'hub'} on {hub.url} (HF_ENDPOINT points there)")
     recipe = load_recipe(recipe_path)
     target = recipe.require_target()
-    api = HfApi()
+    api = connect()
 
     say("2/5", "Generating a tiny Llama-style base, its chat model, and a cp with 20 extra Korean tokens")
     folders = write_triplet(root / "models", TripletSpec(arch="llama", extra_cp_tokens=20))
@@ -60,7 +59,7 @@ def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> int:
 
     say("3/5", f"Publishing {recipe_path.relative_to(ROOT) if recipe_path.is_relative_to(ROOT) else recipe_path}"
         " (plan → fetch → merge → verify → card → push)")
-    result = publish(recipe, out_dir=root / "out", force=False)
+    result = publish(recipe, api=api, out_dir=root / "out")
     if result.changed:
         print(f"  one commit {result.commit[:10]}: {', '.join(result.added)}")
     else:
@@ -73,7 +72,7 @@ def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> int:
           " chat model's template, and generation would stop at its <|eot_id|>)")
 
     say("5/5", "Publishing again: upstream did not change, so nothing is downloaded or pushed")
-    again = publish(recipe)
+    again = publish(recipe, api=api)
     print(f"  {'nothing changed' if not again.changed else 'published again?!'}: head stays {again.commit[:10]}")
 
     card = root / "out" / "README.md"

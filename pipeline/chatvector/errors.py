@@ -1,8 +1,13 @@
 """The project's error hierarchy.
 
-Library code raises these; only the CLI turns them into one line on stderr and exit code 2.
-Messages name the file or field at fault and never contain a token.
+Library code raises these; only the CLI turns them into lines on stderr and exit code 2.
+Messages name the file or field at fault and the fix, and never contain a token.
 """
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 
 class PipelineError(Exception):
@@ -19,8 +24,17 @@ class CompatibilityError(PipelineError):
     """The base, chat and cp checkpoints cannot be merged as the recipe asks."""
 
 
+class FieldError(PipelineError):
+    """A problem with one recipe field ("cp.revision"): the plan lists it, located, with the others."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
 class HubError(PipelineError):
-    """A Hub repository, revision or file could not be reached."""
+    """A Hub repository, revision or file could not be reached, or the Hub refused a write."""
 
 
 class MergeError(PipelineError):
@@ -29,3 +43,21 @@ class MergeError(PipelineError):
 
 class VerificationError(PipelineError):
     """The merged model failed a check that must pass before anything is published."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong, found before any weight byte moved. `line` orders problems in file order
+    (None: not tied to a recipe line, listed after those that are)."""
+
+    text: str
+    line: int | None = None
+
+
+class PlanError(PipelineError):
+    """Every problem the plan and the pre-flight checks found, one line each, in recipe-file order."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        ordered = sorted(dict.fromkeys(problems), key=lambda p: (p.line is None, p.line or 0))
+        self.problems = ordered
+        super().__init__("\n".join(p.text for p in ordered))

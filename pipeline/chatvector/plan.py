@@ -1,27 +1,75 @@
-"""The plan: a recipe resolved against the checkpoints' metadata, before any weight is downloaded.
+"""The plan: what a run will do, decided from the checkpoints' metadata before any weight byte moves.
 
-`make_plan` pins every source to a commit, reads configs, tokenizers and safetensors headers, checks that the
-checkpoints can be merged as asked, and decides every output tensor's coefficients. The plan is the lock of
-later stages: the same plan gives the same output bytes.
+A `Plan` holds every fact later stages need (see `chatvector.planner.make_plan`, which makes one): the
+pinned sources and the files the run reads from each, every output tensor's coefficients, rows and sources,
+the shard layout, the chat template and where it is stored, the end-of-turn token and its ids, how each
+support file is made, the card's metadata and the fingerprint. Later stages only execute it.
+`Plan.to_dict()` / `Plan.from_dict()` make it a lock file (`chatvector plan --json > plan.json`, then
+`merge|publish --plan plan.json`).
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from chatvector import __version__
-from chatvector.checkpoint import DTYPE_BYTES, VOCAB_TENSOR, Checkpoint, load_checkpoint
-from chatvector.errors import CompatibilityError
+from chatvector.conventions import DTYPE_BY_NAME
 from chatvector.recipe import Recipe
-from chatvector.sources import resolve_source
 
-log = logging.getLogger(__name__)
-MAX_LISTED = 10
+PLAN_FORMAT = 1  # the version of plan.json's layout
+
+
+# --------------------------------------------------------------------------------------------------
+# What the plan holds (everything JSON-able; see to_dict / from_dict)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    size: int
+    id: str  # "sha256:..." (LFS), "git:<blob id>", or "local:<size>:<mtime_ns>" (a large local file)
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    role: str
+    repo_id: str | None
+    path: str | None
+    revision: str | None
+    sha: str | None
+    architecture: str
+    model_type: str
+    layers: int
+    vocab_size: int
+    embedding_rows: int | None
+    dtype: str
+    tied: bool
+    license: str | None
+    weight_files: tuple[str, ...]  # every weight file of the checkpoint
+    weight_bytes: int
+    files: dict[str, InputFile]  # every file the run reads from it: the weights it needs and the metadata
+
+    @property
+    def is_local(self) -> bool:
+        return self.path is not None
+
+    @property
+    def label(self) -> str:
+        return self.path if self.path is not None else f"{self.repo_id}@{self.sha}"
+
+    @property
+    def key(self) -> str:
+        """Equal for two roles that name the same checkpoint (a base shared by two vectors)."""
+        return self.label
+
+
+@dataclass(frozen=True)
+class VectorPlan:
+    base: str  # roles: "base" or "vectors[1].base"
+    chat: str
+    weight: float
 
 
 @dataclass(frozen=True)
@@ -39,258 +87,265 @@ class TensorPlan:
     out_dtype: str
     lambdas: tuple[float, ...]  # one per vector: weight × coefficient(tensor)
     reason: str  # which rule chose the coefficient
+    files: dict[str, str]  # role → the file holding this tensor, for every role it is read from
     kept: str = ""  # non-empty: cp's value is kept, and why
-    delta_rows: int | None = None  # vocabulary tensors: rows that get the delta
+    delta_rows: int | None = None  # vocabulary tensors: rows [0, delta_rows) get the delta
     row_copies: tuple[RowCopy, ...] = ()
 
     @property
     def out_bytes(self) -> int:
-        return DTYPE_BYTES[self.out_dtype] * math.prod(self.shape)
+        return DTYPE_BY_NAME[self.out_dtype].itemsize * math.prod(self.shape)
 
     @property
     def merged(self) -> bool:
         return not self.kept and any(lam != 0 for lam in self.lambdas)
 
 
+@dataclass(frozen=True)
+class ModulePlan:
+    match: str
+    value: float
+    decides: int  # tensors whose coefficient this rule decides
+
+
+@dataclass(frozen=True)
+class SupportFile:
+    """One output file besides the weights: cp's file copied (`copy_from`), with JSON keys set or removed;
+    or `text` written as is."""
+
+    name: str
+    copy_from: str | None = None
+    set: dict = field(default_factory=dict)
+    unset: tuple[str, ...] = ()
+    text: str | None = None
+
+    @property
+    def is_json(self) -> bool:
+        return self.text is None and (bool(self.set) or bool(self.unset) or self.copy_from is None)
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    dtype: str
+    shard_size: int
+    shards: tuple[tuple[str, ...], ...]  # tensor names of each weight file, in order
+    files: tuple[str, ...]  # the weight files' names (plus the index when sharded)
+    total_bytes: int
+    chat_template_source: str  # "chat", "cp" or a file name
+    chat_template_stored_in: str  # chat_template.jinja or tokenizer_config.json
+    eos_token: str | None
+    eos_ids: tuple[int, ...]  # in cp's (the output's) ids
+    support_files: tuple[SupportFile, ...]
+
+
+@dataclass(frozen=True)
+class CardPlan:
+    license: str | None
+    license_source: str | None  # "recipe", "cp" or None
+    license_name: str | None
+    license_link: str | None
+    language: tuple[str, ...]
+    tags: tuple[str, ...]
+    base_models: tuple[str, ...]  # Hub sources, cp first
+
+
 @dataclass
 class Plan:
-    recipe: Recipe
-    checkpoints: dict[str, Checkpoint]  # by recipe field path: "base", "chat", "vectors[1].base", "cp"
-    tensors: list[TensorPlan]
-    ignored: list[tuple[str, str]] = field(default_factory=list)  # tensors of base/chat that cp lacks
-    notes: list[str] = field(default_factory=list)
+    tool_version: str
+    recipe_path: str
+    recipe_name: str
+    recipe_sha256: str  # of the normalized recipe
+    sources: dict[str, SourcePlan]  # by recipe field path: "base", "chat", "vectors[1].base", "cp"
+    vectors: tuple[VectorPlan, ...]
+    num_layers: int
+    default: float
+    layer_values: tuple[float, ...]
+    modules: tuple[ModulePlan, ...]
+    tensors: tuple[TensorPlan, ...]
+    output: OutputPlan
+    card: CardPlan
+    fingerprint: dict
+    shared_tokens: int = 0  # leading token ids every checkpoint has, with the same strings and a row
+    ignored: tuple[tuple[str, str], ...] = ()  # tensors of base/chat that cp lacks, and where they are
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    recipe: Recipe | None = field(default=None, repr=False, compare=False)  # attached, never serialized
 
     @property
-    def cp(self) -> Checkpoint:
-        return self.checkpoints["cp"]
+    def cp(self) -> SourcePlan:
+        return self.sources["cp"]
 
     @property
-    def first_chat(self) -> Checkpoint:
-        return self.checkpoints[self.recipe.vectors[0].path_of("chat")]
-
-    @property
-    def num_layers(self) -> int:
-        return self.cp.num_layers
+    def first_chat(self) -> SourcePlan:
+        return self.sources[self.vectors[0].chat]
 
     @property
     def output_bytes(self) -> int:
-        return sum(t.out_bytes for t in self.tensors)
+        return self.output.total_bytes
+
+    @property
+    def cp_extra_tokens(self) -> int:
+        """Token ids (with a row) only cp has: its extended vocabulary."""
+        cp = self.cp
+        return max(0, min(cp.vocab_size, cp.embedding_rows or cp.vocab_size) - self.shared_tokens)
+
+    @property
+    def special_rows(self) -> tuple[RowCopy, ...]:
+        return next((t.row_copies for t in self.tensors if t.row_copies), ())
 
     @property
     def download_files(self) -> dict[str, list[str]]:
-        """Weight files each Hub checkpoint must download (local ones are read in place)."""
-        needed: dict[str, set[str]] = {role: set() for role in self.checkpoints}
+        """Weight files each Hub checkpoint must download; a checkpoint named by two roles is listed once."""
+        needed: dict[str, set[str]] = {}
+        first_role: dict[str, str] = {}
+        for role, source in self.sources.items():
+            if not source.is_local:
+                first_role.setdefault(source.key, role)
         for t in self.tensors:
-            needed["cp"].add(self.cp.tensors[t.name].file)
-            if t.merged or t.row_copies:
-                for i, vector in enumerate(self.recipe.vectors):
-                    if t.lambdas[i] != 0:
-                        for key in ("base", "chat"):
-                            role = vector.path_of(key)
-                            needed[role].add(self.checkpoints[role].tensors[t.name].file)
-                if t.row_copies:
-                    needed[self.recipe.vectors[0].path_of("chat")].add(self.first_chat.tensors[t.name].file)
-        return {role: sorted(files) for role, files in needed.items() if not self.checkpoints[role].resolved.is_local}
+            for role, file in t.files.items():
+                source = self.sources[role]
+                if not source.is_local:
+                    needed.setdefault(first_role[source.key], set()).add(file)
+        return {role: sorted(needed[role]) for role in self.sources if role in needed}
 
     @property
     def download_bytes(self) -> int:
-        total = 0
-        for role, files in self.download_files.items():
-            listing = self.checkpoints[role].resolved.files
-            total += sum(listing[f].size for f in files if f in listing)
-        return total
+        return sum(self.sources[role].files[f].size for role, files in self.download_files.items() for f in files)
 
+    def require_recipe(self) -> Recipe:
+        if self.recipe is None:
+            raise ValueError("this plan has no recipe attached (attach_recipe)")
+        return self.recipe
+
+    # -- JSON -----------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """The plan as one JSON document (`chatvector plan --json`, and the provenance's `plan`)."""
-        recipe = self.recipe
+        """The plan as one JSON document (`chatvector plan --json`, the provenance's plan, plan.json)."""
         return {
-            "tool": {"name": "chatvector", "version": __version__},
-            "recipe": {"path": str(recipe.path), "sha256": recipe.sha256, "name": recipe.display_name},
-            "sources": {role: _source_dict(c) for role, c in self.checkpoints.items()},
-            "vectors": [{"base": v.path_of("base"), "chat": v.path_of("chat"), "weight": v.weight}
-                        for v in recipe.vectors],
-            "layers": {"count": self.num_layers, "coefficients": recipe.coefficients.layer_values(self.num_layers)},
-            "modules": [{"match": m.match, "value": m.value} for m in recipe.coefficients.modules],
-            "default": recipe.coefficients.default,
+            "format": PLAN_FORMAT,
+            "tool": {"name": "chatvector", "version": self.tool_version},
+            "recipe": {"path": self.recipe_path, "name": self.recipe_name, "sha256": self.recipe_sha256},
+            "sources": {role: _source_dict(s) for role, s in self.sources.items()},
+            "vectors": [{"base": v.base, "chat": v.chat, "weight": v.weight} for v in self.vectors],
+            "layers": {"count": self.num_layers, "coefficients": list(self.layer_values)},
+            "default": self.default,
+            "modules": [{"match": m.match, "value": m.value, "decides": m.decides} for m in self.modules],
             "special_tokens": [{"token": rc.token, "cp_row": rc.cp_row, "chat_row": rc.chat_row}
-                               for rc in self._special_rows()],
-            "output": {"dtype": recipe.output.dtype or self.cp.dtype, "shard_size": recipe.output.shard_size,
-                       "bytes": self.output_bytes, "chat_template": str(recipe.output.chat_template)},
+                               for rc in self.special_rows],
+            "vocabulary": {"shared_tokens": self.shared_tokens, "cp_extra_tokens": self.cp_extra_tokens},
+            "output": _output_dict(self.output),
+            "card": {"license": self.card.license, "license_source": self.card.license_source,
+                     "license_name": self.card.license_name, "license_link": self.card.license_link,
+                     "language": list(self.card.language), "tags": list(self.card.tags),
+                     "base_models": list(self.card.base_models)},
             "download_bytes": self.download_bytes,
             "download_files": self.download_files,
-            "tensors": [
-                {"name": t.name, "shape": list(t.shape), "dtype": t.out_dtype, "lambdas": list(t.lambdas),
-                 "reason": t.reason, **({"kept": t.kept} if t.kept else {}),
-                 **({"delta_rows": t.delta_rows} if t.delta_rows is not None else {})}
-                for t in self.tensors
-            ],
+            "tensors": [_tensor_dict(t) for t in self.tensors],
             "ignored": [{"name": n, "why": why} for n, why in self.ignored],
-            "notes": self.notes,
+            "notes": list(self.notes),
+            "warnings": list(self.warnings),
+            "fingerprint": self.fingerprint,
         }
 
-    def _special_rows(self) -> tuple[RowCopy, ...]:
-        return next((t.row_copies for t in self.tensors if t.row_copies), ())
+    @classmethod
+    def from_dict(cls, doc: dict) -> "Plan":
+        """The inverse of to_dict. Raises ValueError (KeyError, TypeError) on a document of another shape."""
+        if not isinstance(doc, dict) or doc.get("format") != PLAN_FORMAT:
+            raise ValueError(f"not a chatvector plan of format {PLAN_FORMAT}")
+        out = doc["output"]
+        card = doc["card"]
+        return cls(
+            tool_version=doc["tool"]["version"],
+            recipe_path=doc["recipe"]["path"],
+            recipe_name=doc["recipe"]["name"],
+            recipe_sha256=doc["recipe"]["sha256"],
+            sources={role: _source_from(role, s) for role, s in doc["sources"].items()},
+            vectors=tuple(VectorPlan(v["base"], v["chat"], float(v["weight"])) for v in doc["vectors"]),
+            num_layers=int(doc["layers"]["count"]),
+            default=float(doc["default"]),
+            layer_values=tuple(float(v) for v in doc["layers"]["coefficients"]),
+            modules=tuple(ModulePlan(m["match"], float(m["value"]), int(m["decides"])) for m in doc["modules"]),
+            tensors=tuple(_tensor_from(t) for t in doc["tensors"]),
+            output=OutputPlan(
+                dtype=out["dtype"], shard_size=int(out["shard_size"]),
+                shards=tuple(tuple(s) for s in out["shards"]), files=tuple(out["files"]),
+                total_bytes=int(out["bytes"]), chat_template_source=out["chat_template"],
+                chat_template_stored_in=out["chat_template_stored_in"], eos_token=out["eos_token"],
+                eos_ids=tuple(int(i) for i in out["eos_ids"]),
+                support_files=tuple(SupportFile(f["name"], f.get("copy_from"), dict(f.get("set") or {}),
+                                                tuple(f.get("unset") or ()), f.get("text"))
+                                    for f in out["support_files"]),
+            ),
+            card=CardPlan(card["license"], card["license_source"], card["license_name"], card["license_link"],
+                          tuple(card["language"]), tuple(card["tags"]), tuple(card["base_models"])),
+            fingerprint=dict(doc["fingerprint"]),
+            shared_tokens=int(doc["vocabulary"]["shared_tokens"]),
+            ignored=tuple((i["name"], i["why"]) for i in doc["ignored"]),
+            notes=tuple(doc["notes"]),
+            warnings=tuple(doc["warnings"]),
+        )
 
 
-def _source_dict(c: Checkpoint) -> dict:
-    r = c.resolved
+def _source_dict(s: SourcePlan) -> dict:
     return {
-        "repo_id": r.source.repo_id, "path": str(r.source.path) if r.source.path else None,
-        "revision": r.source.revision if r.source.repo_id else None, "sha": r.sha,
-        "architecture": c.architecture, "model_type": c.model_type, "layers": c.num_layers,
-        "vocab_size": c.vocab_size, "dtype": c.dtype, "tied_embeddings": c.tied,
-        "weight_files": c.weight_files, "weight_bytes": c.weight_bytes,
+        "repo_id": s.repo_id, "path": s.path, "revision": s.revision, "sha": s.sha,
+        "architecture": s.architecture, "model_type": s.model_type, "layers": s.layers, "vocab_size": s.vocab_size,
+        "embedding_rows": s.embedding_rows, "dtype": s.dtype, "tied_embeddings": s.tied, "license": s.license,
+        "weight_files": list(s.weight_files), "weight_bytes": s.weight_bytes,
+        "files": {name: {"size": f.size, "id": f.id} for name, f in s.files.items()},
     }
 
 
-def make_plan(recipe: Recipe, api=None) -> Plan:
-    """Resolve and check everything the merge needs, from metadata alone."""
-    checkpoints: dict[str, Checkpoint] = {}
-    for role, source in recipe.sources():
-        resolved = resolve_source(recipe, role, source, api=api)
-        checkpoints[role] = load_checkpoint(recipe, resolved, api=api)
-    cp = checkpoints["cp"]
-    _check_family(recipe, checkpoints)
-    _check_chat_template(recipe, checkpoints)
-    recipe.check_layers(cp.num_layers)
-    shared_rows = _check_vocabulary(recipe, checkpoints)
-    special = _special_rows(recipe, checkpoints)
-    tensors, ignored, problems = [], [], []
-    for name, meta in cp.tensors.items():
-        tensors.append(_plan_tensor(recipe, checkpoints, name, shared_rows, special, problems))
-    for role, c in checkpoints.items():
-        for name in c.tensors.keys() - cp.tensors.keys():
-            ignored.append((name, f"only in {role}"))
-    if problems:
-        raise CompatibilityError(_summarise("tensors do not match", problems))
-    plan = Plan(recipe, checkpoints, tensors, sorted(set(ignored)))
-    if cp.vocab_size > shared_rows:
-        plan.notes.append(f"cp adds {cp.vocab_size - shared_rows} tokens (ids {shared_rows}..{cp.vocab_size - 1}); "
-                          "their embedding and lm_head rows keep cp's values")
-    if cp.tied:
-        plan.notes.append("cp ties lm_head to embed_tokens; the output stays tied")
-    return plan
+def _source_from(role: str, s: dict) -> SourcePlan:
+    return SourcePlan(
+        role, s["repo_id"], s["path"], s["revision"], s["sha"], s["architecture"], s["model_type"], int(s["layers"]),
+        int(s["vocab_size"]), s["embedding_rows"], s["dtype"], bool(s["tied_embeddings"]), s["license"],
+        tuple(s["weight_files"]), int(s["weight_bytes"]),
+        {name: InputFile(int(f["size"]), f["id"]) for name, f in s["files"].items()},
+    )
 
 
-def _check_family(recipe: Recipe, checkpoints: dict[str, Checkpoint]) -> None:
-    cp = checkpoints["cp"]
-    for role, c in checkpoints.items():
-        where = recipe.location(role)
-        if c.model_type != cp.model_type:
-            raise CompatibilityError(f"{where}: {role}: {c.resolved.label} is a {c.model_type} model but cp "
-                                     f"({cp.resolved.label}) is a {cp.model_type} model; a chat vector only "
-                                     "transfers within one architecture family")
-        if c.num_layers != cp.num_layers:
-            raise CompatibilityError(f"{where}: {role}: {c.resolved.label} has {c.num_layers} layers but cp "
-                                     f"({cp.resolved.label}) has {cp.num_layers}; base, chat and cp must be the "
-                                     "same model size")
+def _tensor_dict(t: TensorPlan) -> dict:
+    doc: dict[str, Any] = {"name": t.name, "shape": list(t.shape), "cp_dtype": t.cp_dtype, "dtype": t.out_dtype,
+                           "lambdas": list(t.lambdas), "reason": t.reason, "files": dict(t.files)}
+    if t.kept:
+        doc["kept"] = t.kept
+    if t.delta_rows is not None:
+        doc["delta_rows"] = t.delta_rows
+    if t.row_copies:
+        doc["row_copies"] = [{"token": r.token, "cp_row": r.cp_row, "chat_row": r.chat_row} for r in t.row_copies]
+    return doc
 
 
-def _check_chat_template(recipe: Recipe, checkpoints: dict[str, Checkpoint]) -> None:
-    choice = recipe.output.chat_template
-    if choice in ("chat", "cp"):
-        source = checkpoints[recipe.vectors[0].path_of("chat") if choice == "chat" else "cp"]
-        if source.chat_template is None:
-            raise recipe.error_at("output.chat_template", f"the {choice} model ({source.resolved.label}) has no "
-                                  "chat template; name a template file instead")
-        templates = source.chat_template.value
-    else:
-        templates = choice.read_text(encoding="utf-8")
-    env = ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"])  # as transformers compiles them
-    for template in [templates] if isinstance(templates, str) else [t.get("template", "") for t in templates]:
-        try:
-            env.parse(template)
-        except jinja2.TemplateSyntaxError as err:
-            raise recipe.error_at("output.chat_template", f"the chat template does not parse (line {err.lineno}): "
-                                  f"{err.message}") from None
+def _tensor_from(t: dict) -> TensorPlan:
+    return TensorPlan(
+        t["name"], tuple(int(d) for d in t["shape"]), t["cp_dtype"], t["dtype"],
+        tuple(float(v) for v in t["lambdas"]), t["reason"], dict(t["files"]), t.get("kept", ""), t.get("delta_rows"),
+        tuple(RowCopy(r["token"], int(r["cp_row"]), int(r["chat_row"])) for r in t.get("row_copies", ())),
+    )
 
 
-def _check_vocabulary(recipe: Recipe, checkpoints: dict[str, Checkpoint]) -> int:
-    """The number of leading token ids that cp, every base and every chat share (same strings)."""
-    cp = checkpoints["cp"]
-    shared = min(c.vocab_size for c in checkpoints.values())
-    for role, c in checkpoints.items():
-        if role == "cp":
-            continue
-        for i in range(shared):
-            if c.tokens[i] != cp.tokens[i]:
-                raise CompatibilityError(
-                    f"vocabularies do not line up: token {i} is {c.tokens[i]!r} in {role} ({c.resolved.label}) but "
-                    f"{cp.tokens[i]!r} in cp ({cp.resolved.label}); cp's vocabulary must start with base's tokens "
-                    "in the same order"
-                )
-    return shared
+def _output_dict(o: OutputPlan) -> dict:
+    return {
+        "dtype": o.dtype, "shard_size": o.shard_size, "bytes": o.total_bytes, "files": list(o.files),
+        "shards": [list(s) for s in o.shards], "chat_template": o.chat_template_source,
+        "chat_template_stored_in": o.chat_template_stored_in, "eos_token": o.eos_token, "eos_ids": list(o.eos_ids),
+        "support_files": [{k: v for k, v in (("name", f.name), ("copy_from", f.copy_from), ("set", f.set),
+                                             ("unset", list(f.unset)), ("text", f.text)) if v not in (None, {}, [])}
+                          for f in o.support_files],
+    }
 
 
-def _special_rows(recipe: Recipe, checkpoints: dict[str, Checkpoint]) -> tuple[RowCopy, ...]:
-    """Rows copied from the (first) chat model for `special_tokens`, looked up by token string."""
-    cp = checkpoints["cp"]
-    chat_role = recipe.vectors[0].path_of("chat")
-    chat = checkpoints[chat_role]
-    rows = []
-    for i, token in enumerate(recipe.special_tokens):
-        cp_id, chat_id = cp.token_id(token), chat.token_id(token)
-        if cp_id is None:
-            raise recipe.error_at(f"special_tokens[{i}]", f"token {token!r} is not in cp's tokenizer "
-                                  f"({cp.resolved.label})")
-        if chat_id is None:
-            raise recipe.error_at(f"special_tokens[{i}]", f"token {token!r} is not in the chat model's tokenizer "
-                                  f"({chat.resolved.label})")
-        rows.append(RowCopy(token, cp_id, chat_id))
-    return tuple(rows)
-
-
-def _plan_tensor(recipe: Recipe, checkpoints: dict[str, Checkpoint], name: str, shared_rows: int,
-                 special: tuple[RowCopy, ...], problems: list[str]) -> TensorPlan:
-    cp = checkpoints["cp"]
-    meta = cp.tensors[name]
-    out_dtype = recipe.output.dtype or meta.dtype
-    value, reason = recipe.coefficients.explain(name, cp.num_layers)
-    lambdas = tuple(v.weight * value for v in recipe.vectors)
-    is_vocab = bool(VOCAB_TENSOR.search(name)) and len(meta.shape) >= 1
-    missing, mismatched = [], {}
-    rows = [meta.shape[0]] if is_vocab else []
-    for vector in recipe.vectors:
-        for key in ("base", "chat"):
-            role = vector.path_of(key)
-            other = checkpoints[role].tensors.get(name)
-            if other is None:
-                missing.append(role)
-            elif is_vocab and other.shape[1:] == meta.shape[1:]:
-                rows.append(other.shape[0])
-            elif other.shape != meta.shape:
-                mismatched.setdefault(str(list(other.shape)), []).append(role)
-    if mismatched:
-        problems.append(f"{name}: shape {list(meta.shape)} in cp but "
-                        + ", ".join(f"{shape} in {' and '.join(roles)}" for shape, roles in mismatched.items()))
-    base = TensorPlan(name, meta.shape, meta.dtype, out_dtype, lambdas, reason)
-    if missing:
-        return _replace(base, lambdas=tuple(0.0 for _ in lambdas), kept=f"not in {', '.join(missing)}")
-    delta_rows = None
-    if is_vocab and len(rows) > 1:
-        same_vocab = len({c.vocab_size for c in checkpoints.values()}) == 1
-        # Padding rows past the tokenizer (same in every model) merge like any row; otherwise only the
-        # token ids every model shares get the delta.
-        delta_rows = min(rows) if same_vocab else min(min(rows), shared_rows)
-        if all(r == meta.shape[0] for r in rows):  # every model has cp's rows: merge the whole tensor
-            delta_rows = None
-    copies = special if is_vocab else ()
-    for rc in copies:
-        chat_rows = checkpoints[recipe.vectors[0].path_of("chat")].tensors[name].shape[0]
-        if rc.cp_row >= meta.shape[0] or rc.chat_row >= chat_rows:
-            problems.append(f"{name}: special token {rc.token!r} has no row ({rc.cp_row} in cp, {rc.chat_row} in chat)")
-    if not any(lambdas) and not copies:
-        return _replace(base, kept=f"coefficient 0 ({reason})")
-    return _replace(base, delta_rows=delta_rows, row_copies=copies)
-
-
-def _replace(t: TensorPlan, **changes) -> TensorPlan:
-    from dataclasses import replace
-
-    return replace(t, **changes)
-
-
-def _summarise(title: str, problems: list[str]) -> str:
-    shown = problems[:MAX_LISTED]
-    more = f"; ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-    return f"{title}: " + "; ".join(shown) + more
+def fingerprint(plan: Plan) -> dict:
+    """What decides the output: the normalized recipe, the content of every input file the run reads (by its
+    listing's hash: no download), the sources' card licenses (the card may show cp's), and the tool version.
+    Two plans with equal fingerprints write identical files, so a publish can skip the second one; a
+    README-only commit upstream changes nothing here."""
+    inputs = {role: {name: f.id for name, f in sorted(s.files.items())} for role, s in sorted(plan.sources.items())}
+    parts = {
+        "tool_version": plan.tool_version,
+        "recipe_sha256": plan.recipe_sha256,
+        "inputs": inputs,
+        "licenses": {role: s.license for role, s in sorted(plan.sources.items())},
+    }
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return {"sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(), **parts}

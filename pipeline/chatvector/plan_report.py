@@ -10,33 +10,35 @@ MAX_KEPT_LISTED = 12
 
 
 def render(plan: Plan) -> str:
-    r = plan.recipe
-    lines = [f"Plan for {r.path} ({r.display_name})", "", "Sources"]
-    rows = [("role", "source", "architecture", "layers", "vocab", "dtype")]
-    for role, c in plan.checkpoints.items():
-        rows.append((role, c.resolved.label, c.architecture, str(c.num_layers), str(c.vocab_size), c.dtype))
+    lines = [f"Plan for {plan.recipe_path} ({plan.recipe_name})", "", "Sources"]
+    rows = [("role", "source", "architecture", "layers", "vocab", "dtype", "license")]
+    for role, s in plan.sources.items():
+        rows.append((role, s.label, s.architecture, str(s.layers), str(s.vocab_size), s.dtype, s.license or "-"))
     lines += _table(rows)
-    terms = " + ".join(f"{v.weight:g}·λ(t)·({v.path_of('chat')} − {v.path_of('base')})" for v in r.vectors)
-    lines += ["", f"Formula: out = cp + {terms}", "", f"Coefficients λ(t) (default {r.coefficients.default:g})"]
-    runs = layer_runs(r.coefficients.layer_values(plan.num_layers))
-    lines.append("  layers   " + " | ".join(
-        f"{a}: {v:g}" if a == b else f"{a}-{b}: {v:g}" for a, b, v in runs))
-    for i, rule in enumerate(r.coefficients.modules):
-        count = sum(1 for t in plan.tensors if t.reason.startswith(f"module rule {i} "))
-        lines.append(f"  modules  [{i}] {rule.match!r} → {rule.value:g}  (decides {count} tensors)")
-    special = plan.to_dict()["special_tokens"]
-    if special:
+    terms = " + ".join(f"{v.weight:g}·λ(t)·({v.chat} − {v.base})" for v in plan.vectors)
+    lines += ["", f"Formula: out = cp + {terms}", "", f"Coefficients λ(t) (default {plan.default:g})"]
+    runs = layer_runs(list(plan.layer_values))
+    lines.append("  layers   " + " | ".join(f"{a}: {v:g}" if a == b else f"{a}-{b}: {v:g}" for a, b, v in runs))
+    for i, rule in enumerate(plan.modules):
+        lines.append(f"  modules  [{i}] {rule.match!r} → {rule.value:g}  (decides {rule.decides} tensors)")
+    if plan.special_rows:
         lines += ["", "Special tokens (rows copied from the chat model)"]
-        lines += [f"  {s['token']!r}: cp row {s['cp_row']} ← chat row {s['chat_row']}" for s in special]
-    out = plan.to_dict()["output"]
-    shards = _shard_count([t.out_bytes for t in plan.tensors], r.output.shard_size)
-    lines += ["", f"Output: {out['dtype']}, {len(plan.tensors)} tensors, {human_bytes(plan.output_bytes)} in "
-              f"{shards} shard{'s' if shards != 1 else ''} (≤ {human_bytes(r.output.shard_size)} each); "
-              f"chat template from {out['chat_template']}"]
+        lines += [f"  {r.token!r}: cp row {r.cp_row} ← chat row {r.chat_row}" for r in plan.special_rows]
+    out = plan.output
+    shards = len(out.shards)
+    eos = f"; end of turn {out.eos_token!r} (ids {', '.join(map(str, out.eos_ids))})" if out.eos_token else ""
+    lines += ["", f"Output: {out.dtype}, {len(plan.tensors)} tensors, {human_bytes(plan.output_bytes)} in "
+              f"{shards} shard{'s' if shards != 1 else ''} (≤ {human_bytes(out.shard_size)} each); "
+              f"chat template from {out.chat_template_source} (in {out.chat_template_stored_in}){eos}"]
     downloads = plan.download_files
     n_files = sum(len(f) for f in downloads.values())
     lines.append(f"Download: {human_bytes(plan.download_bytes)} in {n_files} weight files"
                  + (" (" + ", ".join(f"{role} {len(f)}" for role, f in downloads.items()) + ")" if downloads else ""))
+    card = plan.card
+    lines.append(f"Card: license {card.license or 'none'}"
+                 + (f" (from {card.license_source})" if card.license_source == "cp" else "")
+                 + (f", languages {', '.join(card.language)}" if card.language else "")
+                 + f", tags {', '.join(card.tags)}")
     kept = [t for t in plan.tensors if t.kept]
     if kept:
         lines += ["", f"Tensors that keep cp's values ({len(kept)})"]
@@ -51,16 +53,9 @@ def render(plan: Plan) -> str:
         lines += ["", f"Ignored (not in cp): {len(plan.ignored)} tensors, e.g. {plan.ignored[0][0]} ({plan.ignored[0][1]})"]
     if plan.notes:
         lines += ["", "Notes"] + [f"  {n}" for n in plan.notes]
+    if plan.warnings:
+        lines += ["", "Warnings"] + [f"  {w}" for w in plan.warnings]
     return "\n".join(lines)
-
-
-def _shard_count(sizes: list[int], shard_size: int) -> int:
-    count, current = 0, 0
-    for size in sizes:
-        if count == 0 or (current + size > shard_size and current > 0):
-            count, current = count + 1, 0
-        current += size
-    return max(count, 1)
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:

@@ -1,7 +1,7 @@
 """The provenance file: what went into a merged model, and what came out, machine-readable.
 
 Later stages read it back: the model card is rendered from it, and `publish` compares the target repo's copy
-with a fresh plan to skip runs where nothing upstream changed.
+with a fresh plan's fingerprint to skip runs where nothing upstream changed.
 """
 
 from __future__ import annotations
@@ -10,121 +10,98 @@ import hashlib
 import json
 from pathlib import Path
 
-from chatvector import __version__
-from chatvector.checkpoint import Checkpoint
-from chatvector.plan import Plan
+from chatvector.conventions import CARD_FILE, PROVENANCE_FILE, SMALL_FILE_BYTES
+from chatvector.plan import Plan, SourcePlan
 
-PROVENANCE_FILE = "chatvector.json"
-SMALL_FILE_BYTES = 10 * 1024 * 1024  # the Hub's LFS threshold: larger files are always LFS there
+PLACEHOLDER_SHA256 = "0" * 64  # a planned output file's hash before it is written (the pre-flight card)
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(8 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def git_blob_sha1_file(path: Path) -> str:
-    """The id git (and the Hub's file listing) gives a file stored without LFS."""
-    size = Path(path).stat().st_size
-    h = hashlib.sha1(b"blob %d\0" % size)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def input_fingerprint(plan: Plan) -> dict:
-    """What decides the output bytes: the recipe's content, every input's commit, the tool version.
-
-    Two runs with equal fingerprints write identical files, so a publish can skip the second one.
-    """
-    return {
-        "tool_version": __version__,
-        "recipe_content_sha256": plan.recipe.content_sha256,
-        "inputs": {role: c.resolved.sha or _local_listing(c) for role, c in plan.checkpoints.items()},
-    }
-
-
-def _local_listing(c: Checkpoint) -> str:
-    """A local folder has no commit: its file names and sizes stand in (cheap, and catches rewrites)."""
-    listing = sorted((f.path, f.size) for f in c.resolved.files.values())
-    return "local:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-
-
-def input_files(c: Checkpoint, names: list[str]) -> dict[str, str]:
-    """sha256 of the input files used: free from the Hub's LFS metadata, else hashed from the local copy."""
+def input_hashes(source: SourcePlan, folder: Path | None) -> dict[str, str]:
+    """sha256 of every input file the run read: from the Hub's LFS listing, else hashed from the local copy
+    (`folder`; None before the fetch: files not known from the listing are left out)."""
     out = {}
-    for name in sorted(names):
-        known = c.resolved.files.get(name)
-        if known is not None and known.sha256:
-            out[name] = known.sha256
-        elif c.resolved.file_path(name).is_file():
-            out[name] = sha256_file(c.resolved.file_path(name))
+    for name, file in sorted(source.files.items()):
+        if file.id.startswith("sha256:"):
+            out[name] = file.id.removeprefix("sha256:")
+        elif folder is not None and (folder / name).is_file():
+            out[name] = sha256_file(folder / name)
     return out
 
 
-def build_provenance(plan: Plan, out_dir: Path, weight_files: dict[str, str], endpoint: str | None,
+def build_provenance(plan: Plan, *, endpoint: str | None, folders: dict[str, Path] | None = None,
+                     out_dir: Path | None = None, weight_hashes: dict[str, str] | None = None,
                      verification: dict | None = None) -> dict:
-    recipe = plan.recipe
-    plan_doc = plan.to_dict()
+    """The provenance of a built model folder (`out_dir`, with the merge's `weight_hashes`); without them, the
+    provenance the plan promises (planned files with placeholder hashes), for checking a card before the merge."""
+    recipe = plan.require_recipe()
     inputs = {}
-    for role, c in plan.checkpoints.items():
-        used = set(c.weight_files) | {n for n in c.resolved.files if (c.resolved.folder / n).is_file()
-                                      and not n.endswith(".safetensors")}
+    for role, source in plan.sources.items():
         inputs[role] = {
-            "repo_id": c.resolved.source.repo_id,
-            "revision": c.resolved.source.revision if c.resolved.source.repo_id else None,
-            "sha": c.resolved.sha,
-            "path": str(c.resolved.source.path) if c.resolved.source.path else None,
-            "license": _card_license(c),
-            "files": input_files(c, sorted(used)),
+            "repo_id": source.repo_id, "revision": source.revision, "sha": source.sha, "path": source.path,
+            "license": source.license, "files": input_hashes(source, (folders or {}).get(role)),
         }
-    outputs = dict(weight_files)
-    for p in sorted(Path(out_dir).iterdir()):
-        if p.is_file() and p.name not in outputs and p.name not in (PROVENANCE_FILE, "README.md"):
-            outputs[p.name] = sha256_file(p)
-    cp = plan.cp
-    shared = min(c.vocab_size for c in plan.checkpoints.values())
+    outputs, blob_ids = _output_hashes(plan, out_dir, weight_hashes)
+    card = plan.card
     return {
-        "tool": {"name": "chatvector", "version": __version__},
+        "tool": {"name": "chatvector", "version": plan.tool_version},
         "hub": {"endpoint": endpoint},
-        "recipe": {"path": str(recipe.path), "sha256": recipe.sha256, "name": recipe.display_name, "text": recipe.text},
+        "recipe": {"path": plan.recipe_path, "sha256": recipe.sha256, "normalized_sha256": plan.recipe_sha256,
+                   "name": plan.recipe_name, "text": recipe.text},
         "target": {"repo_id": recipe.target.repo_id, "private": recipe.target.private} if recipe.target else None,
-        "card": {"license": recipe.card.license, "language": list(recipe.card.language),
-                 "tags": list(recipe.card.tags), "extra": dict(recipe.card.extra)},
-        "fingerprint": input_fingerprint(plan),
+        "card": {"license": card.license, "license_source": card.license_source, "license_name": card.license_name,
+                 "license_link": card.license_link, "language": list(card.language), "tags": list(card.tags),
+                 "base_models": list(card.base_models), "extra": dict(recipe.card.extra),
+                 "warnings": list(plan.warnings)},
+        "fingerprint": plan.fingerprint,
         "inputs": inputs,
-        "vectors": plan_doc["vectors"],
-        "coefficients": {"default": plan_doc["default"], "layers": plan_doc["layers"]["coefficients"],
-                         "modules": plan_doc["modules"]},
-        "special_tokens": plan_doc["special_tokens"],
-        "vocabulary": {"cp_extra_tokens": max(0, cp.vocab_size - shared), "shared_tokens": shared},
+        "vectors": [{"base": v.base, "chat": v.chat, "weight": v.weight} for v in plan.vectors],
+        "coefficients": {"default": plan.default, "layers": list(plan.layer_values),
+                         "modules": [{"match": m.match, "value": m.value} for m in plan.modules]},
+        "special_tokens": [{"token": r.token, "cp_row": r.cp_row, "chat_row": r.chat_row} for r in plan.special_rows],
+        "vocabulary": {"cp_extra_tokens": plan.cp_extra_tokens, "shared_tokens": plan.shared_tokens},
         "kept_tensors": [{"name": t.name, "why": t.kept} for t in plan.tensors if t.kept],
-        "output": {"dtype": plan_doc["output"]["dtype"], "files": outputs,
+        "output": {"dtype": plan.output.dtype, "files": outputs,
                    # small files may be stored without LFS, where the Hub lists only their git blob id
-                   "git_blob_ids": {n: git_blob_sha1_file(Path(out_dir) / n) for n in outputs
-                                    if (Path(out_dir) / n).stat().st_size < SMALL_FILE_BYTES},
-                   "total_bytes": plan.output_bytes, "chat_template": plan_doc["output"]["chat_template"]},
+                   "git_blob_ids": blob_ids,
+                   "total_bytes": plan.output_bytes, "chat_template": plan.output.chat_template_source},
         "verification": verification or {"checks": [], "sample": None},
     }
 
 
-def _card_license(c: Checkpoint) -> str | None:
-    """The license in a checkpoint's model card metadata, when it has a card."""
-    readme = c.resolved.file_path("README.md")
-    if not readme.is_file():
-        return None
-    from chatvector.localhub.cardmeta import parse_card_data
+def _output_hashes(plan: Plan, out_dir: Path | None, weight_hashes: dict[str, str] | None
+                   ) -> tuple[dict[str, str], dict[str, str]]:
+    from chatvector.sources import git_blob_id
 
-    data = parse_card_data(readme.read_text(encoding="utf-8", errors="replace")) or {}
-    value = data.get("license")
-    return value if isinstance(value, str) else None
+    if out_dir is None:
+        names = list(plan.output.files) + [f.name for f in plan.output.support_files]
+        return {name: PLACEHOLDER_SHA256 for name in names}, {}
+    outputs = dict(weight_hashes or {})
+    for path in sorted(Path(out_dir).iterdir()):
+        if path.is_file() and path.name not in outputs and path.name not in (PROVENANCE_FILE, CARD_FILE):
+            outputs[path.name] = sha256_file(path)
+    blob_ids = {name: git_blob_id(Path(out_dir) / name) for name in outputs
+                if (Path(out_dir) / name).stat().st_size < SMALL_FILE_BYTES}
+    return outputs, blob_ids
 
 
 def write_provenance(out_dir: Path, provenance: dict) -> str:
     path = Path(out_dir) / PROVENANCE_FILE
     path.write_text(json.dumps(provenance, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     return PROVENANCE_FILE
+
+
+def read_provenance(path: Path) -> dict | None:
+    """A chatvector.json's content, or None when it is missing or not a JSON object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,4 +1,6 @@
-"""`chatvector publish`: plan → (skip if unchanged) → fetch → merge → verify → card → push, one commit.
+"""`chatvector publish`: plan → preflight → (nothing changed? stop) → build → card → push, in one commit.
+
+    result = publish(load_recipe("recipes/x.yaml"))                 # the whole `chatvector publish`
 
 The push is a single `create_commit` whose parent is the target's head as read before the run, so a
 concurrent change to the target fails the push (412) instead of being overwritten, and a failure at any
@@ -9,26 +11,28 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
+from chatvector import preflight
 from chatvector.card import render_card
 from chatvector.chart import coefficient_chart_svg
-from chatvector.errors import HubError, PipelineError
-from chatvector.plan import Plan, make_plan
-from chatvector.provenance import PROVENANCE_FILE, input_fingerprint
+from chatvector.conventions import CARD_FILE, CHART_FILE, GITATTRIBUTES_FILE, PROVENANCE_FILE
+from chatvector.errors import Problem
+from chatvector.hub import connect, hub_call, translate
+from chatvector.plan import Plan
+from chatvector.provenance import read_provenance
 from chatvector.recipe import Recipe
-from chatvector.runner import check_device, check_out_dir, merge
-from chatvector.sources import network_errors
+from chatvector.runner import build_model, prepare, replace_dir
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
 
 log = logging.getLogger(__name__)
-CARD_FILE = "README.md"
-CHART_FILE = "coefficients.svg"
 # Files of an earlier version that a new output replaces: deleted when the new output lacks them.
 STALE_PATTERNS = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
                   "pytorch_model.bin.index.json", "chat_template.jinja", "chat_template.json")
@@ -56,165 +60,73 @@ class TargetState:
     provenance: dict | None
     tags: set[str] = field(default_factory=set)
 
+    @property
+    def foreign_files(self) -> list[str]:
+        """Files of a target chatvector did not publish (it has no provenance)."""
+        if self.provenance is not None:
+            return []
+        return sorted(n for n in self.files if n not in (GITATTRIBUTES_FILE, CARD_FILE))
 
-def publish(recipe: Recipe, *, dry_run: bool = False, create_pr: bool = False, tag: str | None = None,
-            out_dir: Path | None = None, device: str | None = None, api=None, force: bool = False) -> PublishResult:
-    """Publish a recipe's merge to its target; see the module docstring. Checks that need no weights run first."""
-    from huggingface_hub import HfApi
 
-    api = api or HfApi()
+def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = None,
+            plan_file: str | Path | None = None, dry_run: bool = False, create_pr: bool = False,
+            tag: str | None = None, out_dir: Path | None = None, device: str | None = None,
+            force: bool = False) -> PublishResult:
+    """Publish a recipe's merge to its target; see the module docstring."""
     target = recipe.require_target()
-    check_target_is_not_a_source(recipe)
-    if tag is not None:
-        check_tag_name(tag)
-        if create_pr:
-            raise PipelineError("--tag with --create-pr would tag a commit that is not on main; tag after merging the PR")
-    if out_dir is not None:
-        check_out_dir(Path(out_dir))
-    check_card_template(recipe)
-    check_device(recipe, device)
-    if not dry_run:
-        check_write_token(api, target.repo_id)
-    plan = make_plan(recipe, api=api)
-    state = read_target(api, target.repo_id)
+    api = api or connect()
+    early = preflight.check_target_is_not_a_source(recipe) + preflight.check_tag(tag, create_pr)
+    early += preflight.check_out_dir(Path(out_dir)) if out_dir is not None else []
+    early += preflight.check_device(recipe, device) + preflight.check_card_template(recipe)
+    if not early and not dry_run:
+        early += preflight.check_write_access(api, target.repo_id)
+    found: dict[str, TargetState] = {}
+
+    def checks(planned: Plan | None) -> list[Problem]:
+        if planned is None:
+            return []
+        problems = preflight.check_card(planned, api.endpoint)
+        state = found["state"] = read_target(api, target.repo_id)
+        if unchanged(planned, state) and not force:
+            return problems  # nothing will be downloaded or written
+        if not force and state.foreign_files:
+            problems.append(Problem(f"{target.repo_id} already holds files chatvector did not publish (e.g. "
+                                    f"{state.foreign_files[0]}); choose another target.repo_id, or pass --force "
+                                    "to replace them"))
+        if tag is not None and not dry_run and tag in state.tags:
+            problems.append(Problem(f"--tag {tag}: {target.repo_id} already has that tag; choose another name"))
+        write_dir = Path(out_dir).parent if out_dir is not None else Path(tempfile.gettempdir())
+        return problems + preflight.check_disk(planned, write_dir) + preflight.check_gpu_memory(recipe, planned,
+                                                                                                 device)
+
+    plan = prepare(recipe, api, plan=plan, plan_file=plan_file, early=early, checks=checks)
+    state = found["state"]
     url = f"{api.endpoint}/{target.repo_id}"
-    if not force and state.provenance is not None and is_unchanged(plan, state):
+    if not force and unchanged(plan, state):
         log.debug("nothing changed: %s@%s already holds this output", target.repo_id, state.head)
         return PublishResult(target.repo_id, changed=False, commit=state.head, url=url)
     if create_pr and not force and state.exists:
         proposed = open_pr_with_same_inputs(api, target.repo_id, plan)
         if proposed is not None:
             return PublishResult(target.repo_id, changed=False, commit=proposed[1], pr_url=proposed[0], url=url)
-    if not force and state.provenance is None and _foreign_files(state):
-        raise HubError(f"{target.repo_id} already holds files chatvector did not publish (e.g. "
-                       f"{_foreign_files(state)[0]}); choose another target.repo_id, or pass --force to replace them")
-    if tag is not None and not dry_run and tag in state.tags:
-        raise HubError(f"--tag {tag}: {target.repo_id} already has that tag; choose another name")
 
-    def finish(folder: Path, provenance: dict) -> None:
-        _write_card(provenance, recipe, folder)
-
-    with _staging(out_dir) as staged:
-        merge(recipe, staged, device=device, api=api, plan=plan, finish=finish)
-        added = {p.name: p.stat().st_size for p in sorted(staged.iterdir()) if p.is_file()}
+    with _staging(out_dir) as folder:
+        build = build_model(plan, folder, api=api, device=device)
+        write_card(plan, build.provenance, folder)
+        added = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
         deleted = sorted(name for name in state.files
                          if name not in added and any(fnmatch.fnmatch(name, p) for p in STALE_PATTERNS))
         result = PublishResult(target.repo_id, True, out_dir=out_dir, added=added, deleted=deleted,
-                               card=(staged / CARD_FILE).read_text(encoding="utf-8"), url=url)
+                               card=(folder / CARD_FILE).read_text(encoding="utf-8"), url=url)
         if not dry_run:
-            _push(api, recipe, plan, state, staged, result, create_pr=create_pr, tag=tag)
+            push(api, plan, state, folder, result, create_pr=create_pr, tag=tag)
     return result
 
 
-def check_target_is_not_a_source(recipe: Recipe) -> None:
-    target = recipe.require_target()
-    for role, source in recipe.sources():
-        if source.repo_id == target.repo_id:
-            raise recipe.error_at("target.repo_id", f"{target.repo_id} is also the recipe's {role}; publishing "
-                                  "there would overwrite an input")
-
-
-def check_tag_name(tag: str) -> None:
-    from chatvector.recipe import check_revision
-
-    try:
-        check_revision(tag)
-    except ValueError as err:
-        raise PipelineError(f"--tag {tag!r}: {err}") from None
-    if not tag or len(tag) == 40 and all(c in "0123456789abcdef" for c in tag):
-        raise PipelineError(f"--tag {tag!r}: not a usable tag name")
-
-
-def check_card_template(recipe: Recipe) -> None:
-    """A syntax error in the recipe's card template, found before any download."""
-    from chatvector.card import check_template_syntax
-
-    if recipe.card.template is not None:
-        check_template_syntax(recipe.card.template)
-
-
-def open_pr_with_same_inputs(api, repo_id: str, plan: Plan) -> tuple[str, str] | None:
-    """(url, head) of an open pull request whose provenance has this plan's fingerprint, so that re-running
-    `--create-pr` (e.g. on a schedule) does not open the same pull request again."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
-
-    fingerprint = input_fingerprint(plan)
-    try:
-        for ref in api.list_repo_refs(repo_id, include_pull_requests=True).pull_requests or []:
-            num = int(ref.name)
-            details = api.get_discussion_details(repo_id, num)
-            if details.status != "open":
-                continue
-            try:
-                path = hf_hub_download(repo_id, PROVENANCE_FILE, revision=ref.target_commit, token=api.token)
-            except HfHubHTTPError:
-                continue
-            if json.loads(Path(path).read_text(encoding="utf-8")).get("fingerprint") == fingerprint:
-                return details.url, ref.target_commit
-    except HfHubHTTPError as err:
-        raise _hub_error(err, repo_id) from None
-    return None
-
-
-def _foreign_files(state: TargetState) -> list[str]:
-    return sorted(n for n in state.files if n not in (".gitattributes", "README.md"))
-
-
-def check_write_token(api, repo_id: str) -> None:
-    """Fail before any download when the push cannot succeed: no token, a rejected one, a read-only one."""
-    from huggingface_hub import get_token
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if (api.token or get_token()) is None:
-        raise HubError(f"publishing to {repo_id} needs a token with write access: set HF_TOKEN or run "
-                       "`hf auth login` (or use --dry-run)")
-    try:
-        who = api.whoami()
-    except HfHubHTTPError as err:
-        if err.response is not None and err.response.status_code == 404:
-            raise HubError(f"{api.endpoint} does not answer like a Hugging Face Hub (404 on /api/whoami-v2): "
-                           "check HF_ENDPOINT") from None
-        raise _hub_error(err, repo_id) from None
-    except network_errors() as err:
-        raise HubError(f"cannot reach the Hub at {api.endpoint}: {err}") from None
-    role = ((who.get("auth") or {}).get("accessToken") or {}).get("role")
-    if role == "read":
-        raise HubError(f"the token of {who.get('name')} is read-only: publishing to {repo_id} needs write access")
-
-
-def read_target(api, repo_id: str) -> TargetState:
-    """The target's head, file listing and provenance, without downloading anything else."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
-
-    try:
-        info = api.model_info(repo_id, files_metadata=True)
-    except RepositoryNotFoundError:
-        return TargetState(False, None, {}, None)
-    except HfHubHTTPError as err:
-        raise _hub_error(err, repo_id) from None
-    except network_errors() as err:
-        raise HubError(f"cannot reach the Hub at {api.endpoint} to read {repo_id}: {err}") from None
-    files = {s.rfilename: s for s in info.siblings or []}
-    provenance = None
-    if PROVENANCE_FILE in files:
-        try:
-            path = hf_hub_download(repo_id, PROVENANCE_FILE, revision=info.sha, token=api.token)
-            provenance = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (EntryNotFoundError, ValueError):
-            provenance = None  # unreadable provenance: treat as changed and republish
-    try:
-        tags = {t.name for t in api.list_repo_refs(repo_id).tags}
-    except HfHubHTTPError as err:
-        raise _hub_error(err, repo_id) from None
-    return TargetState(True, info.sha, files, provenance, tags)
-
-
-def is_unchanged(plan: Plan, state: TargetState) -> bool:
-    """Same recipe, same input commits, same tool, and the target still holds the recorded output files."""
+def unchanged(plan: Plan, state: TargetState) -> bool:
+    """The target's provenance has this plan's fingerprint, and the target still holds its output files."""
     recorded = state.provenance or {}
-    if recorded.get("fingerprint") != input_fingerprint(plan):
+    if (recorded.get("fingerprint") or {}).get("sha256") != plan.fingerprint["sha256"]:
         return False
     output = recorded.get("output") or {}
     blob_ids = output.get("git_blob_ids") or {}
@@ -230,23 +142,67 @@ def is_unchanged(plan: Plan, state: TargetState) -> bool:
     return True
 
 
-def _write_card(provenance: dict, recipe: Recipe, folder: Path) -> None:
-    layers = provenance["coefficients"]["layers"]
-    (folder / CHART_FILE).write_text(coefficient_chart_svg(layers, f"{recipe.display_name}: λ per layer"),
-                                     encoding="utf-8")
+def read_target(api: "HfApi", repo_id: str) -> TargetState:
+    """The target's head, file listing, provenance and tags, without downloading anything else."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        info = api.model_info(repo_id, files_metadata=True)
+    except RepositoryNotFoundError:  # a new target: the push creates it
+        return TargetState(False, None, {}, None)
+    except Exception as err:  # noqa: BLE001 - translated below, or re-raised as it is
+        translated = translate(api, err, repo_id)
+        if translated is None:
+            raise
+        raise translated from None
+    files = {s.rfilename: s for s in info.siblings or []}
+    provenance = None
+    with hub_call(api, repo_id):
+        if PROVENANCE_FILE in files:
+            provenance = read_provenance(Path(api.hf_hub_download(repo_id, PROVENANCE_FILE, revision=info.sha)))
+        tags = {t.name for t in api.list_repo_refs(repo_id).tags}
+    return TargetState(True, info.sha, files, provenance, tags)
+
+
+def open_pr_with_same_inputs(api: "HfApi", repo_id: str, plan: Plan) -> tuple[str, str] | None:
+    """(url, head) of an open pull request whose provenance has this plan's fingerprint, so that re-running
+    `--create-pr` (e.g. on a schedule) does not open the same pull request again."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    with hub_call(api, repo_id):
+        for ref in api.list_repo_refs(repo_id, include_pull_requests=True).pull_requests or []:
+            details = api.get_discussion_details(repo_id, int(ref.name))
+            if details.status != "open":
+                continue
+            try:
+                path = api.hf_hub_download(repo_id, PROVENANCE_FILE, revision=ref.target_commit)
+            except HfHubHTTPError:
+                continue
+            recorded = (read_provenance(Path(path)) or {}).get("fingerprint") or {}
+            if recorded.get("sha256") == plan.fingerprint["sha256"]:
+                return details.url, ref.target_commit
+    return None
+
+
+def write_card(plan: Plan, provenance: dict, folder: Path) -> None:
+    """README.md and the per-layer λ chart."""
+    recipe = plan.require_recipe()
+    (folder / CHART_FILE).write_text(
+        coefficient_chart_svg(list(plan.layer_values), f"{recipe.display_name}: λ per layer"), encoding="utf-8")
     text = render_card(provenance, recipe.text, recipe.card.template, CHART_FILE)
     (folder / CARD_FILE).write_text(text, encoding="utf-8")
 
 
-def _push(api, recipe: Recipe, plan: Plan, state: TargetState, folder: Path, result: PublishResult, *,
-          create_pr: bool, tag: str | None) -> None:
+def push(api: "HfApi", plan: Plan, state: TargetState, folder: Path, result: PublishResult, *,
+         create_pr: bool, tag: str | None) -> None:
+    """One commit with every file (and deletions of stale ones), parent = the head read before the run."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-    from huggingface_hub.errors import HfHubHTTPError
 
+    recipe = plan.require_recipe()
     target = recipe.require_target()
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in result.added]
     operations += [CommitOperationDelete(path_in_repo=name) for name in result.deleted]
-    try:
+    with hub_call(api, target.repo_id, action="push"):
         if not state.exists:
             api.create_repo(target.repo_id, private=target.private, exist_ok=True)
             state.head = api.model_info(target.repo_id).sha
@@ -258,49 +214,34 @@ def _push(api, recipe: Recipe, plan: Plan, state: TargetState, folder: Path, res
         if info.oid == state.head:  # every file already matched (e.g. --force with nothing changed)
             result.changed = False
         if tag:
-            api.create_tag(target.repo_id, tag=tag, revision=info.oid,
-                           tag_message=f"chatvector {recipe.display_name}")
+            api.create_tag(target.repo_id, tag=tag, revision=info.oid, tag_message=f"chatvector {recipe.display_name}")
             result.tag = tag
-    except HfHubHTTPError as err:
-        raise _hub_error(err, target.repo_id) from None
-    except network_errors() as err:
-        raise HubError(f"cannot reach the Hub at {api.endpoint} to push {target.repo_id}: {err}") from None
 
 
 def commit_message(recipe: Recipe, plan: Plan) -> str:
     if recipe.commit_message:
         return recipe.commit_message
-    inputs = ", ".join(f"{role}@{(c.resolved.sha or 'local')[:7]}" for role, c in plan.checkpoints.items())
+    inputs = ", ".join(f"{role}@{(s.sha or 'local')[:7]}" for role, s in plan.sources.items())
     return f"chatvector: {recipe.display_name} ({inputs})"
 
 
 def commit_description(recipe: Recipe, plan: Plan) -> str:
     lines = [f"Recipe {recipe.path} (sha256 {recipe.sha256})", ""]
-    lines += [f"- {role}: {c.resolved.label}" for role, c in plan.checkpoints.items()]
+    lines += [f"- {role}: {s.label}" for role, s in plan.sources.items()]
     return "\n".join(lines)
-
-
-def _hub_error(err, repo_id: str) -> PipelineError:
-    status = err.response.status_code if getattr(err, "response", None) is not None else None
-    if status == 401:
-        return HubError(f"publishing to {repo_id} needs a valid write token: set HF_TOKEN (the Hub answered 401)")
-    if status == 403:
-        return HubError(f"the token cannot write to {repo_id} (403): use a token with write access to it")
-    if status == 412:
-        return HubError(f"{repo_id} changed while this run was going on (412): nothing was pushed; run again")
-    if status == 409:
-        return HubError(f"{repo_id}: {str(err).splitlines()[0]}")
-    return HubError(f"the Hub refused the push to {repo_id} ({status}): {str(err).splitlines()[0]}")
 
 
 @contextlib.contextmanager
 def _staging(out_dir: Path | None) -> Iterator[Path]:
-    """Where the model is assembled: --out when given (kept), else a temp folder removed afterwards."""
-    if out_dir is not None:
-        yield Path(out_dir)
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="chatvector-publish-"))
+    """Where the model is assembled: a temp folder, moved to --out (when given) once the run succeeded."""
+    parent = Path(out_dir).parent if out_dir is not None else None
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{Path(out_dir).name}.partial-" if out_dir else "chatvector-publish-",
+                                dir=parent))
     try:
-        yield tmp / "model"
+        yield tmp
+        if out_dir is not None:
+            replace_dir(tmp, Path(out_dir))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from os import PathLike
 from pathlib import Path
-
-import yaml
 
 from chatvector.coefficients import (
     Coefficients,
@@ -30,6 +29,7 @@ from chatvector.coefficients import (
     ModuleRule,
     parse_layer_key,
 )
+from chatvector.errors import Problem as PlanProblem
 from chatvector.errors import RecipeError
 from chatvector.yamlsource import (
     INVALID,
@@ -94,7 +94,9 @@ class Target:
 
 @dataclass(frozen=True)
 class Card:
-    license: str | None = None
+    license: str | None = None  # a Hub license id; checked against the Hub's list by the plan
+    license_name: str | None = None  # with `license: other`: the license's short name
+    license_link: str | None = None  # with `license: other`: where its text is (URL or a file in the repo)
     language: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict, hash=False)  # free mapping for the card template
@@ -125,14 +127,47 @@ class Recipe:
 
     @property
     def sha256(self) -> str:
+        """The hash of the recipe file's text, as written (for the record; `fingerprint` is what counts)."""
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
+    def normalized(self) -> dict:
+        """What the recipe says, canonically: comments, layout, quoting, key order and defaults written out
+        or left out do not matter (`revision: 1.0` and `"1.0"` are the same recipe). Files it names (a chat
+        template, a card template) count by their content; local source folders by their path relative to
+        the recipe (their files count in the plan's fingerprint). Settings that cannot change the output
+        (`commit_message`, `merge.device`) are left out."""
+        folder = self.path.parent
+
+        def source(s: Source) -> dict:
+            if s.path is not None:
+                return {"path": Path(os.path.relpath(s.path, folder)).as_posix()}
+            return {"repo_id": s.repo_id, "revision": s.revision}
+
+        def file_content(value: object) -> object:
+            return {"file_sha256": hashlib.sha256(Path(value).read_bytes()).hexdigest()} \
+                if isinstance(value, Path) else value
+
+        return {
+            "name": self.name,
+            "vectors": [{"base": source(v.base), "chat": source(v.chat), "weight": v.weight} for v in self.vectors],
+            "cp": source(self.cp),
+            "coefficients": self.coefficients.normalized(),
+            "special_tokens": list(self.special_tokens),
+            "output": {"dtype": self.output.dtype, "shard_size": self.output.shard_size,
+                       "chat_template": file_content(self.output.chat_template)},
+            "target": {"repo_id": self.target.repo_id, "private": self.target.private} if self.target else None,
+            "card": {"license": self.card.license, "license_name": self.card.license_name,
+                     "license_link": self.card.license_link, "language": list(self.card.language),
+                     "tags": list(self.card.tags), "extra": self.card.extra,
+                     "template": file_content(self.card.template)},
+            "trust_remote_code": self.trust_remote_code,
+        }
+
     @property
-    def content_sha256(self) -> str:
-        """A hash of what the recipe says, not how it is written: comments and layout do not change it, so
-        editing a comment does not make a scheduled publish re-merge."""
-        data = yaml.safe_load(self.text) if self.text else None
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    def normalized_sha256(self) -> str:
+        """The hash of `normalized()`: equal for recipes that say the same thing."""
+        canonical = json.dumps(self.normalized(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                               default=str)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     @property
@@ -155,6 +190,15 @@ class Recipe:
             path = path[:-1]
         return f"{self.path}:{self.field_lines.get(path, 1)}"
 
+    def problem(self, field_path: str | None, message: str) -> PlanProblem:
+        """A plan problem located in the recipe: "recipes/x.yaml:12: special_tokens[1]: message"; a problem
+        with no field (None) is not tied to a line."""
+        if field_path is None:
+            return PlanProblem(message)
+        where = self.location(field_path)
+        line = int(where.rsplit(":", 1)[1])
+        return PlanProblem(f"{where}: {field_path}: {message}" if field_path else f"{where}: {message}", line)
+
     def error_at(self, field_path: str, message: str) -> RecipeError:
         """A RecipeError reading "recipes/x.yaml:12: coefficients.layers."40": message"."""
         where = self.location(field_path)
@@ -165,11 +209,9 @@ class Recipe:
             raise self.error_at("target.repo_id", "no target repository: add `target: {repo_id: org/name}`")
         return self.target
 
-    def check_layers(self, num_layers: int) -> None:
-        """Raise one RecipeError for every layer setting a cp model with `num_layers` layers cannot meet."""
-        problems = self.coefficients.check_layers(num_layers)
-        if problems:
-            raise RecipeError("\n".join(str(self.error_at(where, message)) for where, message in problems))
+    def check_layers(self, num_layers: int) -> list[PlanProblem]:
+        """Every layer setting a cp model with `num_layers` layers cannot meet, located."""
+        return [self.problem(where, message) for where, message in self.coefficients.check_layers(num_layers)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -468,6 +510,8 @@ _TOP_LEVEL: dict[str, Read] = {
         Card,
         {
             "license": _optional(_string),
+            "license_name": _optional(_string),
+            "license_link": _optional(_string),
             "language": lambda r, value, path: r.strings(value, path, one_is_enough=True),
             "tags": FieldReader.strings,
             "extra": _free_mapping,

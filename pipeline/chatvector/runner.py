@@ -1,29 +1,49 @@
-"""The pipeline's stages, one call each: recipe → plan → fetch → merge → verify (→ card → push, in publish).
+"""The run, one call per stage: plan → preflight → fetch → merge → assemble → verify → provenance
+(→ card → push, in publish.py).
 
     from chatvector.runner import merge
-    outcome = merge(load_recipe("recipes/x.yaml"), Path("out"))
+    outcome = merge(load_recipe("recipes/x.yaml"), Path("out"))          # the whole `chatvector merge`
+
+    plan = prepare(recipe, api, checks=...)                             # plan + pre-flight, every problem at once
+    build = build_model(plan, folder, api=api)                          # fetch → merge → assemble → verify
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chatvector.assemble import write_support_files
-from chatvector.errors import PipelineError
-from chatvector.merge import RowCopy, TensorJob, TensorSource, VectorTerm, run_merge
-from chatvector.plan import Plan, make_plan
-from chatvector.provenance import PROVENANCE_FILE, build_provenance, write_provenance
+from chatvector.errors import PlanError, Problem
+from chatvector.hub import connect, hub_call, tuned_downloads
+from chatvector.plan import Plan
+from chatvector.planner import make_plan
+from chatvector.provenance import build_provenance, write_provenance
 from chatvector.recipe import Recipe
-from chatvector.sources import fetch_weights
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
 
 log = logging.getLogger(__name__)
+Checks = Callable[[Plan | None], list[Problem]]
+
+
+@dataclass
+class Build:
+    """A verified model folder: what `build_model` wrote and how."""
+
+    folder: Path
+    provenance: dict
+    device: str
+    seconds: float
 
 
 @dataclass
@@ -35,122 +55,143 @@ class MergeOutcome:
     seconds: float
 
 
-def fetch(plan: Plan, api=None) -> None:
-    """Download the weight files the plan needs (only those) into the HF cache."""
-    for role, files in plan.download_files.items():
-        c = plan.checkpoints[role]
-        log.info("fetching %d weight file(s) of %s", len(files), c.resolved.label)
-        fetch_weights(plan.recipe, c.resolved, files, api=api)
+# -- plan → preflight ---------------------------------------------------------------------------------------
+def prepare(recipe: Recipe, api: "HfApi", *, plan: Plan | None = None, plan_file: str | Path | None = None,
+            early: list[Problem] | None = None, checks: Checks | None = None) -> Plan:
+    """The plan (made now, read from `plan_file`, or given) after every pre-flight check.
+
+    `early` are problems found before any Hub request (a bad --out, a token that cannot push): they stop the
+    run before the plan downloads any metadata. `checks(plan)` runs after planning, also when the plan failed
+    (with None), so that one PlanError lists the plan's problems and the checks' together.
+    """
+    if early:
+        raise PlanError(early)
+    problems: list[Problem] = []
+    if plan is None:
+        try:
+            if plan_file is not None:
+                from chatvector.lock import locked_plan
+
+                plan = locked_plan(plan_file, recipe, api)
+            else:
+                plan = make_plan(recipe, api)
+        except PlanError as err:
+            problems += err.problems
+    elif plan.recipe is None:
+        plan.recipe = recipe
+    problems += checks(plan) if checks else []
+    if problems:
+        raise PlanError(problems)
+    return plan
 
 
-def build_jobs(plan: Plan) -> list[TensorJob]:
-    """One engine job per output tensor, pointing at the local files of each checkpoint."""
-
-    def source(role: str, name: str) -> TensorSource:
-        c = plan.checkpoints[role]
-        return TensorSource(c.resolved.file_path(c.tensors[name].file), name)
-
-    jobs = []
-    chat_role = plan.recipe.vectors[0].path_of("chat")
-    for t in plan.tensors:
-        terms = () if t.kept else tuple(
-            VectorTerm(source(v.path_of("base"), t.name), source(v.path_of("chat"), t.name), lam)
-            for v, lam in zip(plan.recipe.vectors, t.lambdas) if lam != 0
-        )
-        copies = tuple(RowCopy(rc.cp_row, source(chat_role, t.name), rc.chat_row) for rc in t.row_copies)
-        jobs.append(TensorJob(t.name, t.shape, t.out_dtype, source("cp", t.name), terms,
-                              t.delta_rows if terms else None, copies))
-    return jobs
-
-
-def merge(recipe: Recipe, out_dir: Path, *, device: str | None = None, api=None, plan: Plan | None = None,
-          progress: bool = True, finish: Callable[[Path, dict], None] | None = None) -> MergeOutcome:
-    """Plan (unless given), fetch, merge and assemble a ready-to-load model folder at out_dir.
+def merge(recipe: Recipe, out_dir: Path, *, api: "HfApi | None" = None, plan: Plan | None = None,
+          plan_file: str | Path | None = None, device: str | None = None, progress: bool = True) -> MergeOutcome:
+    """`chatvector merge`: a ready-to-load, verified model folder at out_dir.
 
     Everything is written into a staging folder beside out_dir and moved into place at the end, so an
-    interrupted run never leaves a half-written model under the final name. `finish(staging, provenance)`
-    adds files (publish's card) before that move; if it fails, nothing appears at out_dir either.
+    interrupted or failed run never leaves a half-written model under the final name.
     """
+    from chatvector import preflight
+
     out_dir = Path(out_dir)
-    check_out_dir(out_dir)
-    check_device(recipe, device)
-    plan = plan or make_plan(recipe, api=api)
-    fetch(plan, api=api)
+    api = api or connect()
+    early = preflight.check_out_dir(out_dir) + preflight.check_device(recipe, device)
+    plan = prepare(recipe, api, plan=plan, plan_file=plan_file, early=early,
+                   checks=lambda p: [] if p is None else (preflight.check_disk(p, out_dir.parent)
+                                                          + preflight.check_gpu_memory(recipe, p, device)))
+    with staged_folder(out_dir) as folder:
+        build = build_model(plan, folder, api=api, device=device, progress=progress)
+    return MergeOutcome(plan, out_dir, build.provenance, build.device, build.seconds)
+
+
+# -- fetch → merge → assemble → verify → provenance ----------------------------------------------------------
+def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = None, progress: bool = True) -> Build:
+    """Write the planned model into `folder` (new or empty) and verify it; raises VerificationError when a
+    check fails (the folder then holds the report in chatvector.json, for a look)."""
+    t0 = time.perf_counter()
+    recipe = plan.require_recipe()
+    folders = fetch(plan, api)
+    result = merge_weights(plan, folders, folder, device=device or recipe.merge.device, progress=progress)
+    write_support_files(plan, folders["cp"], folder)
+    report = verify(plan, folder)
+    endpoint = None if all(s.is_local for s in plan.sources.values()) else api.endpoint
+    provenance = build_provenance(plan, endpoint=endpoint, folders=folders, out_dir=folder,
+                                  weight_hashes=result.files, verification=report.to_dict())
+    write_provenance(folder, provenance)
+    report.raise_for_failures()
+    return Build(folder, provenance, result.device, time.perf_counter() - t0)
+
+
+def fetch(plan: Plan, api: "HfApi") -> dict[str, Path]:
+    """Every file the plan reads, at the plan's commits: {role: local folder}. Hub sources are downloaded into
+    the HF cache (only the weight files the merge reads, and the metadata files); local ones are read in place."""
+    folders: dict[str, Path] = {}
+    by_key: dict[str, Path] = {}
+    wanted: dict[str, set[str]] = {}
+    for role, source in plan.sources.items():
+        wanted.setdefault(source.key, set()).update(source.files)
+    for role, source in plan.sources.items():
+        if source.is_local:
+            folders[role] = Path(source.path)
+            continue
+        if source.key not in by_key:
+            names = sorted(wanted[source.key])
+            weights = [n for n in names if n.endswith(".safetensors")]
+            if weights:
+                log.info("fetching %d weight file(s) of %s", len(weights), source.label)
+            with hub_call(api, source.repo_id, field=role, revision=source.sha), tuned_downloads():
+                by_key[source.key] = Path(api.snapshot_download(source.repo_id, revision=source.sha,
+                                                                allow_patterns=names))
+        folders[role] = by_key[source.key]
+    return folders
+
+
+def merge_weights(plan: Plan, folders: dict[str, Path], out_dir: Path, *, device: str, progress: bool):
+    """The engine, on the plan's jobs, in the plan's shard layout."""
+    from chatvector.merge import RowCopy, TensorJob, TensorSource, VectorTerm, run_merge
+
+    def source(role: str, t) -> TensorSource:
+        return TensorSource(folders[role] / t.files[role], t.name)
+
+    jobs = []
+    chat_role = plan.vectors[0].chat
+    for t in plan.tensors:
+        terms = () if t.kept else tuple(VectorTerm(source(v.base, t), source(v.chat, t), lam)
+                                        for v, lam in zip(plan.vectors, t.lambdas) if lam != 0)
+        copies = tuple(RowCopy(rc.cp_row, source(chat_role, t), rc.chat_row) for rc in t.row_copies)
+        jobs.append(TensorJob(t.name, t.shape, t.out_dtype, source("cp", t), terms,
+                              t.delta_rows if terms else None, copies))
+    return run_merge(jobs, out_dir, shard_size=plan.output.shard_size, shards=plan.output.shards, device=device,
+                     progress=progress, metadata={"chatvector_recipe_sha256": plan.recipe_sha256})
+
+
+def verify(plan: Plan, folder: Path):
+    """The written folder, checked against the plan (with the safetensors library, not the engine's code)."""
+    from chatvector.verify import verify_model_folder
+
+    return verify_model_folder(folder, {t.name: (t.shape, t.out_dtype) for t in plan.tensors})
+
+
+# -- staging -------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def staged_folder(out_dir: Path) -> Iterator[Path]:
+    """A new folder beside out_dir that replaces out_dir when the block succeeds, and is removed if it fails."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     for leftover in out_dir.parent.glob(f".{out_dir.name}.partial-*"):  # from a run that was killed
         log.info("removing %s, left by an interrupted run", leftover)
         shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        result = run_merge(build_jobs(plan), staging, shard_size=recipe.output.shard_size,
-                           device=device or recipe.merge.device, progress=progress,
-                           metadata={"chatvector_recipe_sha256": recipe.content_sha256})
-        write_support_files(plan, staging)
-        from chatvector.verify import verify_model_folder
-
-        expected = {t.name: (t.shape, t.out_dtype) for t in plan.tensors}
-        report = verify_model_folder(staging, expected)
-        endpoint = None if all(c.resolved.is_local for c in plan.checkpoints.values()) else _endpoint()
-        provenance = build_provenance(plan, staging, result.files, endpoint, report.to_dict())
-        write_provenance(staging, provenance)
-        report.raise_for_failures()
-        if finish is not None:
-            finish(staging, provenance)
-        _replace_dir(staging, out_dir)
+        yield staging
+        replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return MergeOutcome(plan, out_dir, provenance, result.device, result.seconds)
 
 
-def _endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
-def check_out_dir(out_dir: Path) -> None:
-    """--out must be creatable, and either new, empty, or an earlier output holding only what chatvector wrote."""
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise PipelineError(f"--out {out_dir}: cannot create its folder: {err.strerror or err}") from None
-    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir())
-                             and not (out_dir / PROVENANCE_FILE).is_file()):
-        raise PipelineError(f"--out {out_dir}: exists and is not an earlier chatvector output; "
-                            "choose a new or empty folder")
-    if out_dir.is_dir() and (out_dir / PROVENANCE_FILE).is_file():
-        foreign = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*")
-                         if p.is_file() and p.name not in _written_before(out_dir))
-        if foreign:
-            raise PipelineError(f"--out {out_dir}: holds files chatvector did not write ({', '.join(foreign[:3])}"
-                                f"{', ...' if len(foreign) > 3 else ''}); replacing the folder would delete them: "
-                                "move them or choose another folder")
-
-
-def _written_before(out_dir: Path) -> set[str]:
-    """The files an earlier run wrote there, as its provenance lists them."""
-    try:
-        provenance = json.loads((out_dir / PROVENANCE_FILE).read_text(encoding="utf-8"))
-        files = set((provenance.get("output") or {}).get("files") or {})
-    except (OSError, ValueError):
-        files = set()
-    return files | {PROVENANCE_FILE, "README.md", "coefficients.svg"}
-
-
-def check_device(recipe: Recipe, device: str | None) -> None:
-    """Fail before any download when the merge device cannot be had."""
-    from chatvector.merge import resolve_device
-
-    try:
-        resolve_device(device or recipe.merge.device)
-    except PipelineError as err:
-        if device is None and recipe.merge.device != "auto":  # the recipe asked for it, not a flag
-            reason = str(err).split(" but ", 1)[-1]
-            raise recipe.error_at("merge.device", f"{recipe.merge.device} was asked for but {reason}") from None
-        raise
-
-
-def _replace_dir(staging: Path, out_dir: Path) -> None:
+def replace_dir(staging: Path, out_dir: Path) -> None:
     """Move staging to out_dir; an existing out_dir is replaced only once the new one is complete."""
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -159,3 +200,4 @@ def _replace_dir(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, out_dir)
+

@@ -4,36 +4,49 @@
 `report.raise_for_failures()` turns failures into one `VerificationError`. Each check reads only what
 it needs: headers for the layout, a streaming pass for the values, then config, tokenizer, chat
 template and generation config as transformers would load them.
+
+The weights are read with the safetensors library (the reader transformers uses), never with the
+merge engine's own parser, so that a bug in how the engine writes files cannot pass its own check.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open  # the one reader of weights here (tests wrap it to watch the reads)
 
-from chatvector.errors import MergeError, VerificationError
-from chatvector.merge.safetensors_io import Header, InputFile, TensorInfo, read_header
+from chatvector.conventions import (
+    DTYPE_BY_CODE,
+    EMBED_SUFFIXES,
+    GENERATION_CONFIG_FILE,
+    LM_HEAD_EXACT,
+    LM_HEAD_SUFFIXES,
+    SINGLE_WEIGHTS_FILE,
+    WEIGHTS_INDEX_FILE,
+    summarize,
+)
+from chatvector.errors import VerificationError
 from chatvector.units import human_bytes
 
 log = logging.getLogger(__name__)
 
-SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
 SAMPLE_SYSTEM = "You are a helpful assistant."
 SAMPLE_USER = "Hello! Who are you?"
 
-# safetensors dtype code -> the name a plan uses.
-DTYPE_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64"}
-EMBED_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight",
-                  "tok_embeddings.weight")
-LM_HEAD_SUFFIXES = ("lm_head.weight", "embed_out.weight")
 _SHOWN = 3  # problems spelled out in a one-line detail; the rest are counted
+_MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
+# The library maps a whole file, and every page read stays in this process's RSS until the file is
+# closed; the values pass reopens a file after this many bytes so that RSS stays flat.
+_REMAP_BYTES = 128 << 20
+# `__metadata__["format"]` values transformers loads (4.x refuses any other; a file without one is fine).
+_LOADABLE_FORMATS = ("pt", "tf", "flax", "mlx")
 
 
 @dataclass(frozen=True)
@@ -79,8 +92,8 @@ def verify_model_folder(
     """Run every check on `folder`; never raises for a bad folder (see `raise_for_failures`).
 
     expected: the plan, {tensor name: (shape, "bfloat16" | "float16" | "float32")}; without it the
-    "shapes and dtypes as planned" check is left out. chunk_bytes: the most bytes of one tensor held
-    at a time while checking values.
+    "shapes and dtypes as planned" check is left out. chunk_bytes: the most bytes of one tensor read
+    at a time while checking values (whole rows; a row larger than that is read alone).
     """
     folder = Path(folder)
     if chunk_bytes < 1:
@@ -106,10 +119,24 @@ def verify_model_folder(
 # 1. weights are readable
 
 
+@dataclass(frozen=True)
+class _Tensor:
+    """One stored tensor, as the safetensors library reads it."""
+
+    file: str  # the file's name inside the folder
+    dtype: str  # safetensors' code: "BF16"
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
 @dataclass
 class _Weights:
     check: Check
-    tensors: dict[str, tuple[Header, TensorInfo]] = field(default_factory=dict)
+    folder: Path
+    tensors: dict[str, _Tensor] = field(default_factory=dict)  # each file's tensors in file order
     unreadable: set[str] = field(default_factory=set)  # named by the index but not readable
 
     @property
@@ -119,14 +146,14 @@ class _Weights:
 
 def _read_weights(folder: Path) -> _Weights:
     name = "weights are readable"
-    single, index = folder / SINGLE_FILE, folder / INDEX_FILE
+    single, index = folder / SINGLE_WEIGHTS_FILE, folder / WEIGHTS_INDEX_FILE
     problems: list[str] = []
-    out = _Weights(Check(name, True, ""))
+    out = _Weights(Check(name, True, ""), folder)
     if single.exists():
         if index.exists():  # transformers loads model.safetensors and ignores the index
-            problems.append(f"both {SINGLE_FILE} and {INDEX_FILE} exist; remove the stale one")
+            problems.append(f"both {SINGLE_WEIGHTS_FILE} and {WEIGHTS_INDEX_FILE} exist; remove the stale one")
         weight_map = None
-        files = [SINGLE_FILE]
+        files = [SINGLE_WEIGHTS_FILE]
     elif index.exists():
         try:
             doc = json.loads(index.read_text(encoding="utf-8"))
@@ -134,7 +161,7 @@ def _read_weights(folder: Path) -> _Weights:
             if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
                 raise TypeError("weight_map is not an object of file names")
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-            out.check = Check(name, False, f"{INDEX_FILE} is unreadable: {_one_line(e)}")
+            out.check = Check(name, False, f"{WEIGHTS_INDEX_FILE} is unreadable: {_one_line(e)}")
             return out
         files = sorted(set(weight_map.values()))
         named = set(files)
@@ -142,7 +169,7 @@ def _read_weights(folder: Path) -> _Weights:
         stray = sorted(p.name for p in folder.glob("model*.safetensors") if p.name not in named)
         problems += [f"{s}: not named by the index (a stale shard?)" for s in stray]
     else:
-        out.check = Check(name, False, f"no {SINGLE_FILE} or {INDEX_FILE} in {folder}")
+        out.check = Check(name, False, f"no {SINGLE_WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in {folder}")
         return out
 
     seen: dict[str, str] = {}
@@ -158,12 +185,14 @@ def _read_weights(folder: Path) -> _Weights:
             unreadable_files.add(fname)
             continue
         try:
-            header = read_header(path)
-        except MergeError as e:
-            problems.append(_one_line(str(e).replace(str(path), fname)))
+            stored, fmt = _list_file(path)
+        except Exception as e:  # noqa: BLE001  (whatever the library refuses is the finding)
+            problems.append(f"{fname}: " + _why_unreadable(path, e).replace(str(path), fname))
             unreadable_files.add(fname)
             continue
-        for tname, info in header.tensors.items():
+        if fmt is not None and fmt not in _LOADABLE_FORMATS:
+            problems.append(f"{fname}: metadata format {fmt!r}; transformers loads only {', '.join(_LOADABLE_FORMATS)}")
+        for tname, (dtype, shape) in stored.items():
             if tname in seen:
                 problems.append(f"{tname}: in both {seen[tname]} and {fname}")
                 continue
@@ -171,7 +200,7 @@ def _read_weights(folder: Path) -> _Weights:
             if weight_map is not None and weight_map.get(tname) != fname:
                 where = f"names {weight_map[tname]}" if tname in weight_map else "does not name it"
                 problems.append(f"{tname}: stored in {fname} but the index {where}")
-            out.tensors[tname] = (header, info)
+            out.tensors[tname] = _Tensor(fname, dtype, shape)
 
     if weight_map is not None:
         for tname, fname in weight_map.items():
@@ -182,16 +211,70 @@ def _read_weights(folder: Path) -> _Weights:
                 out.unreadable.add(tname)
 
     if problems:
-        out.check = Check(name, False, _summary(problems))
+        out.check = Check(name, False, summarize(problems, _SHOWN))
     else:
-        nbytes = sum(info.end - info.start for _, info in out.tensors.values())
+        nbytes = sum(t.numel * DTYPE_BY_CODE[t.dtype].itemsize for t in out.tensors.values() if t.dtype in DTYPE_BY_CODE)
         shards = f"{len(files)} shards" if len(files) > 1 else "1 file"
         out.check = Check(name, True, f"{shards}, {len(out.tensors)} tensors, {human_bytes(nbytes)}")
     return out
 
 
+def _list_file(path: Path) -> tuple[dict[str, tuple[str, tuple[int, ...]]], str | None]:
+    """{tensor: (dtype code, shape)} in file order, and the metadata's "format", as the library reads
+    them. Opening validates the whole layout: header, offsets, no gaps or overlaps, size."""
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+        names = f.offset_keys() if hasattr(f, "offset_keys") else f.keys()  # offset_keys: safetensors >= 0.6
+        out = {}
+        for tname in names:
+            sl = f.get_slice(tname)
+            out[tname] = (str(sl.get_dtype()), tuple(int(d) for d in sl.get_shape()))
+    return out, meta.get("format")
+
+
+def _why_unreadable(path: Path, err: Exception) -> str:
+    """Why the safetensors library refused `path`, in words one can act on.
+
+    The library's verdict stands; this only looks at the first bytes to name the usual causes (a
+    truncated file, one that is not safetensors at all) and otherwise quotes the library."""
+    if isinstance(err, OSError):
+        return f"cannot read: {err.strerror or err}"
+    said = _one_line(err)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                return f"not a safetensors file ({size} bytes, too short for a header)"
+            n = int.from_bytes(prefix, "little")
+            if n > _MAX_HEADER_BYTES or 8 + n > size:
+                return (f"not a safetensors file (header length {n} does not fit a {size}-byte file);"
+                        " the file may be truncated or not safetensors at all")
+            raw = f.read(n)
+        try:
+            doc = json.loads(raw)
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError
+            return f"header is not valid JSON ({_one_line(e)}); the file is corrupt"
+        if not isinstance(doc, dict):
+            return "header is not a JSON object; the file is corrupt"
+        data = size - 8 - n
+        for tname, entry in doc.items():
+            offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+            if (tname != "__metadata__" and isinstance(offsets, list) and len(offsets) == 2
+                    and all(isinstance(o, int) for o in offsets) and offsets[1] > data):
+                return (f"tensor {tname!r} lies at bytes [{offsets[0]}, {offsets[1]}) of a {data}-byte data"
+                        " section; the file is truncated or corrupt")
+    except OSError:
+        pass
+    return f"the safetensors library cannot read it ({said}); the file is corrupt"
+
+
 # --------------------------------------------------------------------------------------------------
 # 2. shapes and dtypes as planned
+
+
+def _dtype_name(code: str) -> str:
+    return DTYPE_BY_CODE[code].name if code in DTYPE_BY_CODE else code
 
 
 def _check_planned(weights: _Weights, expected: dict[str, tuple[tuple[int, ...], str]]) -> Check:
@@ -202,15 +285,15 @@ def _check_planned(weights: _Weights, expected: dict[str, tuple[tuple[int, ...],
         if tname not in weights.tensors:
             problems.append(f"missing: {tname}")
             continue
-        info = weights.tensors[tname][1]
-        got_dtype = DTYPE_NAMES.get(info.dtype, info.dtype)
-        if info.shape != shape:
-            problems.append(f"{tname}: shape {list(info.shape)}, expected {list(shape)}")
+        t = weights.tensors[tname]
+        got_dtype = _dtype_name(t.dtype)
+        if t.shape != shape:
+            problems.append(f"{tname}: shape {list(t.shape)}, expected {list(shape)}")
         if got_dtype != dtype:
             problems.append(f"{tname}: {got_dtype}, expected {dtype}")
     problems += [f"unexpected: {t}" for t in sorted(set(weights.tensors) - set(expected))]
     if problems:
-        return Check(name, False, _summary(problems))
+        return Check(name, False, summarize(problems, _SHOWN))
     return Check(name, True, f"{len(expected)} tensors match the plan")
 
 
@@ -223,32 +306,30 @@ def _check_finite(weights: _Weights, chunk_bytes: int) -> Check:
     first_bad: str | None = None
     bad_tensors = 0
     checked = values = skipped = 0
-    by_file: dict[Path, list[tuple[str, TensorInfo]]] = {}
-    headers: dict[Path, Header] = {}
-    for tname, (header, info) in weights.tensors.items():
-        by_file.setdefault(header.path, []).append((tname, info))
-        headers[header.path] = header
-    for path, entries in by_file.items():
+    by_file: dict[str, list[tuple[str, _Tensor]]] = {}
+    for tname, t in weights.tensors.items():
+        by_file.setdefault(t.file, []).append((tname, t))
+    for fname, entries in by_file.items():
+        current = None
         try:
-            f = InputFile(headers[path])
-        except MergeError as e:
+            with _Reader(weights.folder / fname, max(chunk_bytes, _REMAP_BYTES)) as reader:
+                for tname, t in entries:  # file order: sequential reads
+                    dt = DTYPE_BY_CODE.get(t.dtype)
+                    if dt is None or not dt.floating:
+                        skipped += 1  # integer and fp8 tensors: nothing to check, or no arithmetic for it
+                        continue
+                    current = tname
+                    found = _scan_tensor(reader, tname, t, dt.itemsize, chunk_bytes, count=first_bad is None)
+                    checked += 1
+                    values += t.numel
+                    if found is not None:
+                        bad_tensors += 1
+                        if first_bad is None:
+                            first_bad = f"{tname}: {found}"
+        except Exception as e:  # noqa: BLE001  (a file that reads badly is the finding, not a crash)
             if first_bad is None:
-                first_bad = _one_line(str(e).replace(str(path), path.name))
-            continue
-        try:
-            for tname, info in sorted(entries, key=lambda e: e[1].start):  # file order: sequential reads
-                if info.torch_dtype is None or not info.torch_dtype.is_floating_point:
-                    skipped += 1  # integer and fp8 tensors: nothing to check or no torch dtype for it
-                    continue
-                found = _scan_tensor(f, info, chunk_bytes, count=first_bad is None)
-                checked += 1
-                values += info.numel
-                if found is not None:
-                    bad_tensors += 1
-                    if first_bad is None:
-                        first_bad = f"{tname}: {found}"
-        finally:
-            f.close()
+                what = f"cannot read {current}" if current else "cannot open it"
+                first_bad = f"{fname}: {what}: {_one_line(e)}".replace(str(weights.folder / fname), fname)
     skip_note = f" ({skipped} non-float tensors skipped)" if skipped else ""
     if first_bad is not None:
         more = f"; {bad_tensors - 1} more tensors have some" if bad_tensors > 1 else ""
@@ -260,40 +341,81 @@ def _check_finite(weights: _Weights, chunk_bytes: int) -> Check:
     return Check(name, True, f"{checked} tensors, {_count(values)} values checked{skip_note}")
 
 
-def _scan_tensor(f: InputFile, info: TensorInfo, chunk_bytes: int, count: bool) -> str | None:
+class _Reader:
+    """Row ranges of one file's tensors, read through the safetensors library.
+
+    The library memory-maps the file and returns views of the mapping, so reading costs no anonymous
+    memory; but the pages read count in this process's RSS for as long as the file is open. The file
+    is therefore closed and reopened after every `remap_bytes` read, which keeps RSS bounded however
+    large the shard (reopening parses the header again: a millisecond or so)."""
+
+    def __init__(self, path: Path, remap_bytes: int):
+        self.path, self.remap_bytes = path, remap_bytes
+        self._file: Any = None
+        self._read = 0
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        f, self._file = self._file, None
+        if f is not None:
+            f.__exit__(None, None, None)
+
+    def _slice(self, name: str, nbytes: int) -> Any:
+        if self._file is None or self._read >= self.remap_bytes:
+            self._close()
+            self._file = safe_open(self.path, framework="pt")
+            self._file.__enter__()
+            self._read = 0
+        self._read += nbytes
+        return self._file.get_slice(name)
+
+    def rows(self, name: str, a: int, b: int, nbytes: int) -> torch.Tensor:
+        """Rows [a, b) of tensor `name` (its only element for a 0-d tensor), flattened."""
+        sl = self._slice(name, nbytes)
+        return (sl[a:b] if sl.get_shape() else sl[...]).reshape(-1)
+
+
+def _scan_tensor(reader: _Reader, name: str, t: _Tensor, itemsize: int, chunk_bytes: int, count: bool) -> str | None:
     """None if every value is finite; else a description of the non-finite values.
 
-    Reads `info` in chunks of at most chunk_bytes straight from the page cache (zero-copy mmap views),
-    dropping each chunk's pages once checked, so memory stays flat however large the shard.
+    Reads whole rows, as many as fit in chunk_bytes (a row larger than that alone), so memory stays
+    flat however large the tensor.
     """
-    step = max(1, chunk_bytes // info.itemsize)
+    numel = t.numel
+    if numel == 0:
+        return None
+    rows = t.shape[0] if t.shape else 1
+    row = numel // rows  # elements per row
+    step = max(1, chunk_bytes // (row * itemsize))
     bad = 0
     first: tuple[int, float] | None = None
-    for a in range(0, info.numel, step):
-        n = min(step, info.numel - a)
-        lo, hi = info.start + a * info.itemsize, info.start + (a + n) * info.itemsize
-        if a + n < info.numel:
-            f.willneed(hi, min(info.end, hi + n * info.itemsize))
-        x = f.tensor(info, a, n)
+    for a in range(0, rows, step):
+        b = min(rows, a + step)
+        x = reader.rows(name, a, b, (b - a) * row * itemsize)
+        if x.numel() != (b - a) * row:
+            raise ValueError(f"rows [{a}, {b}) of {name} came back as {x.numel()} values, not {(b - a) * row}")
         # aminmax propagates NaN and ±inf and is ~40x faster than isfinite(x).all(); the exact
         # isfinite pass runs only on a chunk already known to be bad.
         lo_v, hi_v = torch.aminmax(x)
         if not (torch.isfinite(lo_v) and torch.isfinite(hi_v)):
             if not count:
-                del x
                 return "non-finite values"
             nonfinite = ~torch.isfinite(x)
             bad += int(nonfinite.sum())
             if first is None:
                 i = int(nonfinite.nonzero()[0, 0])
-                first = (a + i, float(x[i]))
+                first = (a * row + i, float(x[i]))
         del x
-        f.release(lo, hi)
     if not bad:
         return None
     assert first is not None
     plural = "value" if bad == 1 else "values"
-    return f"{bad} non-finite {plural} of {info.numel} (first: {first[1]} at flat index {first[0]})"
+    return f"{bad} non-finite {plural} of {numel} (first: {first[1]} at flat index {first[0]})"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -309,12 +431,12 @@ def _find(weights: _Weights, suffixes: tuple[str, ...], exact: tuple[str, ...] =
 
 def _embedding_rows(weights: _Weights) -> tuple[str | None, int | None, str | None, int | None]:
     embed = _find(weights, EMBED_SUFFIXES)
-    head = _find(weights, LM_HEAD_SUFFIXES, exact=("output.weight",))  # InternLM2 names it "output"
+    head = _find(weights, LM_HEAD_SUFFIXES, exact=LM_HEAD_EXACT)
     return embed, _rows(weights, embed), head, _rows(weights, head)
 
 
 def _rows(weights: _Weights, name: str | None) -> int | None:
-    shape = weights.tensors[name][1].shape if name else ()
+    shape = weights.tensors[name].shape if name else ()
     return shape[0] if shape else None
 
 
@@ -346,7 +468,7 @@ def _check_config(folder: Path, weights: _Weights) -> tuple[Check, int | None]:
         problems.append("tie_word_embeddings is false but there is no lm_head tensor;"
                         " transformers would initialise a random one")
     if problems:
-        return Check(name, False, _summary(problems)), vocab
+        return Check(name, False, summarize(problems, _SHOWN)), vocab
     parts = [f"vocab_size {vocab} = {embed} rows"] if embed else [f"vocab_size {vocab}"]
     parts.append(f"= {head} rows" if head else "(tied, no lm_head)")
     return Check(name, True, " ".join(parts)), vocab
@@ -413,7 +535,7 @@ def _render(tok: Any, messages: list[dict[str, str]]) -> str:
 
 def _check_generation_eos(folder: Path, tok: Any) -> Check:
     name = "generation stops at end of turn"
-    path = folder / "generation_config.json"
+    path = folder / GENERATION_CONFIG_FILE
     if not path.is_file():
         return Check(name, False, "no generation_config.json: generate() would fall back to config.json")
     try:
@@ -442,13 +564,6 @@ def _check_generation_eos(folder: Path, tok: Any) -> Check:
 def _one_line(e: object, limit: int = 240) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _summary(problems: list[str]) -> str:
-    text = "; ".join(problems[:_SHOWN])
-    if len(problems) > _SHOWN:
-        text += f"; ... and {len(problems) - _SHOWN} more"
-    return text
 
 
 def _count(n: int) -> str:

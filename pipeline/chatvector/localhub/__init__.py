@@ -1,9 +1,13 @@
 """A local server speaking the Hugging Face Hub HTTP API, as huggingface_hub 2.4.0 uses it.
 
 It is the pipeline's offline default and the server every test talks to through the real client.
+
+Modules, each importing only those above it: `protocol` (HTTP plumbing, tokens, organizations) and
+`storage` (blobs and SQLite), `hub` (shared state and the access rules), the endpoints (`api`, `files`,
+`lfs`, `commit`, `discussions`), `routes` (the route table), `server` (the HTTP server, `LocalHub`), `cli`.
 """
 
-from chatvector.localhub.protocol import Token, parse_token_spec
-from chatvector.localhub.server import LocalHub, LoggedRequest, serve_forever
+from chatvector.localhub.protocol import FineGrained, Org, Scoped, Token, parse_org_spec, parse_token_spec
+from chatvector.localhub.server import LocalHub, LoggedRequest
 
-__all__ = ["LocalHub", "LoggedRequest", "Token", "parse_token_spec", "serve_forever"]
+__all__ = ["FineGrained", "LocalHub", "LoggedRequest", "Org", "Scoped", "Token", "parse_org_spec", "parse_token_spec"]

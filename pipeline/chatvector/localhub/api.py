@@ -1,160 +1,46 @@
-"""The Hub's endpoints, as huggingface_hub 2.4.0 calls them (see shared/hub-api.md).
+"""The Hub's API endpoints for identity, repos, listings, refs and settings (see shared/hub-api.md).
 
-Each endpoint is a function `(hub, request, ...) -> Response`; `route` maps a request to one of them.
+Each endpoint is a function `(hub, request, ...) -> Response`; `routes.py` maps requests to them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-import secrets
-from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
-from chatvector.localhub import cardmeta
-from chatvector.localhub.protocol import HubHTTPError, Request, Response, repo_not_found, require_write
-from chatvector.localhub.storage import FileEntry, Repo, Store, StoreError, lfs_pointer
-
-PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
-PREFIX = {"dataset": "datasets/", "space": "spaces/", "kernel": "kernels/", "model": ""}
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+from chatvector import cardrules
+from chatvector.localhub.hub import PREFIX, Hub, valid_name
+from chatvector.localhub.protocol import FINE_GRAINED, HubHTTPError, Request, Response, Token, require_write
+from chatvector.localhub.storage import FileEntry, StoreError, lfs_pointer
 
 
-@dataclass
-class Upload:
-    """A pending LFS upload; its URL token is the only credential the client sends with the bytes."""
-
-    repo_id: int
-    oid: str
-    size: int
-    chunk_size: int | None
-    parts: dict[int, Path] = field(default_factory=dict)
-
-
-@dataclass
-class HubConfig:
-    lfs_threshold: int = 10 * 1024 * 1024
-    multipart_chunk_size: int = 64 * 1024 * 1024
-    page_size: int = 1000
-
-
-class Hub:
-    """Everything an endpoint needs: the store, the settings and the pending LFS uploads."""
-
-    def __init__(self, store: Store, config: HubConfig):
-        self.store, self.config = store, config
-        self.uploads: dict[str, Upload] = {}
-
-    def repo_for_read(self, req: Request, repo_type: str, name: str) -> Repo:
-        repo = self.store.get_repo(repo_type, name)
-        if repo is None or (repo.private and req.user is None):
-            raise repo_not_found(name)
-        return repo
-
-    def repo_for_write(self, req: Request, repo_type: str, name: str) -> Repo:
-        repo = self.repo_for_read(req, repo_type, name)
-        require_write(req)
-        return repo
-
-    def resolve(self, repo: Repo, revision: str) -> str:
-        try:
-            return self.store.resolve(repo, revision)
-        except StoreError as err:
-            raise HubHTTPError(err.status, err.message, err.code) from None
-
-    def repo_url(self, req: Request, repo: Repo) -> str:
-        return f"{req.base_url}/{PREFIX[repo.type]}{repo.name}"
-
-
-def route(hub: Hub, req: Request) -> Response:
-    s, m = req.segments, req.method
-    try:
-        if s[:1] == ["api"]:
-            return _route_api(hub, req, s[1:], m)
-        if s[:1] == ["lfs-upload"] and len(s) >= 2:
-            from chatvector.localhub import lfs
-
-            return lfs.route_upload(hub, req, s[1:], m)
-        repo_type, base = "model", 0
-        if s and s[0] in ("datasets", "spaces", "kernels"):
-            repo_type, base = PLURAL[s[0]], 1
-        s = s[base:]
-        if len(s) >= 5 and s[2] == "resolve" and m in ("GET", "HEAD"):
-            from chatvector.localhub import files
-
-            name, revision, path = f"{s[0]}/{s[1]}", req.seg(base + 3), req.rest(base + 4)
-            return files.resolve(hub, req, repo_type, name, revision, path)
-        if len(s) == 6 and s[1].endswith(".git") and s[2:5] == ["info", "lfs", "objects"] and m == "POST":
-            from chatvector.localhub import lfs
-
-            name = f"{s[0]}/{s[1][:-4]}"
-            if s[5] == "batch":
-                return lfs.batch(hub, req, repo_type, name)
-            if s[5] == "verify":
-                return lfs.verify(hub, req, repo_type, name)
-    except StoreError as err:
-        raise HubHTTPError(err.status, err.message, err.code) from None
-    raise HubHTTPError(404, f"Not found: {m} /{'/'.join(req.segments)}")
-
-
-def _route_api(hub: Hub, req: Request, s: list[str], m: str) -> Response:
-    if s == ["agent-harnesses"]:
-        return Response(json={"standardEnvVars": [], "harnesses": {}})
-    if s == ["whoami-v2"] and m == "GET":
-        return whoami(req)
-    if s == ["repos", "create"] and m == "POST":
-        return create_repo(hub, req)
-    if s == ["repos", "delete"] and m == "DELETE":
-        return delete_repo(hub, req)
-    if s == ["validate-yaml"] and m == "POST":
-        return validate_yaml(req)
-    if len(s) < 3 or s[0] not in PLURAL:
-        raise HubHTTPError(404, f"Not found: {m} /api/{'/'.join(s)}")
-    repo_type, name, rest = PLURAL[s[0]], f"{s[1]}/{s[2]}", s[3:]
-    offset = len(req.segments) - len(rest)  # index of rest[0] in req.segments
-    action = rest[0] if rest else None
-    if action is None and m == "GET":
-        return repo_info(hub, req, repo_type, name, None)
-    if action == "revision" and m == "GET" and len(rest) >= 2:
-        return repo_info(hub, req, repo_type, name, req.rest(offset + 1))
-    if action == "tree" and m == "GET" and len(rest) >= 2:
-        return tree(hub, req, repo_type, name, req.seg(offset + 1), req.rest(offset + 2))
-    if action == "refs" and m == "GET":
-        return refs(hub, req, repo_type, name)
-    if action == "commits" and m == "GET" and len(rest) >= 2:
-        return commits(hub, req, repo_type, name, req.rest(offset + 1))
-    if action == "paths-info" and m == "POST" and len(rest) >= 2:
-        return paths_info(hub, req, repo_type, name, req.rest(offset + 1))
-    if action == "branch" and len(rest) >= 2 and m in ("POST", "DELETE"):
-        return branch(hub, req, repo_type, name, req.rest(offset + 1))
-    if action == "tag" and len(rest) >= 2 and m in ("POST", "DELETE"):
-        return tag(hub, req, repo_type, name, req.rest(offset + 1))
-    if action == "settings" and m == "PUT":
-        return settings(hub, req, repo_type, name)
-    if action in ("preupload", "commit") and m == "POST" and len(rest) >= 2:
-        from chatvector.localhub import commit
-
-        fn = commit.preupload if action == "preupload" else commit.commit
-        return fn(hub, req, repo_type, name, req.rest(offset + 1))
-    if action == "discussions":
-        from chatvector.localhub import discussions
-
-        return discussions.route(hub, req, repo_type, name, rest[1:], m)
-    if action in ("xet-read-token", "xet-write-token"):
-        raise HubHTTPError(404, "This local Hub does not speak Xet; set HF_HUB_DISABLE_XET=1 in the client")
-    raise HubHTTPError(404, f"Not found: {m} /api/{'/'.join(s)}")
+def agent_harnesses(hub: Hub, req: Request) -> Response:
+    return Response(json={"standardEnvVars": [], "harnesses": {}})
 
 
 # -- identity and repos -----------------------------------------------------------------------------------
-def whoami(req: Request) -> Response:
-    if req.user is None:
+def xet_unsupported(hub: Hub, req: Request, **_: str) -> Response:
+    raise HubHTTPError(404, "This local Hub does not speak Xet; set HF_HUB_DISABLE_XET=1 in the client")
+
+
+def whoami(hub: Hub, req: Request) -> Response:
+    user = req.user
+    if user is None:
         raise HubHTTPError(401, "Invalid credentials in Authorization header")
+    orgs = [{"type": "org", "name": org.name, "fullname": org.fullname or org.name, "roleInOrg": role}
+            for org, role in hub.orgs_of(user.name)]
     return Response(json={
-        "type": "user", "name": req.user.name, "fullname": req.user.name, "orgs": [],
-        "auth": {"type": "access_token", "accessToken": {"displayName": req.user.name, "role": req.user.scope}},
+        "type": "user", "name": user.name, "fullname": user.name, "orgs": orgs,
+        "auth": {"type": "access_token", "accessToken": _access_token(user)},
     })
+
+
+def _access_token(token: Token) -> dict:
+    info: dict = {"displayName": token.name, "role": token.scope}
+    if token.scope == FINE_GRAINED and token.fine_grained is not None:
+        info["fineGrained"] = token.fine_grained.to_json()
+    return info
 
 
 def create_repo(hub: Hub, req: Request) -> Response:
@@ -164,14 +50,14 @@ def create_repo(hub: Hub, req: Request) -> Response:
         raise HubHTTPError(401, "You must be authenticated with a write token to create a repo.")
     name, org = body.get("name"), body.get("organization") or user.name
     repo_type = body.get("type") or "model"
-    if repo_type not in PREFIX or not isinstance(name, str) or not _valid_name(name) or not _valid_name(org):
+    if repo_type not in PREFIX or not isinstance(name, str) or not valid_name(name) or not valid_name(org):
         raise HubHTTPError(400, f"Invalid repo name or type: {org}/{name} ({repo_type})")
+    hub.check_create(req, repo_type, org)  # before the existence check: no 409 leaks a private repo
     full = f"{org}/{name}"
     url = f"{req.base_url}/{PREFIX[repo_type]}{full}"
     if hub.store.get_repo(repo_type, full) is not None:
         return Response(409, json={"error": f"You already created this {repo_type} repo", "url": url},
                         headers={"X-Error-Message": f"You already created this {repo_type} repo"})
-    require_write(req)
     private = body.get("visibility", "private" if body.get("private") else "public") != "public"
     try:
         hub.store.create_repo(repo_type, full, private, user.name)
@@ -201,13 +87,14 @@ def settings(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
     return Response(json={})
 
 
-def validate_yaml(req: Request) -> Response:
+def validate_yaml(hub: Hub, req: Request) -> Response:
     body = req.body.json()
-    errors = cardmeta.validate_card(body.get("content") or "")
+    repo_type = body.get("repoType") if body.get("repoType") in PREFIX else "model"
+    errors, warnings = cardrules.validate_card(body.get("content") or "", repo_type=repo_type)
+    payload = {"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]}
     if errors:
-        return Response(400, json={"errors": [{"message": e} for e in errors], "warnings": []},
-                        headers={"X-Error-Message": errors[0]})
-    return Response(json={"errors": [], "warnings": []})
+        return Response(400, json=payload, headers={"X-Error-Message": errors[0]})
+    return Response(json=payload)
 
 
 def repo_info(hub: Hub, req: Request, repo_type: str, name: str, revision: str | None) -> Response:
@@ -247,7 +134,7 @@ def _card_data(hub: Hub, files: list[FileEntry]) -> dict | None:
     if readme is None:
         return None
     with hub.store.open_blob(readme.sha256) as fh:
-        return cardmeta.parse_card_data(fh.read().decode("utf-8", "replace"))
+        return cardrules.parse_card_data(fh.read().decode("utf-8", "replace"))
 
 
 # -- listing ---------------------------------------------------------------------------------------------
@@ -365,11 +252,3 @@ def tag(hub: Hub, req: Request, repo_type: str, name: str, revision_or_tag: str)
     sha = hub.resolve(repo, revision_or_tag)
     hub.store.set_ref(repo, "tag", tag_name, sha, must_not_exist=True)
     return Response(json={})
-
-
-def _valid_name(name: str) -> bool:
-    return bool(_NAME.fullmatch(name or "")) and ".." not in name and not name.endswith(".git")
-
-
-def new_upload_token() -> str:
-    return secrets.token_urlsafe(24)

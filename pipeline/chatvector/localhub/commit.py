@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 
-from chatvector.localhub.api import PREFIX, Hub
+from chatvector.localhub.hub import PREFIX, Hub
 from chatvector.localhub.protocol import HubHTTPError, Request, Response
 from chatvector.localhub.storage import FileOp, StoreError
 

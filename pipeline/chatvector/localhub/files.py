@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from chatvector.localhub.api import Hub
+from chatvector.localhub.hub import Hub
 from chatvector.localhub.protocol import HubHTTPError, Request, Response
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -21,12 +21,7 @@ def resolve(hub: Hub, req: Request, repo_type: str, name: str, revision: str, pa
     if entry is None:
         # X-Repo-Commit lets the client cache the absence (transformers probes many optional files).
         raise HubHTTPError(404, f"Entry not found: {path} at {revision}", "EntryNotFound", {"X-Repo-Commit": sha})
-    if repo.gated and path not in ("README.md", ".gitattributes") and (
-        req.user is None or req.user.name != repo.namespace
-    ):
-        raise HubHTTPError(
-            403, f"Access to model {name} is restricted and you are not in the authorized list.", "GatedRepo"
-        )
+    hub.check_download(req, repo, path)
     headers = {
         "X-Repo-Commit": sha,
         "ETag": f'"{entry.etag}"',

@@ -12,7 +12,7 @@ import math
 import os
 import re
 
-from chatvector.localhub.api import PREFIX, Hub, Upload, new_upload_token
+from chatvector.localhub.hub import PREFIX, Hub, Upload, new_upload_token
 from chatvector.localhub.protocol import HubHTTPError, Request, Response
 from chatvector.localhub.storage import StoreError
 
@@ -57,17 +57,32 @@ def verify(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
     return Response(json={"message": "Object verified"})
 
 
-def route_upload(hub: Hub, req: Request, s: list[str], method: str) -> Response:
-    upload = hub.uploads.get(s[0])
+def _pending(hub: Hub, token: str) -> Upload:
+    upload = hub.uploads.get(token)
     if upload is None:
         raise HubHTTPError(404, "Unknown or expired upload URL")
-    if len(s) == 1 and method == "PUT" and upload.chunk_size is None:
-        return _store(hub, s[0], upload, req.body.iter_chunks())
-    if len(s) == 3 and s[1] == "part" and method == "PUT" and upload.chunk_size:
-        return _put_part(hub, upload, int(s[2]), req)
-    if len(s) == 2 and s[1] == "complete" and method == "POST":
-        return _complete(hub, s[0], upload, req.body.json())
-    raise HubHTTPError(404, "Unknown upload action")
+    return upload
+
+
+def upload_put(hub: Hub, req: Request, token: str) -> Response:
+    """`PUT /lfs-upload/{token}`: the whole object in one request (basic transfer)."""
+    upload = _pending(hub, token)
+    if upload.chunk_size is not None:
+        raise HubHTTPError(404, "Unknown upload action: this upload is multipart")
+    return _store(hub, token, upload, req.body.iter_chunks())
+
+
+def upload_part(hub: Hub, req: Request, token: str, number: str) -> Response:
+    """`PUT /lfs-upload/{token}/part/{n}`: one part of a multipart upload."""
+    upload = _pending(hub, token)
+    if not upload.chunk_size:
+        raise HubHTTPError(404, "Unknown upload action: this upload is not multipart")
+    return _put_part(hub, upload, int(number), req)
+
+
+def upload_complete(hub: Hub, req: Request, token: str) -> Response:
+    """`POST /lfs-upload/{token}/complete`: assemble the parts into the blob."""
+    return _complete(hub, token, _pending(hub, token), req.body.json())
 
 
 def _store(hub: Hub, token: str, upload: Upload, chunks) -> Response:

@@ -6,13 +6,20 @@ JSON body `{"error": ...}` (HEAD responses have no body, so the headers are all 
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
-from urllib.parse import unquote
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping
 
-READ, WRITE = "read", "write"
+READ, WRITE, FINE_GRAINED = "read", "write", "fineGrained"
+ROLES = ("admin", "write", "contributor", "read")  # an organization member's role, most rights first
+ENTITY_TYPES = ("user", "org", "model", "dataset", "space", "kernel")
+CONTENT_READ, REPO_WRITE = "repo.content.read", "repo.write"
+ENFORCED_PERMISSIONS = (CONTENT_READ, REPO_WRITE)  # the fine-grained permissions this server checks
+_PERMISSION = re.compile(r"^[a-z][a-z-]*(\.[a-z-]+)+$")
 
 
 class HubHTTPError(Exception):
@@ -26,16 +33,102 @@ def repo_not_found(name: str) -> HubHTTPError:
     return HubHTTPError(404, f"Repository Not Found for url: {name}.", "RepoNotFound")
 
 
+# -- identities: tokens, fine-grained permissions, organizations ------------------------------------------
+@dataclass(frozen=True)
+class Scoped:
+    """Fine-grained permissions on one entity: a user or org namespace (every repo in it), or one repo."""
+
+    type: str  # "user" | "org" | "model" | "dataset" | "space" | "kernel"
+    name: str  # the namespace, or the repo id for a repo
+    permissions: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.type not in ENTITY_TYPES:
+            raise ValueError(f"fine-grained entity type {self.type!r} is not one of {', '.join(ENTITY_TYPES)}")
+        object.__setattr__(self, "permissions", tuple(self.permissions))
+
+    def covers(self, repo_type: str | None, name: str) -> bool:
+        """Whether this entity is the repo NAME of REPO_TYPE or its namespace (REPO_TYPE None: NAME is a
+        namespace, for creating a repo in it)."""
+        if self.type in ("user", "org"):
+            return self.name == name.split("/", 1)[0]
+        return repo_type is not None and self.type == repo_type and self.name == name
+
+
+@dataclass(frozen=True)
+class FineGrained:
+    """A fine-grained token's permission set, as the Hub's whoami reports it."""
+
+    scoped: tuple[Scoped, ...] = ()
+    global_permissions: tuple[str, ...] = ()  # not tied to a repo (e.g. "discussion.write"); never repo rights
+    can_read_gated_repos: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scoped", tuple(self.scoped))
+        object.__setattr__(self, "global_permissions", tuple(self.global_permissions))
+
+    def allows(self, permissions: Iterable[str], repo_type: str | None, name: str) -> bool:
+        """Whether one of PERMISSIONS is granted on the repo (or namespace, REPO_TYPE None) NAME."""
+        wanted = set(permissions)
+        return any(wanted & set(s.permissions) and s.covers(repo_type, name) for s in self.scoped)
+
+    def to_json(self) -> dict:
+        return {
+            "canReadGatedRepos": self.can_read_gated_repos,
+            "global": list(self.global_permissions),
+            "scoped": [{"entity": {"type": s.type, "name": s.name}, "permissions": list(s.permissions)}
+                       for s in self.scoped],
+        }
+
+
 @dataclass(frozen=True)
 class Token:
-    """A token the server accepts: SECRET authenticates user NAME with read or write scope."""
+    """A token the server accepts: SECRET authenticates user NAME.
+
+    `scope` is "read", "write" or "fineGrained"; a fine-grained token carries its permissions in
+    `fine_grained` (`Token("erin", "s3cret", fine_grained=FineGrained(...))`).
+    """
 
     name: str
     secret: str
-    scope: str
+    scope: str = FINE_GRAINED
+    fine_grained: FineGrained | None = None
+
+    def __post_init__(self) -> None:
+        if self.scope not in (READ, WRITE, FINE_GRAINED):
+            raise ValueError(f"token scope {self.scope!r} is not one of read, write, fineGrained")
+        if (self.scope == FINE_GRAINED) != (self.fine_grained is not None):
+            raise ValueError("a token has fine_grained permissions exactly when its scope is fineGrained")
 
     def __repr__(self) -> str:  # never show the secret, even in a debugger or a traceback
-        return f"Token(name={self.name!r}, scope={self.scope!r})"
+        return f"Token(name={self.name!r}, scope={self.scope!r}, fine_grained={self.fine_grained!r})"
+
+    # What the token itself allows on a repo (or, REPO_TYPE None, a namespace); the user's rights are apart.
+    def grants_read(self, repo_type: str | None, name: str) -> bool:
+        return self.fine_grained is None or self.fine_grained.allows((CONTENT_READ, REPO_WRITE), repo_type, name)
+
+    def grants_write(self, repo_type: str | None, name: str) -> bool:
+        if self.fine_grained is not None:
+            return self.fine_grained.allows((REPO_WRITE,), repo_type, name)
+        return self.scope == WRITE
+
+
+@dataclass(frozen=True)
+class Org:
+    """An organization: its members and their roles (admin, write, contributor, read)."""
+
+    name: str
+    members: Mapping[str, str]
+    fullname: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "members", MappingProxyType(dict(self.members)))
+        for user, role in self.members.items():
+            if role not in ROLES:
+                raise ValueError(f"organization {self.name}: {user}'s role {role!r} is not one of {', '.join(ROLES)}")
+
+    def __hash__(self) -> int:
+        return hash(self.name)
 
 
 def parse_token_spec(spec: str) -> Token:
@@ -45,6 +138,67 @@ def parse_token_spec(spec: str) -> Token:
     if not sep or not sep2 or not name or not secret or scope not in (READ, WRITE):
         raise ValueError("--token must look like NAME=SECRET:read or NAME=SECRET:write")
     return Token(name, secret, scope)
+
+
+FINE_GRAINED_SPEC = "NAME=SECRET:TYPE:ENTITY=PERM[+PERM...][,TYPE:ENTITY=PERM...][,gated]"
+
+
+def parse_fine_grained_token_spec(spec: str) -> Token:
+    """`NAME=SECRET:TYPE:ENTITY=PERM[+PERM...][,...][,gated][,global=PERM[+PERM...]]` → a fine-grained Token.
+
+    TYPE is user, org, model, dataset, space or kernel; `gated` sets canReadGatedRepos. SECRET may not contain
+    ':'. The messages never repeat the secret.
+    """
+    flag = "--fine-grained-token"
+    name, sep, rest = spec.partition("=")
+    secret, sep2, items = rest.partition(":")
+    if not sep or not sep2 or not name or not secret or not items:
+        raise ValueError(f"{flag} must look like {FINE_GRAINED_SPEC}, e.g. erin=hf_secret:org:my-org=repo.write")
+    scoped, global_permissions, gated = [], [], False
+    for item in items.split(","):
+        entity, sep3, perms = item.partition("=")
+        if item == "gated":
+            gated = True
+            continue
+        where = f"{flag} {name}: {item!r}"
+        permissions = [p for p in perms.split("+") if p]
+        if not sep3 or not permissions:
+            raise ValueError(f"{where} needs =PERM[+PERM...] after the entity, e.g. org:my-org=repo.write")
+        for p in permissions:
+            close = difflib.get_close_matches(p, ENFORCED_PERMISSIONS, n=1, cutoff=0.8)
+            if not _PERMISSION.match(p) or (close and p not in ENFORCED_PERMISSIONS):
+                hint = f"did you mean {close[0]!r}?" if close else "use repo.content.read or repo.write"
+                raise ValueError(f"{where}: {p!r} is not a Hub permission ({hint})")
+        if entity == "global":
+            global_permissions += permissions
+            continue
+        kind, sep4, entity_name = entity.partition(":")
+        if not sep4 or kind not in ENTITY_TYPES or not entity_name:
+            raise ValueError(f"{where}: the entity must be TYPE:NAME with TYPE one of {', '.join(ENTITY_TYPES)}, "
+                             "e.g. org:my-org or model:alice/x")
+        scoped.append(Scoped(kind, entity_name, tuple(permissions)))
+    return Token(name, secret, FINE_GRAINED, FineGrained(tuple(scoped), tuple(global_permissions), gated))
+
+
+ORG_SPEC = "NAME=USER:ROLE[,USER:ROLE...]"
+
+
+def parse_org_spec(spec: str) -> Org:
+    """`NAME=USER:ROLE[,USER:ROLE...]` → Org, with ROLE one of admin, write, contributor, read."""
+    name, sep, rest = spec.partition("=")
+    if not sep or not name or not rest:
+        raise ValueError(f"--org must look like {ORG_SPEC} (ROLE: {', '.join(ROLES)}), e.g. my-org=alice:admin")
+    members: dict[str, str] = {}
+    for item in rest.split(","):
+        user, sep2, role = item.partition(":")
+        if not sep2 or not user:
+            raise ValueError(f"--org {name}: {item!r} must be USER:ROLE (ROLE: {', '.join(ROLES)}), e.g. alice:write")
+        if role not in ROLES:
+            raise ValueError(f"--org {name}: {user}'s role {role!r} is not one of {', '.join(ROLES)}")
+        if user in members:
+            raise ValueError(f"--org {name}: {user} is listed twice; give each member one role")
+        members[user] = role
+    return Org(name, members)
 
 
 class BodyReader:
@@ -119,19 +273,12 @@ class BodyReader:
 @dataclass
 class Request:
     method: str
-    segments: list[str]  # raw path segments, still percent-encoded
+    segments: list[str]  # raw path segments, still percent-encoded (routes.py unquotes what it matches)
     query: dict[str, list[str]]
     headers: Any
     body: BodyReader
     user: Token | None
     base_url: str  # http://host:port as the client addressed us, for absolute links
-
-    def seg(self, i: int) -> str:
-        return unquote(self.segments[i])
-
-    def rest(self, i: int) -> str:
-        """Segments i.. joined by '/', each unquoted (a revision or folder may carry %2F)."""
-        return "/".join(unquote(s) for s in self.segments[i:])
 
     def flag(self, name: str) -> bool:
         return (self.query.get(name, [""])[-1] or "").lower() in ("1", "true")
@@ -161,6 +308,6 @@ class Response:
 def require_write(req: Request) -> Token:
     if req.user is None:
         raise HubHTTPError(401, "You must be authenticated with a write token to do this.")
-    if req.user.scope != WRITE:
+    if req.user.scope == READ:
         raise HubHTTPError(403, "You don't have the rights to do this: the token has read scope only")
     return req.user

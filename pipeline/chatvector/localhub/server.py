@@ -1,6 +1,7 @@
 """The local Hub's HTTP server: threaded, keep-alive, request log without secrets.
 
-    with LocalHub(tmp_path, tokens=[Token("alice", "secret", "write")]) as hub:
+    with LocalHub(tmp_path, tokens=[Token("alice", "secret", "write")],
+                  orgs=[Org("my-org", {"alice": "admin"})]) as hub:
         os.environ["HF_ENDPOINT"] = hub.url   # before huggingface_hub is imported
 """
 
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import parse_qs
 
-from chatvector.localhub.api import Hub, HubConfig, route
-from chatvector.localhub.protocol import BodyReader, HubHTTPError, Request, Response, Token, parse_token_spec
+from chatvector.localhub.hub import Hub, HubConfig
+from chatvector.localhub.protocol import BodyReader, HubHTTPError, Org, Request, Response, Token
+from chatvector.localhub.routes import dispatch
 from chatvector.localhub.storage import Store
 
 log = logging.getLogger(__name__)
-__all__ = ["LocalHub", "LoggedRequest", "Token", "parse_token_spec", "serve_forever"]
+__all__ = ["LocalHub", "LoggedRequest"]
+_POLL_S = 0.05  # how often serve_forever looks for a shutdown request: stop() returns within this
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: with Nagle's algorithm on, the body waits for the client's
+    # delayed ACK of the headers (about 40 ms a response on Linux).
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:
@@ -72,7 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
                 user=user,
                 base_url=f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}",
             )
-            response = route(self.server.hub, req)
+            response = dispatch(self.server.hub, req)
         except HubHTTPError as err:
             response = Response.of_error(err)
         except Exception as err:  # a bug: answer 500, keep serving, never leak request headers
@@ -126,21 +132,30 @@ class LocalHub:
         host: str = "127.0.0.1",
         port: int = 0,
         tokens: Iterable[Token] = (),
+        orgs: Iterable[Org] = (),
         lfs_threshold: int = 10 * 1024 * 1024,
         multipart_chunk_size: int = 64 * 1024 * 1024,
         page_size: int = 1000,
         log_file: str | Path | None = None,
         echo: bool = False,
     ):
+        tokens, orgs = list(tokens), list(orgs)
+        users = {t.name for t in tokens}
+        for org in orgs:
+            if org.name in users:
+                raise ValueError(f"organization {org.name} has the name of a user (a token's name); "
+                                 "a namespace is a user's or an organization's, not both")
         self.root = Path(root)
         self.store = Store(self.root)
-        self.hub = Hub(self.store, HubConfig(lfs_threshold, multipart_chunk_size, page_size))
+        self.hub = Hub(self.store, HubConfig(lfs_threshold, multipart_chunk_size, page_size), orgs)
         self.requests: deque[LoggedRequest] = deque(maxlen=100_000)
         self._log_file = open(log_file, "a", buffering=1) if log_file else None
         self._echo = echo  # also print each request line to stderr (`chatvector hub serve`)
         self._lock = threading.Lock()
         self._server = _Server((host, port), self.hub, {t.secret: t for t in tokens}, self._record)
         self._thread: threading.Thread | None = None
+        self._serving = False
+        self._closed = False
 
     @property
     def url(self) -> str:
@@ -160,12 +175,35 @@ class LocalHub:
                     sys.stderr.write(line)
 
     def start(self) -> "LocalHub":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="localhub", daemon=True)
+        """Serve on a background thread; `stop()` ends it."""
+        self._serving = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(_POLL_S,), name="localhub",
+                                        daemon=True)
         self._thread.start()
         return self
 
+    def serve_forever(self) -> None:
+        """Serve on the calling thread until interrupted (Ctrl-C) or `stop()` from another thread; then close."""
+        self._serving = True
+        try:
+            self._server.serve_forever(_POLL_S)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.close()
+
     def stop(self) -> None:
-        self._server.shutdown()
+        """Stop serving (waits for the serving loop to end) and close."""
+        if self._serving:
+            self._server.shutdown()
+            self._serving = False
+        self.close()
+
+    def close(self) -> None:
+        """Release the socket and the log file; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self._server.server_close()
         if self._log_file:
             self._log_file.close()
@@ -175,18 +213,3 @@ class LocalHub:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def serve_forever(
-    root: str | Path, *, host: str = "127.0.0.1", port: int = 0, tokens: Iterable[Token] = (), lfs_threshold: int = 10 << 20
-) -> None:
-    """Run until interrupted, logging each request (never a token) to stderr and ROOT/access.log."""
-    hub = LocalHub(root, host=host, port=port, tokens=tokens, lfs_threshold=lfs_threshold,
-                   log_file=Path(root) / "access.log", echo=True)
-    print(f"Serving on {hub.url}", flush=True)
-    try:
-        hub._server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        hub._server.server_close()

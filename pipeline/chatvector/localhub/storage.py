@@ -7,7 +7,6 @@ or the new state of a branch, never a half commit, and two commits racing on one
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
@@ -22,8 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
-REPO_TYPES = ("model", "dataset", "space", "kernel")
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 INITIAL_GITATTRIBUTES = (
     "*.bin filter=lfs diff=lfs merge=lfs -text\n"
     "*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
@@ -34,7 +31,8 @@ INITIAL_GITATTRIBUTES = (
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS repos (
     id INTEGER PRIMARY KEY, type TEXT NOT NULL, name TEXT NOT NULL, private INTEGER NOT NULL,
-    gated INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, UNIQUE(type, name));
+    gated INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, creator TEXT NOT NULL DEFAULT '',
+    UNIQUE(type, name));
 CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, sha1 TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS commits (
     sha TEXT PRIMARY KEY, repo_id INTEGER NOT NULL, parent TEXT, title TEXT NOT NULL, message TEXT NOT NULL,
@@ -88,6 +86,7 @@ class Repo:
     private: bool
     gated: bool
     created_at: str
+    creator: str = ""  # the user who created it ('' for repos of a store older than the column)
 
     @property
     def namespace(self) -> str:
@@ -142,6 +141,7 @@ class Store:
         self.db_path = self.root / "hub.sqlite"
         self._local = threading.local()
         self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
+        self._migrate()
 
     # -- connections -------------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -168,6 +168,14 @@ class Store:
 
     def _read(self) -> sqlite3.Connection:
         return self._conn()
+
+    def _migrate(self) -> None:
+        """Bring a store made by an older version up to the current schema (columns added with defaults)."""
+        if "creator" in {r["name"] for r in self._read().execute("PRAGMA table_info(repos)")}:
+            return
+        with self._tx() as db:
+            if "creator" not in {r["name"] for r in db.execute("PRAGMA table_info(repos)")}:
+                db.execute("ALTER TABLE repos ADD COLUMN creator TEXT NOT NULL DEFAULT ''")
 
     # -- blobs ---------------------------------------------------------------------------------------------
     def blob_path(self, sha256: str) -> Path:
@@ -215,9 +223,6 @@ class Store:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
 
-    def put_base64(self, text: str) -> str:
-        return self.put_bytes(base64.b64decode(text))
-
     def open_blob(self, sha256: str) -> BinaryIO:
         return open(self.blob_path(sha256), "rb")
 
@@ -231,8 +236,8 @@ class Store:
             if db.execute("SELECT 1 FROM repos WHERE type=? AND name=?", (repo_type, name)).fetchone():
                 raise StoreError(409, f"You already created this {repo_type} repo")
             cur = db.execute(
-                "INSERT INTO repos (type, name, private, created_at) VALUES (?,?,?,?)",
-                (repo_type, name, int(private), now_iso()),
+                "INSERT INTO repos (type, name, private, created_at, creator) VALUES (?,?,?,?,?)",
+                (repo_type, name, int(private), now_iso(), author),
             )
             repo_id = cur.lastrowid
         blob = self.put_bytes(INITIAL_GITATTRIBUTES.encode())
@@ -413,7 +418,8 @@ class Store:
 
 
 def _repo(row: sqlite3.Row) -> Repo:
-    return Repo(row["id"], row["type"], row["name"], bool(row["private"]), bool(row["gated"]), row["created_at"])
+    return Repo(row["id"], row["type"], row["name"], bool(row["private"]), bool(row["gated"]), row["created_at"],
+                row["creator"])
 
 
 def _ref_candidates(revision: str) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from chatvector.merge.jobs import OUTPUT_DTYPES, RowCopy, TensorJob
+from chatvector.merge.jobs import RowCopy, TensorJob
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def plan_chunks(job: TensorJob, cp_dtype: str, lo: int = 0, hi: int | None = Non
     hi = numel if hi is None else hi
     row = numel // job.shape[0] if job.shape and job.shape[0] else 1
     d_end = (numel if job.delta_rows is None else job.delta_rows * row) if job.active_terms else 0
-    same = OUTPUT_DTYPES[job.dtype][0] == cp_dtype
+    same = job.out_dtype.code == cp_dtype
     copies = sorted(job.row_copies, key=lambda rc: rc.out_row)
     for a, b, delta in ((lo, min(hi, d_end), True), (max(lo, d_end), hi, False)):
         if a >= b:
@@ -91,7 +91,7 @@ def plan_blocks(
         k = j
         while k < len(layout) and starts[k] < e:
             job, start = layout[k], starts[k]
-            isz = OUTPUT_DTYPES[job.dtype][1]
+            isz = job.out_dtype.itemsize
             lo, hi = (max(b, start) - start) // isz, (min(e, start + job.nbytes) - start) // isz
             if lo < hi:
                 for ch in plan_chunks(job, cp_dtype(job), lo, hi):

@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
+from chatvector.errors import MergeError
 from chatvector.merge.blocks import Block, Piece
-from chatvector.merge.jobs import OUTPUT_DTYPES
-from chatvector.merge.safetensors_io import ST_DTYPES, InputFile, TensorInfo
+from chatvector.merge.safetensors_io import InputFile, TensorInfo
 from chatvector.merge.validate import source_key
 from chatvector.merge.writer import ALIGN, FileWriter
 
@@ -92,6 +91,7 @@ class Backend:
     """Fills blocks. `submit` starts a block and returns a handle; `wait(handle)` returns once the
     block's bytes are in its buffer; `ready(handle)` tells without waiting."""
 
+    name = ""  # what run_merge(backend=...) calls it
     depth = 1  # blocks in flight before the engine waits for the oldest
 
     def __init__(self, dev: torch.device, inputs: dict[str, InputFile], block_bytes: int, chunk_bytes: int):
@@ -162,14 +162,16 @@ class Backend:
 
 
 def _out_view(buf: torch.Tensor, p: Piece) -> torch.Tensor:
-    code, isz = OUTPUT_DTYPES[p.job.dtype]
-    return buf[p.at : p.at + p.chunk.count * isz].view(ST_DTYPES[code][0])
+    isz = p.job.out_dtype.itemsize
+    return buf[p.at : p.at + p.chunk.count * isz].view(getattr(torch, p.job.dtype))
 
 
 class CpuBackend(Backend):
     """Blocks are filled by worker threads, one per core torch would use, each running torch
     single-threaded over cache-sized tiles. torch's own intra-op threads are not used: OpenMP's idle
     workers spin, and on a small machine they starve the writer and hasher threads."""
+
+    name = "cpu"
 
     def __init__(self, dev, inputs, block_bytes, chunk_bytes):
         super().__init__(dev, inputs, block_bytes, chunk_bytes)
@@ -232,6 +234,7 @@ class StagedBackend(Backend):
 
     Written for CUDA; on a CPU device it runs the same steps synchronously (the tests use that)."""
 
+    name = "staged"
     SLOTS = 2
     depth = 2
 
@@ -367,8 +370,16 @@ class _Slot:
             self.done.record(torch.cuda.current_stream(self.dev))
 
 
-def make_backend(dev: torch.device, inputs: dict[str, InputFile], block_bytes: int, chunk_bytes: int) -> Backend:
-    return (StagedBackend if dev.type == "cuda" else CpuBackend)(dev, inputs, block_bytes, chunk_bytes)
+BACKENDS = ("auto", "cpu", "staged")
 
 
-BackendFactory = Callable[[torch.device, dict, int, int], Backend]
+def backend_class(kind: str, dev: torch.device) -> type[Backend]:
+    """The backend `run_merge(backend=kind)` gets on `dev`: "auto" is "staged" on CUDA and "cpu" on
+    the CPU; "cpu" (worker threads) runs on the CPU device only; "staged" runs on any device."""
+    if kind not in BACKENDS:
+        raise MergeError(f"backend {kind!r} is not one of {', '.join(BACKENDS)}")
+    if kind == "auto":
+        kind = "staged" if dev.type == "cuda" else "cpu"
+    if kind == "cpu" and dev.type != "cpu":
+        raise MergeError(f"backend 'cpu' computes on the CPU; it cannot run on device {dev}")
+    return CpuBackend if kind == "cpu" else StagedBackend

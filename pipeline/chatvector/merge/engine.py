@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 from huggingface_hub.utils import tqdm
 
+from chatvector.conventions import WEIGHTS_INDEX_FILE, shard_filenames
 from chatvector.errors import MergeError
-from chatvector.merge import compute as _compute
 from chatvector.merge.blocks import plan_blocks
-from chatvector.merge.jobs import OUTPUT_DTYPES, MergeResult, TensorJob
+from chatvector.merge.compute import Backend, BufferPool, backend_class
+from chatvector.merge.jobs import MergeResult, TensorJob
 from chatvector.merge.safetensors_io import Header, InputFile, build_header, fsync_dir
-from chatvector.merge.sharding import INDEX_FILE, file_layout, index_json, is_owned_output, plan_shards, shard_filenames
+from chatvector.merge.sharding import file_layout, index_json, is_owned_output, plan_shards
 from chatvector.merge.validate import check_jobs, load_headers, source_key
 from chatvector.merge.writer import ALIGN, FileWriter
 
@@ -41,6 +42,9 @@ def run_merge(
     chunk_bytes: int = 64 << 20,
     progress: bool = True,
     metadata: dict[str, str] | None = None,
+    backend: str = "auto",
+    direct_io: bool = True,
+    shards: Sequence[Sequence[str]] | None = None,
 ) -> MergeResult:
     """Merge `jobs` into safetensors files in `out_dir` and return what was written.
 
@@ -50,16 +54,28 @@ def run_merge(
     least 4 KiB); peak memory is a few blocks. Files appear under their final names only when all of
     them are complete and fsynced; older `model*.safetensors*` files in `out_dir` that this run did
     not write are removed then, so that loaders never mix two merges.
+
+    device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"; see `resolve_device`.
+    metadata: string pairs for each file's `__metadata__` (`format: pt` is always set).
+    backend: how the arithmetic runs. "auto": the staged accelerator pipeline on CUDA, CPU worker
+    threads on the CPU. "cpu": worker threads (the CPU device only). "staged": the accelerator
+    pipeline on any device; on the CPU it runs the same steps synchronously (the tests use that).
+    On one device both backends write the same bytes.
+    direct_io: write with O_DIRECT where the filesystem takes it (the result's `direct_io_files`
+    says where it did); False: ordinary buffered writes. The bytes are the same either way.
+    shards: the tensor names of each file, when a planner already decided the layout (every job in
+    exactly one file); None: split greedily by `shard_size` (`plan_shards`).
     """
     t0 = time.perf_counter()
     dev = resolve_device(device)
+    backend_cls = backend_class(backend, dev)
     if chunk_bytes <= 0:
         raise MergeError(f"chunk_bytes must be positive, got {chunk_bytes}")
     block_bytes = max(ALIGN, chunk_bytes // ALIGN * ALIGN)
     meta = _file_metadata(metadata)
     headers = load_headers(jobs)
     check_jobs(jobs, headers)
-    shards = plan_shards(jobs, shard_size)
+    shards = plan_shards(jobs, shard_size) if shards is None else _given_shards(jobs, shards)
     names = shard_filenames(len(shards))
     out_dir = Path(out_dir)
     total = sum(j.nbytes for j in jobs)
@@ -67,22 +83,22 @@ def run_merge(
 
     inputs: dict[str, InputFile] = {}
     writer: FileWriter | None = None
-    backend: _compute.Backend | None = None
+    engine: Backend | None = None
     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="merge", disable=not progress)
     try:
         for key, header in headers.items():
             inputs[key] = InputFile(header)
-        writer = FileWriter(out_dir, on_bytes=bar.update)
-        backend = _compute.make_backend(dev, inputs, block_bytes, chunk_bytes)
-        pool = _compute.BufferPool(block_bytes, backend.depth + 2, writer, pin=dev.type == "cuda")
+        writer = FileWriter(out_dir, on_bytes=bar.update, direct_io=direct_io)
+        engine = backend_cls(dev, inputs, block_bytes, chunk_bytes)
+        pool = BufferPool(block_bytes, engine.depth + 2, writer, pin=dev.type == "cuda")
         pending: deque = deque()  # (handle, block, buffer), oldest first
 
         def drain(keep: int) -> None:
             """Hand finished blocks to the writer, in order; wait only while more than `keep` are out."""
-            while pending and (len(pending) > keep or backend.ready(pending[0][0])):
+            while pending and (len(pending) > keep or engine.ready(pending[0][0])):
                 handle, block, buf = pending.popleft()
                 try:
-                    backend.wait(handle)
+                    engine.wait(handle)
                 except BaseException:
                     pool.put(buf)
                     raise
@@ -93,7 +109,7 @@ def run_merge(
 
         for shard, name in zip(shards, names):
             layout = file_layout(shard)
-            entries = [(j.name, OUTPUT_DTYPES[j.dtype][0], tuple(j.shape), j.nbytes) for j in layout]
+            entries = [(j.name, j.out_dtype.code, tuple(j.shape), j.nbytes) for j in layout]
             head, starts = build_header(entries, meta)
             writer.open_file(name, len(head) + sum(e[3] for e in entries))
             blocks = plan_blocks(layout, starts, head, block_bytes, cp_dtype)
@@ -101,41 +117,61 @@ def run_merge(
             while block is not None:
                 following = next(blocks, None)
                 if following is not None:
-                    backend.prefetch(following)
+                    engine.prefetch(following)
                 buf = pool.get()
                 try:
-                    handle = backend.submit(block, buf)
+                    handle = engine.submit(block, buf)
                 except BaseException:
                     pool.put(buf)
                     raise
                 pending.append((handle, block, buf))
-                drain(backend.depth)
+                drain(engine.depth)
                 block = following
             drain(0)
             writer.close_file()
         writer.publish()
     except BaseException:
-        if backend is not None:
-            backend.shutdown()
-            backend = None
+        if engine is not None:
+            engine.shutdown()
+            engine = None
         if writer is not None:
             writer.abort()
         raise
     finally:
-        if backend is not None:
-            backend.shutdown()
+        if engine is not None:
+            engine.shutdown()
         bar.close()
         for f in inputs.values():
             f.close()
 
     files = dict(writer.digests)
     if len(names) > 1:
-        files[INDEX_FILE] = _write_small_file(out_dir, INDEX_FILE, index_json(shards, names))
+        files[WEIGHTS_INDEX_FILE] = _write_small_file(out_dir, WEIGHTS_INDEX_FILE, index_json(shards, names))
     _remove_stale_outputs(out_dir, set(files))
     seconds = time.perf_counter() - t0
-    log.info("merged %d tensors (%.2f GB) into %d file(s) in %s on %s in %.1f s%s", len(jobs), total / 1e9, len(names),
-             out_dir, dev, seconds, "" if writer.direct_files else " (buffered writes: no O_DIRECT here)")
-    return MergeResult(files=files, total_bytes=total, device=str(dev), seconds=seconds)
+    direct = tuple(n for n in names if n in writer.direct_files)
+    log.info("merged %d tensors (%.2f GB) into %d file(s) in %s on %s (%s backend) in %.1f s%s", len(jobs), total / 1e9,
+             len(names), out_dir, dev, backend_cls.name, seconds, _write_note(direct, names, direct_io))
+    return MergeResult(files=files, total_bytes=total, device=str(dev), seconds=seconds, backend=backend_cls.name,
+                       direct_io_files=direct)
+
+
+def _write_note(direct: tuple[str, ...], names: list[str], asked: bool) -> str:
+    if len(direct) == len(names):
+        return ""
+    if not asked:
+        return " (buffered writes: direct_io=False)"
+    if not direct:
+        return " (buffered writes: no O_DIRECT here)"
+    return f" ({len(names) - len(direct)} of {len(names)} files with buffered writes: O_DIRECT was refused)"
+
+
+def _given_shards(jobs: Sequence[TensorJob], shards: Sequence[Sequence[str]]) -> list[list[TensorJob]]:
+    by_name = {j.name: j for j in jobs}
+    listed = [name for shard in shards for name in shard]
+    if sorted(listed) != sorted(by_name) or not all(shards):
+        raise MergeError("the shard layout must name every job exactly once, in non-empty files")
+    return [[by_name[name] for name in shard] for shard in shards]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -171,7 +207,7 @@ def _prepare_out_dir(out_dir: Path, names: list[str], headers: dict[str, Header]
     except OSError as e:
         raise MergeError(f"cannot create output folder {out_dir}: {e.strerror or e}") from None
     inputs = {os.path.realpath(k) for k in headers}
-    clash = sorted(p for p in (os.path.realpath(out_dir / n) for n in [*names, INDEX_FILE]) if p in inputs)
+    clash = sorted(p for p in (os.path.realpath(out_dir / n) for n in [*names, WEIGHTS_INDEX_FILE]) if p in inputs)
     clash += sorted(k for k in inputs if os.path.dirname(k) == os.path.realpath(out_dir) and is_owned_output(os.path.basename(k)))
     if clash:
         raise MergeError(f"the output folder {out_dir} holds input file {clash[0]}; write the merge to another folder")

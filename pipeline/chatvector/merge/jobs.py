@@ -17,12 +17,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-# Output dtypes a job may ask for: name -> (safetensors code, bytes per element).
-OUTPUT_DTYPES: dict[str, tuple[str, int]] = {
-    "bfloat16": ("BF16", 2),
-    "float16": ("F16", 2),
-    "float32": ("F32", 4),
-}
+from chatvector.conventions import DTYPE_BY_NAME, OUTPUT_DTYPE_NAMES, DType
 
 
 @dataclass(frozen=True)
@@ -74,9 +69,14 @@ class TensorJob:
         return math.prod(self.shape)
 
     @property
+    def out_dtype(self) -> DType:
+        """The output dtype (code, item size); only for a job whose `dtype` validation accepted."""
+        return DTYPE_BY_NAME[self.dtype]
+
+    @property
     def nbytes(self) -> int:
         """Bytes of this tensor in the output file (0 for an unknown dtype; validation rejects it)."""
-        return self.numel * OUTPUT_DTYPES.get(self.dtype, ("", 0))[1]
+        return self.numel * self.out_dtype.itemsize if self.dtype in OUTPUT_DTYPE_NAMES else 0
 
     @property
     def active_terms(self) -> tuple[VectorTerm, ...]:
@@ -92,9 +92,14 @@ class MergeResult:
     total_bytes: bytes of tensor data written (the index's `total_size`).
     device: the device the arithmetic ran on ("cpu", "cuda", "cuda:1", ...).
     seconds: wall time of the whole merge, validation and fsync included.
+    backend: the code path the arithmetic took: "cpu" (worker threads) or "staged" (accelerator pipeline).
+    direct_io_files: the files written with O_DIRECT to the end (the others took ordinary writes:
+        `direct_io=False`, or a filesystem that refuses O_DIRECT, such as tmpfs).
     """
 
     files: dict[str, str]
     total_bytes: int
     device: str
     seconds: float
+    backend: str = ""
+    direct_io_files: tuple[str, ...] = ()

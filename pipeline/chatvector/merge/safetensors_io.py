@@ -21,41 +21,25 @@ from pathlib import Path
 
 import torch
 
+from chatvector.conventions import DTYPE_BY_CODE, MERGEABLE_CODES
 from chatvector.errors import MergeError
 
 MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library itself enforces
 PAGE = mmap.PAGESIZE
 
-# safetensors dtype code -> (torch dtype, bytes per element). Only the float types can be merged;
-# the others are known so that a header that uses them still parses.
-ST_DTYPES: dict[str, tuple[torch.dtype | None, int]] = {
-    "BF16": (torch.bfloat16, 2),
-    "F16": (torch.float16, 2),
-    "F32": (torch.float32, 4),
-    "F64": (torch.float64, 8),
-    "F8_E4M3": (None, 1),
-    "F8_E5M2": (None, 1),
-    "I8": (None, 1),
-    "U8": (None, 1),
-    "BOOL": (None, 1),
-    "I16": (None, 2),
-    "U16": (None, 2),
-    "I32": (None, 4),
-    "U32": (None, 4),
-    "I64": (None, 8),
-    "U64": (None, 8),
-}
-FLOAT_CODES = ("BF16", "F16", "F32", "F64")
+
+def torch_dtype(code: str) -> torch.dtype | None:
+    """The torch dtype of a safetensors dtype code, for the codes the arithmetic reads (else None)."""
+    return getattr(torch, DTYPE_BY_CODE[code].name) if code in MERGEABLE_CODES else None
 
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """Where one tensor lies in its file; `start`/`end` are absolute file offsets."""
+    """Where one tensor lies in its file: `start` is the absolute file offset of its first byte."""
 
     dtype: str
     shape: tuple[int, ...]
     start: int
-    end: int
 
     @property
     def numel(self) -> int:
@@ -63,19 +47,18 @@ class TensorInfo:
 
     @property
     def itemsize(self) -> int:
-        return ST_DTYPES[self.dtype][1]
+        return DTYPE_BY_CODE[self.dtype].itemsize
 
     @property
     def torch_dtype(self) -> torch.dtype | None:
-        return ST_DTYPES[self.dtype][0]
+        """None for the dtypes the engine only carries through its header checks (ints, fp8)."""
+        return torch_dtype(self.dtype)
 
 
 @dataclass(frozen=True)
 class Header:
     path: Path
     tensors: dict[str, TensorInfo]
-    metadata: dict[str, str]
-    data_start: int
     file_size: int
 
 
@@ -109,8 +92,7 @@ def read_header(path: Path) -> Header:
         raise MergeError(f"{path}: header is not a JSON object; the file is corrupt")
     data_start = 8 + n
     data_len = size - data_start
-    meta = doc.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict):
+    if not isinstance(doc.pop("__metadata__", None) or {}, dict):
         raise MergeError(f"{path}: __metadata__ is not an object")
     tensors: dict[str, TensorInfo] = {}
     for name, entry in doc.items():
@@ -120,11 +102,11 @@ def read_header(path: Path) -> Header:
             begin, end = (int(x) for x in entry["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise MergeError(f"{path}: tensor {name!r} has a malformed header entry: {entry!r}") from None
-        if dtype not in ST_DTYPES:
+        if dtype not in DTYPE_BY_CODE:
             raise MergeError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
         if any(d < 0 for d in shape):
             raise MergeError(f"{path}: tensor {name!r} has a negative dimension in {list(shape)}")
-        info = TensorInfo(dtype, shape, data_start + begin, data_start + end)
+        info = TensorInfo(dtype, shape, data_start + begin)
         if not 0 <= begin <= end <= data_len:
             raise MergeError(
                 f"{path}: tensor {name!r} lies at bytes [{begin}, {end}) of a {data_len}-byte data"
@@ -136,7 +118,7 @@ def read_header(path: Path) -> Header:
                 f" {info.numel * info.itemsize} bytes but its offsets span {end - begin}"
             )
         tensors[name] = info
-    return Header(path, tensors, {str(k): str(v) for k, v in meta.items()}, data_start, size)
+    return Header(path, tensors, size)
 
 
 class InputFile:

@@ -4,15 +4,11 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 
+from chatvector.conventions import OWNED_WEIGHT_FILE
 from chatvector.errors import MergeError
-from chatvector.merge.jobs import OUTPUT_DTYPES, TensorJob
-
-SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
-_OWNED = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$")
+from chatvector.merge.jobs import TensorJob
 
 
 def plan_shards(jobs: Sequence[TensorJob], shard_size: int) -> list[list[TensorJob]]:
@@ -41,13 +37,7 @@ def plan_shards(jobs: Sequence[TensorJob], shard_size: int) -> list[list[TensorJ
 def file_layout(shard: Sequence[TensorJob]) -> list[TensorJob]:
     """Order of tensors inside one file: wider dtypes first (each tensor stays aligned to its element
     size, as the safetensors library lays them out), otherwise the planner's order."""
-    return sorted(shard, key=lambda j: -OUTPUT_DTYPES[j.dtype][1])
-
-
-def shard_filenames(n: int) -> list[str]:
-    if n == 1:
-        return [SINGLE_FILE]
-    return [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    return sorted(shard, key=lambda j: -j.out_dtype.itemsize)
 
 
 def index_json(shards: Sequence[Sequence[TensorJob]], names: Sequence[str]) -> bytes:
@@ -60,4 +50,4 @@ def index_json(shards: Sequence[Sequence[TensorJob]], names: Sequence[str]) -> b
 
 def is_owned_output(filename: str) -> bool:
     """Names this engine writes into an output folder (and so may replace)."""
-    return bool(_OWNED.match(filename))
+    return bool(OWNED_WEIGHT_FILE.match(filename))

@@ -8,11 +8,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from chatvector.conventions import MERGEABLE_CODES, OUTPUT_DTYPE_NAMES, summarize
 from chatvector.errors import MergeError
-from chatvector.merge.jobs import OUTPUT_DTYPES, TensorJob, TensorSource
-from chatvector.merge.safetensors_io import FLOAT_CODES, Header, TensorInfo, read_header
-
-_SHOWN = 10
+from chatvector.merge.jobs import TensorJob, TensorSource
+from chatvector.merge.safetensors_io import Header, TensorInfo, read_header
 
 
 def source_key(src: TensorSource) -> str:
@@ -58,13 +57,11 @@ def check_jobs(jobs: Sequence[TensorJob], headers: dict[str, Header]) -> None:
 
 
 def _raise(errors: list[str], what: str) -> None:
+    """One MergeError: a count, then one problem a line (the first few; the rest are counted)."""
     if not errors:
         return
-    lines = errors[:_SHOWN]
-    if len(errors) > _SHOWN:
-        lines.append(f"... and {len(errors) - _SHOWN} more")
-    head = f"{len(errors)} problem(s) with the merge's {what}:" if len(errors) > 1 else ""
-    raise MergeError("\n  ".join(([head] if head else []) + lines))
+    head = f"{len(errors)} problem(s) with the merge's {what}:\n  " if len(errors) > 1 else ""
+    raise MergeError(head + summarize(errors, sep="\n  "))
 
 
 def _lookup(src: TensorSource, headers: dict[str, Header], errors: list[str], job: TensorJob, role: str) -> TensorInfo | None:
@@ -73,10 +70,10 @@ def _lookup(src: TensorSource, headers: dict[str, Header], errors: list[str], jo
     if info is None:
         errors.append(f"{job.name}: {role} tensor {src.name!r} is not in {src.file}")
         return None
-    if info.dtype not in FLOAT_CODES:
+    if info.dtype not in MERGEABLE_CODES:
         errors.append(
             f"{job.name}: {role} tensor {src.name!r} in {src.file} has dtype {info.dtype}; only"
-            f" {', '.join(FLOAT_CODES)} can be merged"
+            f" {', '.join(MERGEABLE_CODES)} can be merged"
         )
         return None
     return info
@@ -88,8 +85,8 @@ def _check_job(job: TensorJob, headers: dict[str, Header], seen: set[str]) -> li
     if name in seen:
         errors.append(f"{name}: two jobs write this tensor name")
     seen.add(name)
-    if job.dtype not in OUTPUT_DTYPES:
-        errors.append(f"{name}: output dtype {job.dtype!r} is not one of {', '.join(OUTPUT_DTYPES)}")
+    if job.dtype not in OUTPUT_DTYPE_NAMES:
+        errors.append(f"{name}: output dtype {job.dtype!r} is not one of {', '.join(OUTPUT_DTYPE_NAMES)}")
     shape = tuple(job.shape)
     if any((not isinstance(d, int)) or d < 0 for d in shape):
         errors.append(f"{name}: shape {list(shape)} is not a list of non-negative integers")

@@ -26,18 +26,25 @@ from chatvector.merge.safetensors_io import fsync_dir, start_writeback
 
 ALIGN = 4096  # O_DIRECT alignment of buffers, offsets and lengths (the largest logical block size)
 WRITEBACK_STEP = 64 << 20  # buffered fallback: start writeback of every 64 MiB written
-USE_DIRECT_IO = hasattr(os, "O_DIRECT")  # tests switch it off to cover the buffered path
 
 
 class FileWriter:
     """Use: open_file, write_block*, close_file, ... then publish() (renames every file into place)
-    or abort() (removes the temporary files)."""
+    or abort() (removes the temporary files).
 
-    def __init__(self, out_dir: Path, on_bytes: Callable[[int], None] | None = None, depth: int = 8):
+    on_bytes: called from the writer thread with the byte count of every block written.
+    depth: blocks queued per thread before `write_block` waits.
+    direct_io: write with O_DIRECT where the platform and filesystem take it; False always uses
+    ordinary (buffered) writes. The bytes written are the same either way.
+    """
+
+    def __init__(self, out_dir: Path, on_bytes: Callable[[int], None] | None = None, depth: int = 8,
+                 *, direct_io: bool = True):
         self.out_dir = Path(out_dir)
         self.on_bytes = on_bytes or (lambda n: None)
+        self.direct_io = direct_io and hasattr(os, "O_DIRECT")
         self.digests: dict[str, str] = {}
-        self.direct_files: list[str] = []  # files written with O_DIRECT (for the record)
+        self.direct_files: list[str] = []  # files written with O_DIRECT to the end (for the record)
         self._error: BaseException | None = None
         self._temps: list[tuple[Path, Path]] = []  # (temporary, final) of every file opened
         self._abort = threading.Event()
@@ -162,9 +169,7 @@ class FileWriter:
                 kind = item[0]
                 if kind == "open":
                     _, temp, name, size = item
-                    f = _OutFile(temp, name, size)
-                    if f.direct:
-                        self.direct_files.append(name)
+                    f = _OutFile(temp, name, size, self.direct_io)
                 elif kind == "data":
                     _, offset, buf, nbytes, done = item
                     try:
@@ -174,6 +179,8 @@ class FileWriter:
                     self.on_bytes(nbytes)
                 elif kind == "close":
                     f.finish()
+                    if f.direct:  # still: a filesystem may refuse O_DIRECT I/O midway (EINVAL)
+                        self.direct_files.append(f.name)
                     f = None
         finally:
             if f is not None:
@@ -199,22 +206,20 @@ class FileWriter:
 class _OutFile:
     """One temporary output file: O_DIRECT when the filesystem takes it, ordinary writes otherwise."""
 
-    def __init__(self, temp: Path, name: str, size: int):
-        self.temp, self.name, self.size = temp, name, size
+    def __init__(self, temp: Path, name: str, size: int, direct_io: bool):
+        self.name, self.size = name, size
         self.pos = 0
         self.kicked = 0
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
         self.fd = os.open(temp, flags, 0o644)
-        self.buffered_fd = -1
         self.direct = False
-        if USE_DIRECT_IO:
+        self.direct_fd = -1
+        if direct_io:
             try:
                 self.direct_fd = os.open(temp, (flags & ~os.O_TRUNC) | os.O_DIRECT)
                 self.direct = True
             except OSError:
-                self.direct_fd = -1
-        else:
-            self.direct_fd = -1
+                pass  # tmpfs and some network filesystems refuse the flag: ordinary writes
         _reserve(self.fd, size, temp, name)
 
     def write(self, offset: int, buf, nbytes: int) -> None:

@@ -1,0 +1,205 @@
+"""The one Hub client of a command, and the one place its errors become messages.
+
+    api = connect()                                   # HfApi(endpoint, token), built once per command
+    with hub_call(api, "demo/tiny-cp", field="cp.repo_id", revision="main"):
+        info = api.model_info("demo/tiny-cp", revision="main", files_metadata=True)
+
+Every stage takes this `api` and calls its methods (`api.snapshot_download`, `api.hf_hub_download`, ...),
+so the endpoint and the token are the same for every request. huggingface_hub's typed errors are turned
+into `HubError`s here only; a `HubError` raised for a recipe source carries the field it concerns, so the
+plan can list it with the recipe's other problems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import errno
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from chatvector.errors import FieldError, HubError
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+
+class SourceHubError(FieldError, HubError):
+    """A Hub error about one recipe source: `field` is the recipe field to blame ("cp.revision")."""
+
+
+def connect(token: str | None = None, endpoint: str | None = None) -> "HfApi":
+    """The Hub client for one command: HF_ENDPOINT (or `endpoint`) and HF_TOKEN / `hf auth login` (or `token`)."""
+    from huggingface_hub import HfApi, constants
+
+    return HfApi(endpoint=endpoint or constants.ENDPOINT, token=token)
+
+
+def token_of(api: "HfApi") -> str | None:
+    """The token requests of `api` send: its own, else the environment's or the login's."""
+    from huggingface_hub import get_token
+
+    return api.token if isinstance(api.token, str) else (None if api.token is False else get_token())
+
+
+@contextlib.contextmanager
+def hub_call(api: "HfApi", repo_id: str, *, action: str = "read", field: str | None = None,
+             revision: str | None = None) -> Iterator[None]:
+    """Translate huggingface_hub's errors inside the block into one clear line about `repo_id`.
+
+    action: "read" (a source or the target's state), "push" (the publish commit) or "write" (other writes).
+    field: the recipe field of a source ("cp" → "cp.repo_id" / "cp.revision"); the error is then a
+    SourceHubError naming it.
+    """
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - only the types below are translated; others re-raise
+        translated = translate(api, err, repo_id, action=action, field=field, revision=revision)
+        if translated is None:
+            raise
+        raise translated from None
+
+
+def translate(api: "HfApi", err: BaseException, repo_id: str, *, action: str = "read", field: str | None = None,
+              revision: str | None = None) -> HubError | None:
+    """The HubError for one of huggingface_hub's errors, or None for an error that is not the Hub's."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    def located(key: str, message: str) -> HubError:
+        return SourceHubError(f"{field}.{key}", message) if field else HubError(message)
+
+    endpoint = api.endpoint
+    if isinstance(err, GatedRepoError):
+        return located("repo_id", f"{repo_id} is gated: accept its terms on the Hub and use a token (HF_TOKEN) of "
+                                  "an account that has access")
+    if isinstance(err, RepositoryNotFoundError):
+        if action == "push":
+            return HubError(f"{repo_id} was not found on the Hub while pushing to it (deleted during the run?)")
+        return located("repo_id", f"repository {repo_id} was not found on the Hub (or it is private and the "
+                                  "token, if any, has no access)")
+    if isinstance(err, RevisionNotFoundError):
+        hint = _closest_ref(api, repo_id, revision) if revision else ""
+        return located("revision", f"revision '{revision}' does not exist in {repo_id}{hint}")
+    if isinstance(err, EntryNotFoundError):
+        return located("repo_id", f"{repo_id}@{revision or 'main'}: a file is missing: {first_line(err)}")
+    if isinstance(err, OfflineModeIsEnabled):
+        return located("repo_id", f"cannot read {repo_id}: HF_HUB_OFFLINE is set; unset it to reach the Hub")
+    if isinstance(err, HfHubHTTPError):
+        return _http_error(err, repo_id, action, located)
+    if isinstance(err, LocalEntryNotFoundError):  # the HEAD failed: the cause says why
+        cause = err.__cause__
+        if isinstance(cause, HfHubHTTPError):
+            return _http_error(cause, repo_id, action, located)
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return HubError(f"the disk is full while downloading {repo_id} into the Hugging Face cache: "
+                            "free space there or set HF_HOME to a larger disk")
+        return HubError(f"cannot reach the Hub at {endpoint} for {repo_id}: {first_line(cause or err)}")
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return HubError(f"the disk is full while downloading {repo_id} into the Hugging Face cache: "
+                        "free space there or set HF_HOME to a larger disk")
+    if isinstance(err, network_errors()):  # connection refused, DNS, timeouts: nothing else will work either
+        return HubError(f"cannot reach the Hub at {endpoint} for {repo_id}: {first_line(err)}")
+    return None
+
+
+def _http_error(err, repo_id: str, action: str, located) -> HubError:
+    """Token and rate-limit problems concern the whole run; the others, the repository (and its field)."""
+    status = err.response.status_code if getattr(err, "response", None) is not None else None
+    message = _http_message(err, repo_id, action)
+    return HubError(message) if status in (401, 429) else located("repo_id", message)
+
+
+def _http_message(err, repo_id: str, action: str) -> str:
+    status = err.response.status_code if getattr(err, "response", None) is not None else None
+    server = _server_message(err)
+    if status == 401:
+        if action == "read":
+            return f"the Hub refused the token while reading {repo_id} (401): check HF_TOKEN"
+        return f"publishing to {repo_id} needs a valid write token: set HF_TOKEN (the Hub answered 401)"
+    if status == 403:
+        if action == "read":
+            return f"the token may not read {repo_id} (403{': ' + server if server else ''})"
+        return f"the token cannot write to {repo_id} (403{': ' + server if server else ''}): use a token with " \
+               "write access to it"
+    if status == 412:
+        return f"{repo_id} changed while this run was going on (412): nothing was pushed; run again"
+    if status == 429:
+        return f"the Hub is rate-limiting requests for {repo_id} (429): wait a few minutes and run again"
+    if status == 409:
+        return f"{repo_id}: {server or first_line(err)}"
+    verb = "reading" if action == "read" else "the push to"
+    return f"the Hub answered {status} to {verb} {repo_id}: {server or first_line(err)}"
+
+
+def _server_message(err) -> str:
+    text = (getattr(err, "server_message", None) or "").strip()
+    return text.splitlines()[0].rstrip(".") if text else ""
+
+
+def _closest_ref(api: "HfApi", repo_id: str, revision: str) -> str:
+    """" (did you mean 'v1.0'?)" from the repo's branches and tags, or ""."""
+    try:
+        refs = api.list_repo_refs(repo_id)
+    except Exception:  # noqa: BLE001 - a hint only
+        return ""
+    names = [r.name for r in (*refs.branches, *refs.tags)]
+    close = difflib.get_close_matches(revision, names, n=2, cutoff=0.5)
+    if close:
+        return " (did you mean " + " or ".join(f"'{c}'" for c in close) + "?)"
+    return f" (it has {', '.join(names[:8])})" if names else ""
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """What the Hub client raises when the server cannot be reached (its HTTP library's transport errors)."""
+    errors: list[type[BaseException]] = [OSError]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(__import__(module).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def first_line(err: BaseException | None) -> str:
+    text = str(err).strip() if err is not None else ""
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# -- downloads ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def tuned_downloads() -> Iterator[None]:
+    """Let huggingface_hub write each piece as the socket delivers it, for our downloads only.
+
+    Its default re-chunks every download into 10 MiB pieces through a BytesIO, which costs more CPU than the
+    transfer itself: a 1 GiB file downloads about 2x faster without it (bench/hub_download.py).
+    """
+    from huggingface_hub import constants
+
+    before = constants.DOWNLOAD_CHUNK_SIZE
+    constants.DOWNLOAD_CHUNK_SIZE = None
+    try:
+        yield
+    finally:
+        constants.DOWNLOAD_CHUNK_SIZE = before
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No bars for tiny metadata files (a bar per file is noise; weights get theirs)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()

@@ -1,0 +1,158 @@
+"""What every endpoint shares: the store, the settings, the pending LFS uploads, and who may do what.
+
+Access follows the Hub's rules:
+
+* a user's own namespace is theirs; an organization's members have a role there: `admin` and `write` may
+  create and write to every repo, `contributor` may create repos and write to the ones it created, `read`
+  may only read;
+* a private repo is visible only to its namespace's user and its organization's members (any role); to
+  everyone else it does not exist (404 `RepoNotFound`, as on the Hub);
+* a gated repo's files are downloadable by the same people; others get `GatedRepo`;
+* a fine-grained token also needs `repo.write` (writes) or `repo.content.read`/`repo.write` (reads of private
+  and gated repos) scoped to the repo, its user namespace or its organization.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from chatvector.localhub.protocol import (
+    CONTENT_READ,
+    REPO_WRITE,
+    HubHTTPError,
+    Org,
+    Request,
+    Token,
+    repo_not_found,
+    require_write,
+)
+from chatvector.localhub.storage import Repo, Store, StoreError
+
+PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
+PREFIX = {"dataset": "datasets/", "space": "spaces/", "kernel": "kernels/", "model": ""}
+WEB_TYPES = {"datasets": "dataset", "spaces": "space", "kernels": "kernel"}  # URL prefixes of non-model repos
+ALWAYS_DOWNLOADABLE = ("README.md", ".gitattributes")  # a gated repo still shows its card
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+
+
+@dataclass
+class Upload:
+    """A pending LFS upload; its URL token is the only credential the client sends with the bytes."""
+
+    repo_id: int
+    oid: str
+    size: int
+    chunk_size: int | None
+    parts: dict[int, Path] = field(default_factory=dict)
+
+
+@dataclass
+class HubConfig:
+    lfs_threshold: int = 10 * 1024 * 1024
+    multipart_chunk_size: int = 64 * 1024 * 1024
+    page_size: int = 1000
+
+
+class Hub:
+    """Everything an endpoint needs: the store, the settings, the organizations and the pending LFS uploads."""
+
+    def __init__(self, store: Store, config: HubConfig, orgs: Iterable[Org] = ()):
+        self.store, self.config = store, config
+        self.orgs: dict[str, Org] = {}
+        for org in orgs:
+            if org.name in self.orgs:
+                raise ValueError(f"organization {org.name} is given twice")
+            self.orgs[org.name] = org
+        self.uploads: dict[str, Upload] = {}
+
+    # -- who is who ----------------------------------------------------------------------------------------
+    def role(self, user: str, namespace: str) -> str | None:
+        """"owner" in the user's own namespace, the member's role in an organization, else None."""
+        org = self.orgs.get(namespace)
+        if org is not None:
+            return org.members.get(user)
+        return "owner" if user == namespace else None
+
+    def orgs_of(self, user: str) -> list[tuple[Org, str]]:
+        return [(org, org.members[user]) for org in self.orgs.values() if user in org.members]
+
+    # -- reads ---------------------------------------------------------------------------------------------
+    def can_see(self, token: Token | None, repo: Repo) -> bool:
+        if not repo.private:
+            return True
+        return (token is not None and self.role(token.name, repo.namespace) is not None
+                and token.grants_read(repo.type, repo.name))
+
+    def repo_for_read(self, req: Request, repo_type: str, name: str) -> Repo:
+        repo = self.store.get_repo(repo_type, name)
+        if repo is None or not self.can_see(req.user, repo):
+            raise repo_not_found(name)
+        return repo
+
+    def check_download(self, req: Request, repo: Repo, path: str) -> None:
+        """A gated repo's files go to its namespace's user and organization members only."""
+        if not repo.gated or path in ALWAYS_DOWNLOADABLE:
+            return
+        token = req.user
+        if token is not None and self.role(token.name, repo.namespace) is not None and (
+            token.fine_grained is None or token.fine_grained.can_read_gated_repos
+            or token.fine_grained.allows((CONTENT_READ, REPO_WRITE), repo.type, repo.name)
+        ):
+            return
+        raise HubHTTPError(
+            403, f"Access to model {repo.name} is restricted and you are not in the authorized list.", "GatedRepo"
+        )
+
+    # -- writes --------------------------------------------------------------------------------------------
+    def repo_for_write(self, req: Request, repo_type: str, name: str) -> Repo:
+        """The repo, when the request's token may write to it: 404 if it cannot see it, 401/403 otherwise."""
+        repo = self.repo_for_read(req, repo_type, name)
+        token = require_write(req)
+        reason = self._refusal(token, repo.type, repo.namespace, repo)
+        if reason:
+            raise HubHTTPError(403, f"You don't have the rights to write to {repo.name}: {reason}")
+        return repo
+
+    def check_create(self, req: Request, repo_type: str, namespace: str) -> Token:
+        token = require_write(req)
+        reason = self._refusal(token, repo_type, namespace, None)
+        if reason:
+            raise HubHTTPError(
+                403, f'You don\'t have the rights to create a {repo_type} under the namespace "{namespace}": {reason}'
+            )
+        return token
+
+    def _refusal(self, token: Token, repo_type: str, namespace: str, repo: Repo | None) -> str | None:
+        """Why TOKEN may not create a repo in NAMESPACE (REPO None) or write to REPO; None when it may."""
+        user, role = token.name, self.role(token.name, namespace)
+        if role is None:
+            if namespace in self.orgs:
+                return f"{user} is not a member of the organization {namespace}"
+            return f"{namespace} is neither {user}'s namespace nor an organization {user} belongs to"
+        if role == "read":
+            return f"{user} has the read role in {namespace}, which cannot create or write to repos"
+        if role == "contributor" and repo is not None and repo.creator != user:
+            return f"{user} is a contributor in {namespace} and may write only to the repos {user} created"
+        target = namespace if repo is None else repo.name
+        if not token.grants_write(None if repo is None else repo.type, target):
+            return f"the fine-grained token has no {REPO_WRITE} permission on {target}"
+        return None
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def resolve(self, repo: Repo, revision: str) -> str:
+        try:
+            return self.store.resolve(repo, revision)
+        except StoreError as err:
+            raise HubHTTPError(err.status, err.message, err.code) from None
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name or "")) and ".." not in name and not name.endswith(".git")
+
+
+def new_upload_token() -> str:
+    return secrets.token_urlsafe(24)

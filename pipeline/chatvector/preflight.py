@@ -1,0 +1,260 @@
+"""Pre-flight: every check of a command that is not about the checkpoints themselves, run once, before the
+first weight byte moves. Each check returns problems (one line each) instead of raising, so that a run
+lists them all together with the plan's.
+
+- the output folder (`--out`) and the merge device (and its memory, on CUDA);
+- free disk for what the run will download into the HF cache and write;
+- the card template: it parses, and renders from the plan's provenance (an undefined variable is found now);
+- publishing: a target that is not a source, a usable `--tag`, and a token that can write to the target's
+  namespace (its user, or an org where it has a write role; a fine-grained token's scopes).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from chatvector.conventions import PROVENANCE_FILE
+from chatvector.errors import PipelineError, Problem
+from chatvector.hub import network_errors, token_of
+from chatvector.recipe import Recipe, check_revision
+from chatvector.units import human_bytes
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+    from chatvector.plan import Plan
+
+# Org roles that may push: admin and write anywhere in the org; a contributor may create repos and write to
+# the ones it created, which the API does not tell, so it is let through.
+PUSH_ROLES = ("admin", "write", "contributor")
+
+
+# -- the output folder and the device ------------------------------------------------------------------
+def check_out_dir(out_dir: Path) -> list[Problem]:
+    """--out must be creatable, and new, empty, or an earlier output holding only what chatvector wrote."""
+    out_dir = Path(out_dir)
+    parent = next((p for p in [out_dir.parent, *out_dir.parent.parents] if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
+        return [Problem(f"--out {out_dir}: cannot create its folder: {parent} is not a writable folder")]
+    if out_dir.is_file():
+        return [Problem(f"--out {out_dir}: exists and is a file; choose a new or empty folder")]
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return []
+    if not (out_dir / PROVENANCE_FILE).is_file():
+        return [Problem(f"--out {out_dir}: exists and is not an earlier chatvector output; choose a new or "
+                        "empty folder")]
+    foreign = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*")
+                     if p.is_file() and p.name not in written_before(out_dir))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        return [Problem(f"--out {out_dir}: holds files chatvector did not write ({shown}); replacing the folder "
+                        "would delete them: move them or choose another folder")]
+    return []
+
+
+def written_before(out_dir: Path) -> set[str]:
+    """The files an earlier run wrote into `out_dir`, as its provenance lists them."""
+    from chatvector.conventions import CARD_FILE, CHART_FILE
+    from chatvector.provenance import read_provenance
+
+    provenance = read_provenance(out_dir / PROVENANCE_FILE) or {}
+    files = set((provenance.get("output") or {}).get("files") or {})
+    return files | {PROVENANCE_FILE, CARD_FILE, CHART_FILE}
+
+
+def check_device(recipe: Recipe, device: str | None) -> list[Problem]:
+    """The merge device can be had (a recipe's `merge.device: cuda` on a machine without CUDA is its error)."""
+    from chatvector.merge import resolve_device
+
+    try:
+        resolve_device(device or recipe.merge.device)
+    except PipelineError as err:
+        if device is None and recipe.merge.device != "auto":  # the recipe asked for it, not a flag
+            reason = str(err).split(" but ", 1)[-1]
+            return [recipe.problem("merge.device", f"{recipe.merge.device} was asked for but {reason}")]
+        return [Problem(str(err))]
+    return []
+
+
+def check_gpu_memory(recipe: Recipe, plan: "Plan", device: str | None, chunk_bytes: int = 64 << 20) -> list[Problem]:
+    """On CUDA, the staging buffers must fit the device's free memory (on CPU there is nothing to check)."""
+    from chatvector.merge import resolve_device
+
+    try:
+        dev = resolve_device(device or recipe.merge.device)
+    except PipelineError:
+        return []  # check_device reports it
+    if dev.type != "cuda":
+        return []
+    import torch
+
+    terms = max((sum(1 for lam in t.lambdas if lam) for t in plan.tensors), default=0)
+    need = gpu_bytes_needed(chunk_bytes, terms)
+    free, total = torch.cuda.mem_get_info(dev)
+    if free < need:
+        return [Problem(f"the merge on {dev} needs about {human_bytes(need)} of GPU memory for its buffers but only "
+                        f"{human_bytes(free)} of {human_bytes(total)} is free; free the GPU or use --device cpu")]
+    return []
+
+
+def gpu_bytes_needed(chunk_bytes: int, terms: int) -> int:
+    """The CUDA pipeline's device buffers: per staging slot (two), fp32 scratch and output for a block's
+    elements, plus one input buffer each for cp and every term's base and chat (up to fp32)."""
+    elements = max(1, chunk_bytes // 2)
+    per_slot = elements * 4 * (3 + 1) + elements * 4 * (1 + 2 * terms)
+    return 2 * per_slot
+
+
+# -- disk ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DiskNeed:
+    folder: Path
+    nbytes: int
+    what: str
+
+
+def check_disk(plan: "Plan", write_dir: Path) -> list[Problem]:
+    """Free space for the weights still to download (into the HF cache) and the output (into `write_dir`);
+    both on one filesystem add up."""
+    from huggingface_hub import constants
+
+    needs = [DiskNeed(Path(constants.HF_HUB_CACHE), _bytes_to_download(plan), "downloads"),
+             DiskNeed(Path(write_dir), plan.output_bytes, "writes")]
+    by_device: dict[int, list[DiskNeed]] = {}
+    for need in needs:
+        if need.nbytes:
+            by_device.setdefault(_existing(need.folder).stat().st_dev, []).append(need)
+    problems = []
+    for group in by_device.values():
+        free = shutil.disk_usage(_existing(group[0].folder)).free
+        total = sum(n.nbytes for n in group)
+        if free < total:
+            parts = " and ".join(f"{n.what} {human_bytes(n.nbytes)} into {n.folder}" for n in group)
+            problems.append(Problem(f"not enough free disk: the run {parts}, {human_bytes(total)} in all, but "
+                                    f"{human_bytes(free)} is free there; free space, or point HF_HOME or --out at "
+                                    "a larger disk"))
+    return problems
+
+
+def _bytes_to_download(plan: "Plan") -> int:
+    """Weight bytes of the plan not in the HF cache yet."""
+    from huggingface_hub import try_to_load_from_cache
+
+    total = 0
+    for role, files in plan.download_files.items():
+        source = plan.sources[role]
+        for name in files:
+            cached = try_to_load_from_cache(source.repo_id, name, revision=source.sha)
+            if not isinstance(cached, str):
+                total += source.files[name].size
+    return total
+
+
+def _existing(folder: Path) -> Path:
+    return next(p for p in [folder, *folder.parents] if p.exists())
+
+
+# -- the card -----------------------------------------------------------------------------------------------
+def check_card_template(recipe: Recipe) -> list[Problem]:
+    """The recipe's card template parses (with what it includes): no Hub request needed."""
+    from chatvector.card import check_template_syntax
+
+    try:
+        if recipe.card.template is not None:
+            check_template_syntax(recipe.card.template)
+    except PipelineError as err:
+        return [Problem(str(err))]
+    return []
+
+
+def check_card(plan: "Plan", endpoint: str | None) -> list[Problem]:
+    """The card renders from what the plan promises: an undefined variable or bad metadata is found before
+    the merge, not after it."""
+    from chatvector.card import render_card
+    from chatvector.provenance import build_provenance
+
+    recipe = plan.require_recipe()
+    try:
+        render_card(build_provenance(plan, endpoint=endpoint), recipe.text, recipe.card.template)
+    except PipelineError as err:
+        return [Problem(str(err))]
+    return []
+
+
+# -- publishing ------------------------------------------------------------------------------------------
+def check_target_is_not_a_source(recipe: Recipe) -> list[Problem]:
+    target = recipe.require_target()
+    return [recipe.problem("target.repo_id", f"{target.repo_id} is also the recipe's {role}; publishing there "
+                                             "would overwrite an input")
+            for role, source in recipe.sources() if source.repo_id == target.repo_id][:1]
+
+
+def check_tag(tag: str | None, create_pr: bool) -> list[Problem]:
+    if tag is None:
+        return []
+    try:
+        check_revision(tag)
+    except ValueError as err:
+        return [Problem(f"--tag {tag!r}: {err}")]
+    if len(tag) == 40 and all(c in "0123456789abcdef" for c in tag):
+        return [Problem(f"--tag {tag!r}: not a usable tag name (it looks like a commit hash)")]
+    if create_pr:
+        return [Problem("--tag with --create-pr would tag a commit that is not on main; tag after merging the PR")]
+    return []
+
+
+def check_write_access(api: "HfApi", repo_id: str) -> list[Problem]:
+    """The token can push to `repo_id`: it exists, the Hub accepts it, it has write scope, and the target's
+    namespace is its user's or an org where its user may write (fine-grained tokens: `repo.write` there)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if token_of(api) is None:
+        return [Problem(f"publishing to {repo_id} needs a token with write access: set HF_TOKEN or run "
+                        "`hf auth login` (or use --dry-run)")]
+    try:
+        who = api.whoami()
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        if status == 404:
+            return [Problem(f"{api.endpoint} does not answer like a Hugging Face Hub (404 on /api/whoami-v2): "
+                            "check HF_ENDPOINT")]
+        if status == 401:
+            return [Problem(f"publishing to {repo_id} needs a valid write token: set HF_TOKEN (the Hub answered 401)")]
+        return [Problem(f"the Hub answered {status} when asked who the token belongs to: {err}")]
+    except network_errors() as err:
+        return [Problem(f"cannot reach the Hub at {api.endpoint}: {err}")]
+    name = who.get("name") or "?"
+    access = (who.get("auth") or {}).get("accessToken") or {}
+    role = access.get("role")
+    if role == "read":
+        return [Problem(f"the token of {name} is read-only: publishing to {repo_id} needs write access")]
+    namespace = repo_id.split("/", 1)[0]
+    orgs = {o.get("name"): o.get("roleInOrg") for o in who.get("orgs") or [] if isinstance(o, dict)}
+    if namespace != name and orgs.get(namespace) not in PUSH_ROLES:
+        shown = ", ".join(f"{org} ({r or 'member'})" for org, r in sorted(orgs.items())) or "none"
+        why = f"{namespace} is not {name}'s namespace" + (
+            f" and {name}'s role in it is {orgs[namespace]}" if namespace in orgs else " nor an org of theirs")
+        return [Problem(f"the token cannot write to {repo_id} (user {name}, orgs: {shown}): {why}; change "
+                        "target.repo_id or use a token of an account that may write there")]
+    if role == "fineGrained" and not _fine_grained_allows(access.get("fineGrained") or {}, repo_id):
+        return [Problem(f"the fine-grained token of {name} has no repo.write permission for {repo_id} (nor for "
+                        f"{namespace}); add it to the token's scopes on the Hub, or use another token")]
+    return []
+
+
+def _fine_grained_allows(grants: dict, repo_id: str) -> bool:
+    namespace = repo_id.split("/", 1)[0]
+    for scope in grants.get("scoped") or []:
+        entity = scope.get("entity") or {}
+        if "repo.write" not in (scope.get("permissions") or []):
+            continue
+        kind, entity_name = entity.get("type"), entity.get("name")
+        if kind in ("user", "org") and entity_name == namespace:
+            return True
+        if kind == "model" and entity_name == repo_id:
+            return True
+    return False
