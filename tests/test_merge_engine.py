@@ -618,38 +618,20 @@ def test_transformers_loads_the_sharded_merge(tmp_path):
 
 _MEMORY_CHILD = textwrap.dedent(
     """
-    import json, sys, threading, time
+    import json, sys
     from pathlib import Path
     from chatvector.merge import TensorJob, TensorSource, VectorTerm, run_merge
+    from chatvector.testing.memory import PeakMemory
     from safetensors import safe_open
-
-    def status():
-        out = {}
-        for line in open("/proc/self/status"):
-            k, v = line.split(":", 1)
-            if k in ("RssAnon", "VmRSS"):
-                out[k] = int(v.split()[0]) * 1024
-        return out
 
     d = Path(sys.argv[1])
     with safe_open(d / "cp.safetensors", "pt") as f:
         shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
     S = lambda m, k: TensorSource(d / f"{m}.safetensors", k)
     jobs = [TensorJob(k, tuple(s), "bfloat16", S("cp", k), (VectorTerm(S("base", k), S("chat", k), 0.7),)) for k, s in shapes.items()]
-    base = status()
-    peak = dict(base)
-    stop = False
-    def watch():
-        while not stop:
-            for k, v in status().items():
-                peak[k] = max(peak[k], v)
-            time.sleep(0.002)
-    t = threading.Thread(target=watch, daemon=True); t.start()  # daemon: a failing merge must not hang
-    try:
+    with PeakMemory() as peak:
         run_merge(jobs, d / "out", shard_size=1 << 30, chunk_bytes=1 << 20, progress=False)
-    finally:
-        stop = True; t.join()
-    print(json.dumps({"anon": peak["RssAnon"] - base["RssAnon"], "rss": peak["VmRSS"] - base["VmRSS"]}))
+    print(json.dumps({"anon": peak.anon, "rss": peak.rss}))
     """
 )
 

@@ -14,7 +14,7 @@ from huggingface_hub import HfApi
 from chatvector.cli import main
 from chatvector.recipe import load_recipe
 from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
-from tests.conftest import OTHER_WRITER, RECIPES, WRITE_TOKEN, weight_downloads
+from tests.conftest import HUB, OTHER_WRITER, RECIPES, WRITE_TOKEN, weight_downloads
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p.name for p in RECIPES.glob("*.yaml"))
@@ -72,12 +72,15 @@ def llama(tmp_path_factory) -> dict[str, str]:
 
 
 def plan_exit(tmp_path, capsys, monkeypatch, body: str, token: str | None = WRITE_TOKEN.secret) -> tuple[int, str]:
+    """Run `chatvector plan` on a recipe text; whatever it finds, it must not have asked for a weight byte."""
     if token:
         monkeypatch.setenv("HF_TOKEN", token)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(body)
+    mark = len(HUB.requests)
     code = main(["plan", str(recipe)])
     err = capsys.readouterr().err.strip()
+    assert weight_downloads(list(HUB.requests)[mark:]) == []
     return code, err
 
 

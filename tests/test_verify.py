@@ -267,36 +267,16 @@ def test_files_are_reopened_so_mapped_pages_do_not_pile_up(chat, spy, monkeypatc
 
 _MEMORY_CHILD = textwrap.dedent(
     """
-    import json, sys, threading, time
+    import json, sys
     from pathlib import Path
     from chatvector import verify
-
-    def status():
-        out = {}
-        for line in open("/proc/self/status"):
-            k, v = line.split(":", 1)
-            if k in ("RssAnon", "VmRSS"):
-                out[k] = int(v.split()[0]) * 1024
-        return out
+    from chatvector.testing.memory import PeakMemory
 
     verify._REMAP_BYTES = 16 << 20
-    folder = Path(sys.argv[1])
-    weights = verify._read_weights(folder)
-    base = status()
-    peak = dict(base)
-    stop = False
-    def watch():
-        while not stop:
-            for k, v in status().items():
-                peak[k] = max(peak[k], v)
-            time.sleep(0.002)
-    t = threading.Thread(target=watch, daemon=True); t.start()
-    try:
+    weights = verify._read_weights(Path(sys.argv[1]))
+    with PeakMemory() as peak:
         check = verify._check_finite(weights, 1 << 20)
-    finally:
-        stop = True; t.join()
-    print(json.dumps({"anon": peak["RssAnon"] - base["RssAnon"], "rss": peak["VmRSS"] - base["VmRSS"],
-                      "ok": check.ok, "detail": check.detail}))
+    print(json.dumps({"anon": peak.anon, "rss": peak.rss, "ok": check.ok, "detail": check.detail}))
     """
 )
 

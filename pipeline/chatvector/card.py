@@ -41,10 +41,11 @@ from huggingface_hub import ModelCard, ModelCardData
 from jinja2.sandbox import SandboxedEnvironment
 
 from chatvector.coefficients import layer_runs
+from chatvector.conventions import PROJECT_ROOT
 from chatvector.errors import PipelineError, RecipeError, VerificationError
 from chatvector.units import human_bytes
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATE_DIR = PROJECT_ROOT / "templates"
 DEFAULT_TEMPLATE = TEMPLATE_DIR / "model_card.md.j2"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")

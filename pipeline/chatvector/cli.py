@@ -58,12 +58,19 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
 def _cmd_plan(args: argparse.Namespace) -> int:
     import json
 
+    from chatvector import preflight
     from chatvector.hub import connect
     from chatvector.plan_report import render
-    from chatvector.planner import make_plan
     from chatvector.recipe import load_recipe
+    from chatvector.runner import prepare
 
-    plan = make_plan(load_recipe(args.recipe), connect())
+    recipe = load_recipe(args.recipe)
+    api = connect()
+    # A recipe with a target is also checked for what publishing it needs and a token cannot change.
+    early = preflight.check_target_is_not_a_source(recipe) + preflight.check_card_template(recipe) \
+        if recipe.target else []
+    plan = prepare(recipe, api, early=early,
+                   checks=lambda p: preflight.check_card(p, api.endpoint) if p is not None and recipe.target else [])
     print(json.dumps(plan.to_dict(), indent=2, ensure_ascii=False) if args.json else render(plan))
     return 0
 

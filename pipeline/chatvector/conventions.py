@@ -41,7 +41,6 @@ TOKENIZER_FILES = (
 # At least one of these makes a folder's tokenizer loadable.
 TOKENIZER_VOCAB_FILES = (TOKENIZER_JSON_FILE, "tokenizer.model", "vocab.json", "vocab.txt")
 TIKTOKEN_PATTERN = "*.tiktoken"
-WEIGHTS_PATTERN = "*.safetensors"
 # Everything planning reads besides weights: small files, fetched before any weight byte.
 METADATA_PATTERNS = (
     CONFIG_FILE,

@@ -12,10 +12,11 @@ import secrets
 import sys
 from pathlib import Path
 
+from chatvector.conventions import PROJECT_ROOT
 from chatvector.errors import PipelineError
 from chatvector.localhub import LocalHub, Token
 
-ROOT = Path(__file__).resolve().parents[2]  # the project folder: recipes/, templates/
+ROOT = PROJECT_ROOT
 DEFAULT_RECIPE = ROOT / "recipes" / "demo.yaml"
 
 

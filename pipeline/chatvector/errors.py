@@ -20,10 +20,6 @@ class RecipeError(PipelineError):
     """The recipe file is malformed or names something that does not exist."""
 
 
-class CompatibilityError(PipelineError):
-    """The base, chat and cp checkpoints cannot be merged as the recipe asks."""
-
-
 class FieldError(PipelineError):
     """A problem with one recipe field ("cp.revision"): the plan lists it, located, with the others."""
 

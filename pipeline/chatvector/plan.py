@@ -96,10 +96,6 @@ class TensorPlan:
     def out_bytes(self) -> int:
         return DTYPE_BY_NAME[self.out_dtype].itemsize * math.prod(self.shape)
 
-    @property
-    def merged(self) -> bool:
-        return not self.kept and any(lam != 0 for lam in self.lambdas)
-
 
 @dataclass(frozen=True)
 class ModulePlan:
@@ -174,10 +170,6 @@ class Plan:
     @property
     def cp(self) -> SourcePlan:
         return self.sources["cp"]
-
-    @property
-    def first_chat(self) -> SourcePlan:
-        return self.sources[self.vectors[0].chat]
 
     @property
     def output_bytes(self) -> int:

@@ -281,12 +281,15 @@ def _check_template_renders(recipe: Recipe, template: ChatTemplate, chat: Checkp
         problems.add("output.chat_template", f"the chat template does not render a sample conversation: "
                                              f"{str(error).splitlines()[0] if error else 'no text'}")
         return
-    candidates = set(chat.special_tokens if chat else ()) | set(cp.special_tokens)
-    missing = sorted(t for t in candidates if len(t) > 1 and t in rendered and cp.token_id(t) is None)
+    # A special token must be one of cp's added tokens: as plain vocabulary it would still be split by the
+    # pre-tokenizer before it could match.
+    in_cp = set(cp.special_tokens)
+    missing = sorted(t for t in set(chat.special_tokens if chat else ()) if len(t) > 1 and t in rendered
+                     and t not in in_cp)
     if missing:
         problems.add("output.chat_template", f"the chat template writes {', '.join(map(repr, missing))}, which "
-                                             f"cp's tokenizer ({cp.label}) does not have as tokens: prompts would be "
-                                             "split into pieces the model never saw")
+                                             f"cp's tokenizer ({cp.label}) does not have as special tokens: prompts would "
+                                             "be split into pieces the model never saw")
 
 
 def _end_of_turn(recipe: Recipe, chat: Checkpoint, cp: Checkpoint, problems: _Problems) -> tuple[str | None, tuple]:

@@ -191,13 +191,18 @@ class Recipe:
         return f"{self.path}:{self.field_lines.get(path, 1)}"
 
     def problem(self, field_path: str | None, message: str) -> PlanProblem:
-        """A plan problem located in the recipe: "recipes/x.yaml:12: special_tokens[1]: message"; a problem
-        with no field (None) is not tied to a line."""
+        """A plan problem located in the recipe: "recipes/x.yaml:12: special_tokens[1]: message". A field the
+        file does not write (a default) is named without a line and listed after the located problems; a
+        problem with no field (None) is the message alone."""
         if field_path is None:
             return PlanProblem(message)
-        where = self.location(field_path)
-        line = int(where.rsplit(":", 1)[1])
-        return PlanProblem(f"{where}: {field_path}: {message}" if field_path else f"{where}: {message}", line)
+        path = parse_path(field_path)
+        while path not in self.field_lines and path:
+            path = path[:-1]
+        if not path:
+            return PlanProblem(f"{self.path}: {field_path}: {message}")
+        line = self.field_lines[path]
+        return PlanProblem(f"{self.path}:{line}: {field_path}: {message}", line)
 
     def error_at(self, field_path: str, message: str) -> RecipeError:
         """A RecipeError reading "recipes/x.yaml:12: coefficients.layers."40": message"."""
