@@ -355,3 +355,32 @@ def test_vocabulary_alignment_ignores_token_ids_past_the_embedding_rows(tmp_path
     assert plan["sources"]["base"]["vocab_size"] == rows + 1  # the token past the rows
     embed = next(t for t in plan["tensors"] if t["name"] == "model.embed_tokens.weight")
     assert embed["delta_rows"] == rows and plan["vocabulary"]["cp_extra_tokens"] == 20
+
+
+def test_a_source_named_by_two_vectors_is_read_and_counted_once(tmp_path, capsys, monkeypatch, llama, hub):
+    body = (f"vectors:\n  - {{base: {{repo_id: {llama['base']}}}, chat: {{repo_id: {llama['chat']}}}, weight: 0.5}}\n"
+            f"  - {{base: {{repo_id: {llama['base']}}}, chat: {{repo_id: {llama['chat']}}}, weight: 0.25}}\n"
+            f"cp: {{repo_id: {llama['cp']}}}\n")
+    (tmp_path / "r.yaml").write_text(body)
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    mark = len(hub.requests)
+    assert main(["plan", str(tmp_path / "r.yaml"), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    infos = [r.path for r in list(hub.requests)[mark:] if r.path.startswith("/api/models/") and "/revision/" in r.path]
+    assert len(infos) == 3  # base, chat and cp resolved once each
+    assert sorted(plan["download_files"]) == ["cp", "vectors[0].base", "vectors[0].chat"]
+    sizes = {role: s["files"] for role, s in plan["sources"].items()}
+    assert plan["download_bytes"] == sum(sizes[role][f]["size"] for role, files in plan["download_files"].items()
+                                         for f in files)
+    embed = next(t for t in plan["tensors"] if t["name"] == "model.embed_tokens.weight")
+    assert embed["lambdas"] == [0.5, 0.25]
+
+
+def test_a_cp_tokenizer_larger_than_its_embeddings_fails_the_plan(tmp_path, capsys, monkeypatch, llama):
+    cp = write_triplet(tmp_path / "m", TripletSpec(arch="llama"))["cp"]
+    _add_token_without_a_row(cp, "<|endoftext|>")
+    code, err = plan_exit(tmp_path, capsys, monkeypatch, recipe_text(llama, cp=f"{{path: {cp}}}"))
+    rows = json.loads((cp / "config.json").read_text())["vocab_size"]
+    assert code == 2 and err == (f"error: {tmp_path}/r.yaml:3: cp.path: cp's tokenizer ({cp}) has {rows + 1} token "
+                                 f"ids but its embeddings have {rows} rows: ids from {rows} on would index past them "
+                                 "in the output; use a cp whose tokenizer fits its model")

@@ -44,9 +44,13 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
         "plan",
         help="validate a recipe against the checkpoints' metadata and show what will happen",
         description="Validate RECIPE, pin every source to a commit and check, from metadata alone (configs,\n"
-        "tokenizers, safetensors headers read with range requests), that the merge can be done.\n"
-        "Prints each source's repo@sha, the coefficient of every layer and module rule, the bytes to\n"
-        "download and the output size. Downloads no weights.\n\n"
+        "tokenizers, chat templates, safetensors headers read with range requests), that the merge can be\n"
+        "done: architectures, layers, shapes, vocabularies, special and end-of-turn tokens, the template,\n"
+        "module rules, and the card's license, languages and tags by the Hub's rules. Every problem is\n"
+        "listed at once (exit 2). Prints each source's repo@sha, the coefficient of every layer and module\n"
+        "rule, the bytes to download, the output size and license warnings. Downloads no weights.\n\n"
+        "--json prints the plan as a lock: `merge|publish RECIPE --plan plan.json` then runs exactly it\n"
+        "(its commits and decisions) and refuses if the recipe or an input changed since.\n\n"
         "Example:\n  chatvector plan recipes/demo.yaml\n  chatvector plan recipes/demo.yaml --json > plan.json",
     )
     plan.add_argument("recipe", help="the recipe YAML file")
@@ -125,12 +129,16 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
         "The push is one commit holding every file (weights, config, tokenizer, chat template, README.md\n"
         "card, coefficients.svg, chatvector.json), whose parent is the target's head as read before the\n"
         "run; shards of an earlier version that the new output lacks are deleted in the same commit.\n"
-        "When the target's chatvector.json already records the same recipe, input commits and output\n"
-        "files, nothing is downloaded and nothing is pushed (exit 0): scheduled runs are cheap.\n\n"
+        "When the target's chatvector.json already records this plan's fingerprint (what the recipe says,\n"
+        "the content of every input file the merge reads, the tool version) and the target still holds\n"
+        "those output files, nothing is downloaded and nothing is pushed (exit 0): scheduled runs are cheap.\n\n"
+        "Before any weight byte moves it checks the plan, that the token can write to the target's\n"
+        "namespace, the card, --tag, --out and the free disk, and reports every problem at once.\n\n"
         "The Hub is huggingface_hub's setting: HF_ENDPOINT (default https://huggingface.co) and HF_TOKEN\n"
         "(or `hf auth login`); the token is never printed.\n\n"
         "Examples:\n  chatvector publish recipes/x.yaml --dry-run --out ./preview\n"
-        "  chatvector publish recipes/x.yaml --create-pr\n  chatvector publish recipes/x.yaml --tag v1",
+        "  chatvector publish recipes/x.yaml --create-pr\n  chatvector publish recipes/x.yaml --tag v1\n"
+        "  chatvector publish recipes/x.yaml --plan plan.json   # exactly the commits a reviewed plan pinned",
     )
     publish.add_argument("recipe", help="the recipe YAML file (needs `target.repo_id`)")
     publish.add_argument("--dry-run", action="store_true",

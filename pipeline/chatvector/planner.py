@@ -195,6 +195,10 @@ def _check_vocabulary(checkpoints: dict[str, Checkpoint], problems: _Problems) -
     Only ids that have an embedding row in both checkpoints are compared: a tokenizer may list more tokens
     than its model has rows (Qwen2's adds `<|endoftext|>` on load), and such ids index no row."""
     cp = checkpoints["cp"]
+    if cp.embedding_rows is not None and cp.vocab_size > cp.embedding_rows:  # verification would refuse it
+        problems.add(cp.resolved.field, f"cp's tokenizer ({cp.label}) has {cp.vocab_size} token ids but its embeddings "
+                                        f"have {cp.embedding_rows} rows: ids from {cp.embedding_rows} on would index "
+                                        "past them in the output; use a cp whose tokenizer fits its model")
     for role, c in checkpoints.items():
         if role == "cp":
             continue

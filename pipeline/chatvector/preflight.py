@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from chatvector.conventions import PROVENANCE_FILE
 from chatvector.errors import PipelineError, Problem
-from chatvector.hub import network_errors, token_of
+from chatvector.hub import token_of, translate
 from chatvector.recipe import Recipe, check_revision
 from chatvector.units import human_bytes
 
@@ -210,23 +210,20 @@ def check_tag(tag: str | None, create_pr: bool) -> list[Problem]:
 def check_write_access(api: "HfApi", repo_id: str) -> list[Problem]:
     """The token can push to `repo_id`: it exists, the Hub accepts it, it has write scope, and the target's
     namespace is its user's or an org where its user may write (fine-grained tokens: `repo.write` there)."""
-    from huggingface_hub.errors import HfHubHTTPError
-
     if token_of(api) is None:
         return [Problem(f"publishing to {repo_id} needs a token with write access: set HF_TOKEN or run "
                         "`hf auth login` (or use --dry-run)")]
     try:
         who = api.whoami()
-    except HfHubHTTPError as err:
-        status = err.response.status_code if err.response is not None else None
-        if status == 404:
+    except Exception as err:  # noqa: BLE001 - translated below, or re-raised as it is
+        response = getattr(err, "response", None)
+        if response is not None and response.status_code == 404:
             return [Problem(f"{api.endpoint} does not answer like a Hugging Face Hub (404 on /api/whoami-v2): "
                             "check HF_ENDPOINT")]
-        if status == 401:
-            return [Problem(f"publishing to {repo_id} needs a valid write token: set HF_TOKEN (the Hub answered 401)")]
-        return [Problem(f"the Hub answered {status} when asked who the token belongs to: {err}")]
-    except network_errors() as err:
-        return [Problem(f"cannot reach the Hub at {api.endpoint}: {err}")]
+        translated = translate(api, err, repo_id, action="write")
+        if translated is None:
+            raise
+        return [Problem(str(translated))]
     name = who.get("name") or "?"
     access = (who.get("auth") or {}).get("accessToken") or {}
     role = access.get("role")
