@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-.bench}"
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD/pipeline${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 start=$SECONDS
 
 # The interpreter whose torch sees CUDA: on the lent machines the image's python3 (the carried
@@ -54,7 +54,7 @@ if [ "$bench1" -ne 0 ]; then
     echo "== bench 2x skipped: the 1x run failed"
 elif [ "$left" -gt 150 ]; then
     echo "== bench 2x: engine on ${DEVICES%%,*} ($left s left)"
-    timeout "$left" "$PY" bench/merge.py --device "${DEVICES%%,*}" --skip-mergekit --runs 1 --size 2x \
+    timeout "$left" "$PY" bench/merge.py --device "${DEVICES%%,*}" --skip-mergekit --skip-publish --runs 1 --size 2x \
         --results "$OUT/gpu-bench-2x.json" 2>&1 | tee "$OUT/gpu-bench-2x.log"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 else

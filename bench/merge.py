@@ -1,18 +1,25 @@
-"""Benchmark of the merge engine against mergekit and the I/O floor (`make bench`).
+"""Benchmark of the command users run, `chatvector merge` (and `publish`), against mergekit and the I/O
+floor, in one run (`make bench`).
 
-Generates (once, under .bench/models/) a synthetic bf16 Llama triplet: base, chat = base + small
-noise, cp = base + small noise, with 1 GB input shards and a config.json mergekit can load:
+Generates (once, under .bench/models/) a synthetic bf16 Llama triplet with 32 000-token tokenizers: base,
+chat = base + small noise (with a Llama-3 chat template and end-of-turn token), cp = base + small noise,
+1 GB input shards:
   1x: hidden 2048, 16 layers, intermediate 5632, vocab 32000, 16 heads (953 M parameters, 1.9 GB)
-  2x: the same with 32 layers (1.78 B parameters), for the engine only: memory must stay flat.
-Then runs each contender as a subprocess, N times after one warm-up read of every input (the page
-cache cannot be dropped here), sampling /proc/<pid>/status for peak anonymous memory:
-  engine    bench/engine_jobs.py, λ = 1 (out = cp + chat − base), 1 GB output shards
+  2x: the same with 32 layers (1.78 B parameters): time and memory must scale, memory stay flat.
+Then runs each contender as a subprocess, N times after one warm-up read of every input (the page cache
+cannot be dropped here), sampling /proc/<pid>/status for peak anonymous memory:
+  merge     `chatvector merge RECIPE --out DIR --format json` (λ = 1, 1 GB shards): the whole command,
+            with the per-stage breakdown it prints itself
+  engine    bench/engine_jobs.py: the merge engine alone on the same tensors (a secondary row)
   mergekit  task_arithmetic, base_model = base, cp weight 1, chat weight λ (own venv, .bench/mergekit-venv),
             --out-shard-size 1B (bytes, whatever its help says: the same 1 GB output shards)
-  io-floor  read the three inputs, write + fsync an output of the engine's size, nothing else
-and prints medians, ratios, and writes .bench/merge-results.json.
+  io-floor  read the three inputs, write + fsync an output of the merge's size, nothing else
+  plan      `chatvector plan` of the same recipe with the sources on a local Hub (metadata only)
+  publish   `chatvector publish` from that local Hub with an empty HF cache: download, merge, upload
+and prints medians, ratios and stage breakdowns, and writes .bench/merge-results.json.
 
     python bench/merge.py [--runs 3] [--size 1x|2x|both] [--device cpu|cuda|cpu,cuda] [--skip-mergekit]
+                          [--skip-publish]
     python bench/merge.py --smoke        # tiny model, one run, a minute at most
 """
 
@@ -21,6 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")  # the local Hub speaks LFS; read when huggingface_hub loads
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import shutil
 import statistics
 import subprocess
@@ -35,6 +45,7 @@ MERGEKIT_VENV = BENCH / "mergekit-venv"
 PY = sys.executable
 SHARD = 1_000_000_000
 
+TOKEN = "hf_bench_token"
 SIZES = {
     "smoke": dict(hidden=256, layers=2, inter=688, vocab=4000, heads=4, kv=4),
     "1x": dict(hidden=2048, layers=16, inter=5632, vocab=32000, heads=16, kv=16),
@@ -73,6 +84,8 @@ def generate(size: str) -> Path:
     from safetensors.torch import save_file
     from transformers import LlamaConfig
 
+    from chatvector.testing.tinymodels import save_tokenizer
+
     spec = SIZES[size]
     root = BENCH / "models" / size
     marker = root / "spec.json"
@@ -84,7 +97,8 @@ def generate(size: str) -> Path:
     cfg = LlamaConfig(
         vocab_size=spec["vocab"], hidden_size=spec["hidden"], intermediate_size=spec["inter"],
         num_hidden_layers=spec["layers"], num_attention_heads=spec["heads"], num_key_value_heads=spec["kv"],
-        tie_word_embeddings=False, architectures=["LlamaForCausalLM"], torch_dtype="bfloat16",
+        tie_word_embeddings=False, architectures=["LlamaForCausalLM"], dtype="bfloat16",
+        bos_token_id=spec["vocab"] - 5, eos_token_id=spec["vocab"] - 4,
     )
     g = torch.Generator().manual_seed(0)
     pool = torch.randn(1 << 24, generator=g) * 1e-3  # noise for chat and cp, sliced at varying offsets
@@ -117,6 +131,7 @@ def generate(size: str) -> Path:
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     for model in ("base", "chat", "cp"):
         (root / model / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        save_tokenizer(root / model, model, "llama", vocab_size=spec["vocab"])
     marker.write_text(json.dumps(spec))
     print(f"generated {size} triplet ({total / 1e9:.2f} GB each) in {time.perf_counter() - t0:.0f} s", flush=True)
     return root
@@ -142,6 +157,18 @@ def warm(root: Path) -> None:
         with open(f, "rb", buffering=0) as fh:
             while fh.readinto(buf):
                 pass
+
+
+def write_recipes(models: Path, size: str, lam: float) -> tuple[Path, Path]:
+    """The benchmark's recipe with local `path:` sources, and the same with the sources on a local Hub."""
+    body = (f"coefficients: {{default: {lam}}}\n"
+            f"output: {{dtype: bfloat16, shard_size: {SHARD}}}\n")
+    local = models / "recipe.yaml"
+    local.write_text(f"name: bench-{size}\nbase: {{path: base}}\nchat: {{path: chat}}\ncp: {{path: cp}}\n" + body)
+    hub = models / "recipe-hub.yaml"
+    hub.write_text(f"name: bench-{size}\n" + "".join(f"{r}: {{repo_id: bench/{size}-{r}}}\n" for r in ("base", "chat", "cp"))
+                   + body + f"target: {{repo_id: bench/{size}-out}}\ncard: {{license: mit}}\n")
+    return local, hub
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,6 +222,10 @@ def measure(cmd: list[str], env: dict | None = None, timeout: float = 1800) -> d
 
 # ------------------------------------------------------------------------------------------------
 # Contenders.
+
+
+def merge_cmd(recipe: Path, out: Path, device: str) -> list[str]:
+    return [PY, "-m", "chatvector", "merge", str(recipe), "--out", str(out), "--device", device, "--format", "json"]
 
 
 def engine_cmd(models: Path, out: Path, device: str, lam: float) -> list[str]:
@@ -278,34 +309,96 @@ def ensure_mergekit(allow_install: bool) -> str | None:
 # ------------------------------------------------------------------------------------------------
 
 
-def run_contender(name: str, cmd: list[str], out: Path, env=None) -> dict:
-    shutil.rmtree(out, ignore_errors=True)
+def run_contender(name: str, cmd: list[str], out: Path | None, env=None) -> dict:
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
     r = measure(cmd, env=env)
     if r["rc"] != 0:
         raise SystemExit(f"{name} failed (exit {r['rc']}):\n{r['stderr'][-4000:]}")
-    inner = None
-    for line in reversed(r["stdout"].strip().splitlines()):
-        if line.startswith("{"):
-            inner = json.loads(line)
-            break
-    r["seconds"] = inner["seconds"] if inner else None
-    r["files"] = inner.get("files") if inner else None
+    inner = _json_output(r["stdout"])
+    stages = (inner.get("stages") if inner else None) or _stages_line(r["stderr"])
+    r["stages"] = stages
+    # the time of the work itself: the engine's own figure, or the command's merge stage
+    r["seconds"] = inner.get("seconds") if inner and "seconds" in inner else (stages or {}).get("merge")
+    r["files"] = inner.get("files") if inner and isinstance(inner.get("files"), dict) else None
     r.pop("stdout")
     r.pop("stderr")
     return r
+
+
+def _stages_line(stderr: str) -> dict | None:
+    """`chatvector -v` ends with "stages: plan 0.61 s, ..." on stderr."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("stages: "):
+            return {k: float(v) for k, v in (part.rsplit(" ", 2)[:2] for part in line[8:].split(", "))}
+    return None
+
+
+def _json_output(stdout: str) -> dict | None:
+    """A command's JSON document: the whole stdout (chatvector --format json), else its last JSON line."""
+    try:
+        doc = json.loads(stdout)
+        return doc if isinstance(doc, dict) else None
+    except ValueError:
+        pass
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return None
 
 
 def output_sizes(out: Path) -> list[int]:
     return [f.stat().st_size for f in sorted(out.glob("*.safetensors"))]
 
 
+class BenchHub:
+    """`chatvector hub serve` in its own process, seeded with one size's triplet."""
+
+    def __init__(self, root: Path):
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        self.root = root
+        self.proc = subprocess.Popen([PY, "-m", "chatvector", "hub", "serve", "--root", str(root), "--token",
+                                      f"bench={TOKEN}:write"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, cwd=ROOT)
+        line = self.proc.stdout.readline()
+        if not line.startswith("Serving on "):
+            raise SystemExit(f"the local Hub did not start: {line!r}")
+        self.url = line.split()[-1]
+
+    def api(self):
+        from huggingface_hub import HfApi
+
+        return HfApi(endpoint=self.url, token=TOKEN)
+
+    def seed(self, models: Path, size: str) -> None:
+        api = self.api()
+        t0 = time.perf_counter()
+        for role in ("base", "chat", "cp"):
+            repo = f"bench/{size}-{role}"
+            api.create_repo(repo, exist_ok=True)
+            api.upload_folder(repo_id=repo, folder_path=str(models / role), ignore_patterns=["*.yaml"])
+        print(f"  seeded the local Hub with the {size} triplet in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    def env(self, home: Path) -> dict:
+        shutil.rmtree(home, ignore_errors=True)
+        return dict(os.environ, HF_ENDPOINT=self.url, HF_TOKEN=TOKEN, HF_HOME=str(home), HF_HUB_DISABLE_XET="1",
+                    HF_HUB_DISABLE_PROGRESS_BARS="1")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Merge engine benchmark (see the module docstring).")
+    ap = argparse.ArgumentParser(description="Benchmark of chatvector merge and publish (see the module docstring).")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size", choices=["1x", "2x", "both"], default="both")
-    ap.add_argument("--device", default="cpu", help="engine device(s): cpu, cuda, auto, or a list like cpu,cuda")
+    ap.add_argument("--device", default="cpu", help="merge device(s): cpu, cuda, auto, or a list like cpu,cuda")
     ap.add_argument("--lam", type=float, default=1.0)
     ap.add_argument("--skip-mergekit", action="store_true")
+    ap.add_argument("--skip-publish", action="store_true", help="no local Hub: merge, engine, floor only")
     ap.add_argument("--smoke", action="store_true", help="tiny model, one run (checks the benchmark itself)")
     ap.add_argument("--results", type=Path, default=BENCH / "merge-results.json")
     ap.add_argument("--io-floor-worker", help=argparse.SUPPRESS)
@@ -323,41 +416,35 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("mergekit not run: " + ("not installed (smoke never installs it)" if args.smoke else "install failed"))
     BENCH.mkdir(exist_ok=True)
     rows: dict[tuple[str, str], list[dict]] = {}
-    hashes: dict[tuple[str, str], dict] = {}
     for size in sizes:
         models = generate(size)
+        local, hub_recipe = write_recipes(models, size, args.lam)
         warm(models)
         outs = BENCH / "out" / size
         outs.mkdir(parents=True, exist_ok=True)
-        contenders = [(f"engine-{d}", engine_cmd(models, outs / f"engine-{d}", d, args.lam), outs / f"engine-{d}") for d in devices]
+        contenders = [(f"merge-{d}", merge_cmd(local, outs / f"merge-{d}", d), outs / f"merge-{d}") for d in devices]
+        contenders += [(f"engine-{d}", engine_cmd(models, outs / f"engine-{d}", d, args.lam), outs / f"engine-{d}")
+                       for d in devices]
         # mergekit on the reference size only: it is the baseline, not what must stay flat
         if mergekit and size in ("1x", "smoke"):
             mk_dev = "cuda" if "cuda" in devices and len(devices) == 1 else "cpu"
             contenders.append(("mergekit", mergekit_cmd(models, outs / "mergekit", args.lam, mk_dev), outs / "mergekit"))
         for run in range(runs):
             for name, cmd, out in contenders:
-                r = run_contender(name, cmd, out)
-                rows.setdefault((name, size), []).append(r)
-                if r.get("files"):
-                    hashes[(name, size)] = r["files"]
-                print(f"  {size:>5} {name:<12} run {run + 1}/{runs}: wall {r['wall']:6.2f} s"
-                      + (f" (merge {r['seconds']:.2f} s)" if r["seconds"] else "")
-                      + f", max RSS {r['max_rss'] / 2**20:6.0f} MiB, peak anon {r['peak_anon'] / 2**20:6.0f} MiB", flush=True)
-            sizes_out = output_sizes(outs / f"engine-{devices[0]}")
-            r = run_contender("io-floor", io_floor_cmd(models, outs / "io-floor", sizes_out), outs / "io-floor")
-            rows.setdefault(("io-floor", size), []).append(r)
-            print(f"  {size:>5} {'io-floor':<12} run {run + 1}/{runs}: wall {r['wall']:6.2f} s (work {r['seconds']:.2f} s)", flush=True)
-        if mergekit and ("mergekit", size) in rows and ("engine-" + devices[0], size) in rows:
-            notes.append(f"{size}: " + compare_outputs(outs / f"engine-{devices[0]}", outs / "mergekit"))
+                _report(rows, size, name, run, runs, run_contender(name, cmd, out))
+            sizes_out = output_sizes(outs / f"merge-{devices[0]}")
+            _report(rows, size, "io-floor", run, runs,
+                    run_contender("io-floor", io_floor_cmd(models, outs / "io-floor", sizes_out), outs / "io-floor"))
+        if mergekit and ("mergekit", size) in rows:
+            notes.append(f"{size}: " + compare_outputs(outs / f"merge-{devices[0]}", outs / "mergekit"))
+        if len(devices) > 1:
+            notes.append(f"{size}: " + compare_outputs(outs / f"merge-{devices[0]}", outs / f"merge-{devices[1]}",
+                                                       f"the {devices[1]} output"))
         shutil.rmtree(outs, ignore_errors=True)  # frees the disk and the page cache for the next size
+        if not args.skip_publish:
+            run_publish(rows, models, hub_recipe, size, runs, devices[0])
 
     summary = summarize(rows)
-    if len(devices) > 1:
-        for size in sizes:
-            hs = {d: hashes.get((f"engine-{d}", size)) for d in devices}
-            if all(hs.values()):
-                same = len({json.dumps(h, sort_keys=True) for h in hs.values()}) == 1
-                notes.append(f"{size}: engine outputs on {', '.join(devices)} are {'byte-identical' if same else 'DIFFERENT'}")
     print_table(summary, notes, devices[0])
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps({"summary": summary, "ratios": ratios(summary, devices[0]), "notes": notes,
@@ -367,12 +454,53 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run_publish(rows: dict, models: Path, recipe: Path, size: str, runs: int, device: str) -> None:
+    """`chatvector plan` and `chatvector publish` against a local Hub holding the triplet; each run starts
+    from an empty HF cache and a target that does not exist yet, with its own λ (so that it downloads,
+    merges and uploads new bytes: the Hub's store keeps the blobs of earlier runs)."""
+    hub = BenchHub(BENCH / "hub" / size)
+    try:
+        hub.seed(models, size)
+        api = hub.api()
+        for run in range(runs):
+            plan = run_contender("plan", [PY, "-m", "chatvector", "-v", "plan", str(recipe), "--format", "json"], None,
+                                 env=hub.env(BENCH / "home-plan"))
+            _report(rows, size, "plan", run, runs, plan)
+            api.delete_repo(f"bench/{size}-out", missing_ok=True)
+            text = recipe.read_text()
+            run_recipe = recipe.with_name(f"recipe-hub-{run}.yaml")
+            run_recipe.write_text(_with_lambda(text, 1 - run / 20))
+            cmd = [PY, "-m", "chatvector", "publish", str(run_recipe), "--device", device, "--format", "json"]
+            _report(rows, size, "publish", run, runs, run_contender("publish", cmd, None, env=hub.env(BENCH / "home")))
+    finally:
+        hub.stop()
+        for home in ("home", "home-plan"):
+            shutil.rmtree(BENCH / home, ignore_errors=True)
+
+
+def _with_lambda(recipe_text: str, lam: float) -> str:
+    import re
+
+    return re.sub(r"coefficients: \{default: [^}]*\}", f"coefficients: {{default: {lam}}}", recipe_text)
+
+
+def _report(rows: dict, size: str, name: str, run: int, runs: int, r: dict) -> None:
+    rows.setdefault((name, size), []).append(r)
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in (r.get("stages") or {}).items())
+    print(f"  {size:>5} {name:<12} run {run + 1}/{runs}: wall {r['wall']:6.2f} s"
+          + (f" (merge {r['seconds']:.2f} s)" if r.get("seconds") else "")
+          + f", max RSS {r['max_rss'] / 2**20:6.0f} MiB, peak anon {r['peak_anon'] / 2**20:6.0f} MiB"
+          + (f"\n{'':20}stages: {stages}" if stages else ""), flush=True)
+
+
 def summarize(rows: dict) -> dict:
     out = {}
     for (name, size), rs in rows.items():
         med = lambda k: statistics.median(r[k] for r in rs) if all(r.get(k) is not None for r in rs) else None  # noqa: E731
+        stage_names = list(dict.fromkeys(k for r in rs for k in (r.get("stages") or {})))
+        stages = {k: statistics.median((r.get("stages") or {}).get(k, 0.0) for r in rs) for k in stage_names}
         out[f"{name}@{size}"] = {"name": name, "size": size, "runs": len(rs), "wall": med("wall"), "seconds": med("seconds"),
-                                 "max_rss": med("max_rss"), "peak_anon": med("peak_anon")}
+                                 "max_rss": med("max_rss"), "peak_anon": med("peak_anon"), "stages": stages}
     return out
 
 
@@ -381,17 +509,19 @@ def ratios(summary: dict, dev: str) -> dict:
         return summary.get(key, {}).get(field)
 
     r = {}
-    for size in ("1x", "smoke"):
-        e, m, f = f"engine-{dev}@{size}", f"mergekit@{size}", f"io-floor@{size}"
-        if get(e, "wall") and get(m, "wall"):
-            r[f"engine/mergekit wall ({size})"] = get(e, "wall") / get(m, "wall")
-        if get(e, "seconds") and get(f, "seconds"):
-            r[f"engine/io-floor work ({size})"] = get(e, "seconds") / get(f, "seconds")
+    for size in ("1x", "2x", "smoke"):
+        c, e, m, f = f"merge-{dev}@{size}", f"engine-{dev}@{size}", f"mergekit@{size}", f"io-floor@{size}"
+        if get(c, "wall") and get(m, "wall"):
+            r[f"chatvector merge / mergekit, wall ({size})"] = get(c, "wall") / get(m, "wall")
+        if get(c, "wall") and get(f, "wall"):
+            r[f"chatvector merge / I/O floor, wall ({size})"] = get(c, "wall") / get(f, "wall")
         if get(e, "wall") and get(f, "wall"):
-            r[f"engine/io-floor wall ({size})"] = get(e, "wall") / get(f, "wall")
-    if get(f"engine-{dev}@2x", "peak_anon") and get(f"engine-{dev}@1x", "peak_anon"):
-        r["engine peak anon 2x/1x"] = get(f"engine-{dev}@2x", "peak_anon") / get(f"engine-{dev}@1x", "peak_anon")
-        r["engine max RSS 2x/1x"] = get(f"engine-{dev}@2x", "max_rss") / get(f"engine-{dev}@1x", "max_rss")
+            r[f"engine alone / I/O floor, wall ({size})"] = get(e, "wall") / get(f, "wall")
+        if get(e, "wall") and get(m, "wall"):
+            r[f"engine alone / mergekit, wall ({size})"] = get(e, "wall") / get(m, "wall")
+    for name in (f"merge-{dev}", f"engine-{dev}"):
+        if get(f"{name}@2x", "peak_anon") and get(f"{name}@1x", "peak_anon"):
+            r[f"{name} peak anon 2x/1x"] = get(f"{name}@2x", "peak_anon") / get(f"{name}@1x", "peak_anon")
     return r
 
 
@@ -403,6 +533,14 @@ def print_table(summary: dict, notes: list[str], dev: str) -> None:
         sec = f"{v['seconds']:.2f} s" if v["seconds"] else "–"
         print(f"| {v['name']} | {v['size']} | {v['runs']} | {v['wall']:.2f} s | {sec} | {v['max_rss'] / 2**20:.0f} MiB |"
               f" {v['peak_anon'] / 2**20:.0f} MiB |")
+    staged = [v for v in summary.values() if v["stages"]]
+    if staged:
+        names = list(dict.fromkeys(k for v in staged for k in v["stages"]))
+        print()
+        print("| stages (median s) | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for v in staged:
+            print(f"| {v['name']}@{v['size']} | " + " | ".join(f"{v['stages'].get(k, 0):.2f}" for k in names) + " |")
     print()
     for k, v in ratios(summary, dev).items():
         print(f"{k}: {v:.2f}")
@@ -410,7 +548,7 @@ def print_table(summary: dict, notes: list[str], dev: str) -> None:
         print(f"note: {n}")
 
 
-def compare_outputs(a: Path, b: Path) -> str:
+def compare_outputs(a: Path, b: Path, what: str = "mergekit's output") -> str:
     """How many elements of two merged checkpoints differ, and by how much."""
     import torch
     from safetensors import safe_open
@@ -442,7 +580,7 @@ def compare_outputs(a: Path, b: Path) -> str:
         far += int((d > ulp).sum())
         worst = max(worst, float(d.max()))
         total += x.numel()
-    return (f"mergekit's output differs from the engine's (exact: fp32, one rounding) in {100 * diff / max(total, 1):.1f}%"
+    return (f"{what} differs from chatvector's (exact: fp32, one rounding) in {100 * diff / max(total, 1):.1f}%"
             f" of elements, by more than 1 ulp in {100 * far / max(total, 1):.2f}%, max |difference| {worst:.3g}")
 
 

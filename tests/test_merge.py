@@ -314,3 +314,50 @@ def test_recipe_asking_for_cuda_without_cuda_names_the_field(tmp_path, capsys):
     assert main(["merge", str(recipe), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == (f"error: {recipe}:4: merge.device: cuda was asked for but CUDA is "
                                                "not available")
+
+
+def test_merge_json_output_has_every_stage(tmp_path, capsys):
+    write_triplet(tmp_path / "m", TripletSpec(arch="llama"))
+    recipe = write_recipe(tmp_path / "r.yaml", "base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\n")
+    assert main(["merge", str(recipe), "--out", str(tmp_path / "out"), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc["stages"]) == ["import", "preflight", "plan", "fetch", "merge", "assemble", "verify",
+                                   "provenance"]
+    assert all(v >= 0 for v in doc["stages"].values()) and doc["out_dir"] == str(tmp_path / "out")
+    names = [c["name"] for c in doc["checks"]]
+    assert "sampled tensors match a reference" in names and all(c["ok"] for c in doc["checks"])
+
+
+def test_a_wrong_value_the_engine_writes_is_caught_by_the_spot_check(tmp_path, capsys, monkeypatch):
+    """Verification does not trust the engine: sampled tensors are recomputed from the inputs."""
+    from chatvector.merge import compute
+
+    write_triplet(tmp_path / "m", TripletSpec(arch="llama"))
+    recipe = write_recipe(tmp_path / "r.yaml", "base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\n")
+    real = compute.combine_into
+
+    def off_by_a_bit(out, *args):
+        real(out, *args)
+        out[:1] += 1.0  # finite, plausible, wrong
+
+    monkeypatch.setattr(compute, "combine_into", off_by_a_bit)
+    assert main(["merge", str(recipe), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: verification failed: sampled tensors match a reference: ") and "differ" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cached_input_whose_bytes_changed_is_refused(example_repos, tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    merge(ROOT / "recipes" / "demo.yaml", tmp_path / "first")
+    blob = max((tmp_path / "cache").rglob("blobs/*"), key=lambda p: p.stat().st_size)  # a weight shard
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes: what a bad disk or a tampered cache looks like
+    blob.write_bytes(bytes(data))
+    assert main(["merge", str(ROOT / "recipes" / "demo.yaml"), "--out", str(tmp_path / "second")]) == 2
+    err = capsys.readouterr().err
+    assert "input files do not match the Hub's hashes (a corrupt download or cache)" in err
+    assert blob.name[:12] in err and not (tmp_path / "second").exists()

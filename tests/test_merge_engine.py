@@ -726,3 +726,37 @@ def test_cuda_within_one_ulp_of_cpu(tmp_path, out_dt):
     for k in a:
         assert a[k].dtype == b[k].dtype
         assert _ulps(a[k], b[k]) <= 1, k
+
+
+# ---------------------------------------------------------------------------------------------
+# What the engine learns on its one pass: non-finite outputs, and the inputs' hashes.
+
+
+@pytest.mark.parametrize("backend", ["cpu", "staged"])
+def test_non_finite_outputs_are_found_as_they_are_computed(tmp_path, backend):
+    base, chat, cp = triplet(tmp_path, {"w": (64, 48), "v": (96,), "raw": (16, 16)})
+    cp["w"].view(-1)[70] = float("nan")
+    cp["w"].view(-1)[3000] = float("inf")
+    chat["v"].view(-1)[5] = float("-inf")
+    save(tmp_path / "cp.safetensors", cp)
+    save(tmp_path / "chat.safetensors", chat)
+    jobs = simple_jobs(tmp_path, cp, (0.5,))
+    jobs[-1] = TensorJob("raw", (16, 16), "bfloat16", src(tmp_path, "cp", "raw"), ())  # a byte copy of cp
+    result = run_merge(jobs, tmp_path / "out", shard_size=1 << 30, chunk_bytes=4096, backend=backend,
+                       progress=False)
+    assert set(result.nonfinite) == {"w", "v"}
+    assert (result.nonfinite["w"].count, result.nonfinite["w"].first_index) == (2, 70)
+    assert result.nonfinite["v"].first_index == 5 and result.nonfinite["v"].first_value == float("-inf")
+    assert result.scanned_tensors == 3 and result.scanned_values == 64 * 48 + 96 + 256
+
+
+def test_input_files_are_hashed_beside_the_merge(tmp_path):
+    import hashlib
+
+    from chatvector.hashing import InputHasher
+
+    base, chat, cp = triplet(tmp_path, SHAPES)
+    paths = [str(tmp_path / f"{m}.safetensors") for m in ("base", "chat", "cp")]
+    hasher = InputHasher(paths)
+    run_merge(simple_jobs(tmp_path, cp, (0.7,)), tmp_path / "out", shard_size=1 << 30, progress=False)
+    assert hasher.digests() == {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}

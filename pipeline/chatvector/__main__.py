@@ -1,3 +1,3 @@
-from chatvector.cli import main
+from chatvector.cli import run
 
-raise SystemExit(main())
+run()

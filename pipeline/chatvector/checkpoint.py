@@ -8,7 +8,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from chatvector.conventions import (
     CARD_FILE,
@@ -28,6 +28,7 @@ from chatvector.conventions import (
 )
 from chatvector.errors import FieldError
 from chatvector.sources import ResolvedSource, read_safetensors_headers
+from chatvector.tokenizer_files import TokenizerUnreadable, read_tokenizer
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -72,15 +73,19 @@ class Checkpoint:
     weight_files: list[str]
     tokens: list[str | None] = field(repr=False)  # token string of each id (None for a gap in the ids)
     special_tokens: tuple[str, ...] = ()  # the tokenizer's special and added tokens
-    eos_token: str | None = None  # the tokenizer's eos token (its end of turn, for a chat model)
+    named_tokens: dict[str, str] = field(default_factory=dict)  # bos_token, eos_token, ... (what templates see)
     generation_config: dict | None = None
     chat_template: ChatTemplate | None = None
     license: str | None = None  # from its model card's metadata
     metadata_files: tuple[str, ...] = ()  # the metadata files read (all but the card)
-    tokenizer: Any = field(default=None, repr=False)  # the loaded tokenizer, while planning only
 
     def __post_init__(self) -> None:
         self._ids = {t: i for i, t in enumerate(self.tokens) if t is not None}
+
+    @property
+    def eos_token(self) -> str | None:
+        """The tokenizer's eos token (its end of turn, for a chat model)."""
+        return self.named_tokens.get("eos_token")
 
     @property
     def role(self) -> str:
@@ -161,22 +166,17 @@ def load_checkpoint(api: "HfApi", resolved: ResolvedSource, *, trust_remote_code
                 raise FieldError(resolved.field, f"{resolved.label}: tensor {name} has dtype {code}; only float "
                                  "checkpoints (BF16, F16, F32, F64) can be merged")
             tensors[name] = TensorMeta(name, DTYPE_BY_CODE[code].name, tuple(shape), file)
-    tokenizer = _load_tokenizer(resolved, trust_remote_code)
-    tokens = _token_strings(tokenizer)
-    tok_config = _read_json(resolved, TOKENIZER_CONFIG_FILE, required=False) or {}
-    eos = tok_config.get("eos_token", getattr(tokenizer, "eos_token", None))
-    if isinstance(eos, dict):  # older files store AddedToken dicts
-        eos = eos.get("content")
+    tokenizer = _read_tokenizer(resolved, trust_remote_code)
     checkpoint = Checkpoint(
-        resolved, config, tensors, weight_files, tokens,
-        special_tokens=_special_tokens(tokenizer), eos_token=eos if isinstance(eos, str) else None,
+        resolved, config, tensors, weight_files, tokenizer.tokens,
+        special_tokens=tokenizer.special_tokens, named_tokens=tokenizer.named,
         generation_config=_read_json(resolved, GENERATION_CONFIG_FILE, required=False),
         chat_template=_chat_template(resolved), license=_card_license(resolved),
         metadata_files=tuple(sorted(n for n in resolved.files if resolved.file_path(n).is_file()
                                     and not n.endswith(".safetensors") and n != CARD_FILE)),
-        tokenizer=tokenizer,
     )
-    log.debug("%s: %d tensors in %d files, %d tokens", resolved.label, len(tensors), len(weight_files), len(tokens))
+    log.debug("%s: %d tensors in %d files, %d tokens", resolved.label, len(tensors), len(weight_files),
+              len(tokenizer.tokens))
     return checkpoint
 
 
@@ -215,34 +215,14 @@ def _weight_files(resolved: ResolvedSource) -> list[str]:
     raise FieldError(resolved.field, f"{resolved.label} has no safetensors weights")
 
 
-def _load_tokenizer(resolved: ResolvedSource, trust_remote_code: bool):
+def _read_tokenizer(resolved: ResolvedSource, trust_remote_code: bool):
     if not any(name in resolved.files for name in TOKENIZER_VOCAB_FILES):
         raise FieldError(resolved.field, f"{resolved.label} has no tokenizer files (one of "
                          f"{', '.join(TOKENIZER_VOCAB_FILES)})")
-    from transformers import AutoTokenizer
-
     try:
-        return AutoTokenizer.from_pretrained(resolved.folder, trust_remote_code=trust_remote_code)
-    except Exception as err:  # noqa: BLE001 - transformers raises many types here; the message is what matters
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise FieldError(resolved.field, f"{resolved.label}: its tokenizer does not load: {text}") from None
-
-
-def _token_strings(tokenizer) -> list[str | None]:
-    """The token string of every id, gaps as None (from the vocabulary map: no per-id conversion)."""
-    vocab = tokenizer.get_vocab()
-    size = max(len(tokenizer), max(vocab.values(), default=-1) + 1)
-    tokens: list[str | None] = [None] * size
-    for token, index in vocab.items():
-        if 0 <= index < size:
-            tokens[index] = token
-    return tokens
-
-
-def _special_tokens(tokenizer) -> tuple[str, ...]:
-    added = [t.content for t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values()]
-    special = list(getattr(tokenizer, "all_special_tokens", []) or [])
-    return tuple(dict.fromkeys(t for t in special + added if isinstance(t, str) and t))
+        return read_tokenizer(resolved.folder, trust_remote_code)
+    except TokenizerUnreadable as err:
+        raise FieldError(resolved.field, f"{resolved.label}: its tokenizer does not load: {err}") from None
 
 
 def _chat_template(resolved: ResolvedSource) -> ChatTemplate | None:

@@ -29,10 +29,29 @@ class SourceHubError(FieldError, HubError):
 
 
 def connect(token: str | None = None, endpoint: str | None = None) -> "HfApi":
-    """The Hub client for one command: HF_ENDPOINT (or `endpoint`) and HF_TOKEN / `hf auth login` (or `token`)."""
-    from huggingface_hub import HfApi, constants
+    """The Hub client for one command: HF_ENDPOINT (or `endpoint`) and HF_TOKEN / `hf auth login` (or `token`).
 
-    return HfApi(endpoint=endpoint or constants.ENDPOINT, token=token)
+    It is built on first use: a run whose sources are all local folders never loads huggingface_hub's
+    client (most of a second of imports)."""
+    return LazyApi(token, endpoint)  # type: ignore[return-value]
+
+
+class LazyApi:
+    """An `HfApi(endpoint, token)` created when one of its attributes is first used."""
+
+    def __init__(self, token: str | None, endpoint: str | None):
+        self._args = (token, endpoint)
+        self._api = None
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if self._api is None:
+            from huggingface_hub import HfApi, constants
+
+            token, endpoint = self._args
+            self._api = HfApi(endpoint=endpoint or constants.ENDPOINT, token=token)
+        return getattr(self._api, name)
 
 
 def token_of(api: "HfApi") -> str | None:

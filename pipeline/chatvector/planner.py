@@ -13,7 +13,7 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from chatvector import __version__
+from chatvector import __version__, chat_templates
 from chatvector.checkpoint import ChatTemplate, Checkpoint, load_checkpoint
 from chatvector.conventions import (
     CHAT_TEMPLATE_FILE,
@@ -50,10 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BASE_TAGS = ("chat-vector", "merge")
-SAMPLE_CONVERSATIONS = (
-    [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello! Who are you?"}],
-    [{"role": "user", "content": "Hello! Who are you?"}],  # templates that refuse a system message
-)
 
 
 class _Problems:
@@ -242,7 +238,6 @@ def _special_rows(recipe: Recipe, checkpoints: dict[str, Checkpoint], problems: 
 def _chat_template(recipe: Recipe, checkpoints: dict[str, Checkpoint], problems: _Problems) -> ChatTemplate | None:
     """The output's template: the chat model's (default), cp's, or a file; parsed here."""
     import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     choice = recipe.output.chat_template
     if choice in ("chat", "cp"):
@@ -257,11 +252,10 @@ def _chat_template(recipe: Recipe, checkpoints: dict[str, Checkpoint], problems:
         template = source.chat_template
     else:
         template = ChatTemplate(choice.read_text(encoding="utf-8"), in_config=False)
-    env = ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"])  # as transformers compiles them
     texts = [template.value] if isinstance(template.value, str) else [t.get("template", "") for t in template.value]
     for text in texts:
         try:
-            env.parse(text)
+            chat_templates.parse(text)
         except jinja2.TemplateSyntaxError as err:
             problems.add("output.chat_template", f"the chat template does not parse (line {err.lineno}): "
                                                  f"{err.message}")
@@ -271,19 +265,18 @@ def _chat_template(recipe: Recipe, checkpoints: dict[str, Checkpoint], problems:
 
 def _check_template_renders(recipe: Recipe, template: ChatTemplate, chat: Checkpoint | None, cp: Checkpoint,
                             problems: _Problems) -> None:
-    """Render a sample conversation with cp's tokenizer (the output's); every special token of the chat
-    model that the prompt then contains must be a token of cp, or prompts would split into unseen pieces."""
-    rendered, error = None, None
-    for messages in SAMPLE_CONVERSATIONS:
-        try:
-            rendered = cp.tokenizer.apply_chat_template(messages, chat_template=template.default_text(),
-                                                        tokenize=False, add_generation_prompt=True)
-            break
-        except Exception as err:  # noqa: BLE001 - templates raise whatever jinja raises
-            error = err
-    if not isinstance(rendered, str):
-        problems.add("output.chat_template", f"the chat template does not render a sample conversation: "
-                                             f"{str(error).splitlines()[0] if error else 'no text'}")
+    """Render a sample conversation as the output's tokenizer will (cp's special tokens, the chat model's
+    end of turn); every special token of the chat model that the prompt then contains must be one of cp's
+    special tokens, or prompts would split into pieces the model never saw."""
+    named = dict(cp.named_tokens)
+    if chat is not None and chat.eos_token:
+        named["eos_token"] = chat.eos_token
+    try:
+        rendered = chat_templates.render_sample(template.default_text(), named)
+    except Exception as err:  # noqa: BLE001 - templates raise whatever jinja raises
+        text = str(err).strip()
+        problems.add("output.chat_template", "the chat template does not render a sample conversation: "
+                                             f"{text.splitlines()[0] if text else type(err).__name__}")
         return
     # A special token must be one of cp's added tokens: as plain vocabulary it would still be split by the
     # pre-tokenizer before it could match.

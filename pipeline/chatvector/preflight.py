@@ -66,8 +66,26 @@ def written_before(out_dir: Path) -> set[str]:
     return files | {PROVENANCE_FILE, CARD_FILE, CHART_FILE}
 
 
+def torch_has_cuda() -> bool:
+    """Whether the installed torch is a CUDA build, told from its files without importing it (seconds)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    return any((Path(folder) / "lib" / name).exists() for folder in folders
+               for name in ("libtorch_cuda.so", "torch_cuda.dll", "libtorch_hip.so"))
+
+
+def _cpu_only(recipe: Recipe, device: str | None) -> bool:
+    """The merge runs on the CPU, surely: asked for, or "auto" with a torch that has no CUDA."""
+    wanted = device or recipe.merge.device
+    return wanted == "cpu" or (wanted == "auto" and not torch_has_cuda())
+
+
 def check_device(recipe: Recipe, device: str | None) -> list[Problem]:
     """The merge device can be had (a recipe's `merge.device: cuda` on a machine without CUDA is its error)."""
+    if _cpu_only(recipe, device):
+        return []
     from chatvector.merge import resolve_device
 
     try:
@@ -82,6 +100,8 @@ def check_device(recipe: Recipe, device: str | None) -> list[Problem]:
 
 def check_gpu_memory(recipe: Recipe, plan: "Plan", device: str | None, chunk_bytes: int = 64 << 20) -> list[Problem]:
     """On CUDA, the staging buffers must fit the device's free memory (on CPU there is nothing to check)."""
+    if _cpu_only(recipe, device):
+        return []
     from chatvector.merge import resolve_device
 
     try:

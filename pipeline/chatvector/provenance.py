@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from chatvector.conventions import CARD_FILE, PROVENANCE_FILE, SMALL_FILE_BYTES
@@ -24,12 +25,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def input_hashes(source: SourcePlan, folder: Path | None) -> dict[str, str]:
-    """sha256 of every input file the run read: from the Hub's LFS listing, else hashed from the local copy
-    (`folder`; None before the fetch: files not known from the listing are left out)."""
+def input_hashes(source: SourcePlan, folder: Path | None, computed: dict[str, str] | None = None) -> dict[str, str]:
+    """sha256 of every input file the run read: as the merge computed it while reading (`computed`, by
+    absolute path), else from the Hub's LFS listing, else hashed from the local copy (a small file);
+    before the fetch (`folder` None) the files not known from the listing are left out."""
     out = {}
     for name, file in sorted(source.files.items()):
-        if file.id.startswith("sha256:"):
+        path = os.path.abspath(folder / name) if folder is not None else None
+        if path is not None and computed and path in computed:
+            out[name] = computed[path]
+        elif file.id.startswith("sha256:"):
             out[name] = file.id.removeprefix("sha256:")
         elif folder is not None and (folder / name).is_file():
             out[name] = sha256_file(folder / name)
@@ -38,7 +43,7 @@ def input_hashes(source: SourcePlan, folder: Path | None) -> dict[str, str]:
 
 def build_provenance(plan: Plan, *, endpoint: str | None, folders: dict[str, Path] | None = None,
                      out_dir: Path | None = None, weight_hashes: dict[str, str] | None = None,
-                     verification: dict | None = None) -> dict:
+                     input_sha256: dict[str, str] | None = None, verification: dict | None = None) -> dict:
     """The provenance of a built model folder (`out_dir`, with the merge's `weight_hashes`); without them, the
     provenance the plan promises (planned files with placeholder hashes), for checking a card before the merge."""
     recipe = plan.require_recipe()
@@ -46,7 +51,7 @@ def build_provenance(plan: Plan, *, endpoint: str | None, folders: dict[str, Pat
     for role, source in plan.sources.items():
         inputs[role] = {
             "repo_id": source.repo_id, "revision": source.revision, "sha": source.sha, "path": source.path,
-            "license": source.license, "files": input_hashes(source, (folders or {}).get(role)),
+            "license": source.license, "files": input_hashes(source, (folders or {}).get(role), input_sha256),
         }
     outputs, blob_ids = _output_hashes(plan, out_dir, weight_hashes)
     card = plan.card

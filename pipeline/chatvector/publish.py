@@ -27,7 +27,8 @@ from chatvector.hub import connect, hub_call, translate
 from chatvector.plan import Plan
 from chatvector.provenance import read_provenance
 from chatvector.recipe import Recipe
-from chatvector.runner import build_model, prepare, replace_dir
+from chatvector.runner import build_model, preload_engine, prepare, replace_dir
+from chatvector.stages import timed
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -74,12 +75,14 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             force: bool = False) -> PublishResult:
     """Publish a recipe's merge to its target; see the module docstring."""
     target = recipe.require_target()
-    api = api or connect()
-    early = preflight.check_target_is_not_a_source(recipe) + preflight.check_tag(tag, create_pr)
-    early += preflight.check_out_dir(Path(out_dir)) if out_dir is not None else []
-    early += preflight.check_device(recipe, device) + preflight.check_card_template(recipe)
-    if not early and not dry_run:
-        early += preflight.check_write_access(api, target.repo_id)
+    with timed("import"):
+        api = api or connect()
+    with timed("preflight"):
+        early = preflight.check_target_is_not_a_source(recipe) + preflight.check_tag(tag, create_pr)
+        early += preflight.check_out_dir(Path(out_dir)) if out_dir is not None else []
+        early += preflight.check_device(recipe, device) + preflight.check_card_template(recipe)
+        if not early and not dry_run:
+            early += preflight.check_write_access(api, target.repo_id)
     found: dict[str, TargetState] = {}
 
     def checks(planned: Plan | None) -> list[Problem]:
@@ -110,16 +113,19 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
         if proposed is not None:
             return PublishResult(target.repo_id, changed=False, commit=proposed[1], pr_url=proposed[0], url=url)
 
+    preload_engine()  # torch loads while the weights download
     with _staging(out_dir) as folder:
         build = build_model(plan, folder, api=api, device=device)
-        write_card(plan, build.provenance, folder)
+        with timed("card"):
+            write_card(plan, build.provenance, folder)
         added = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
         deleted = sorted(name for name in state.files
                          if name not in added and any(fnmatch.fnmatch(name, p) for p in STALE_PATTERNS))
         result = PublishResult(target.repo_id, True, out_dir=out_dir, added=added, deleted=deleted,
                                card=(folder / CARD_FILE).read_text(encoding="utf-8"), url=url)
         if not dry_run:
-            push(api, plan, state, folder, result, create_pr=create_pr, tag=tag)
+            with timed("push"):
+                push(api, plan, state, folder, result, create_pr=create_pr, tag=tag)
     return result
 
 

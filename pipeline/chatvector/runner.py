@@ -11,10 +11,13 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,18 +25,44 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatvector.assemble import write_support_files
-from chatvector.errors import PlanError, Problem
+from chatvector.errors import MergeError, PlanError, Problem
+from chatvector.hashing import InputHasher
 from chatvector.hub import connect, hub_call, tuned_downloads
 from chatvector.plan import Plan
 from chatvector.planner import make_plan
 from chatvector.provenance import build_provenance, write_provenance
 from chatvector.recipe import Recipe
+from chatvector.stages import timed
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
 log = logging.getLogger(__name__)
 Checks = Callable[[Plan | None], list[Problem]]
+
+
+_preload: threading.Thread | None = None
+
+
+def preload_engine() -> None:
+    """Import the merge engine (torch: seconds) on a background thread while the plan runs."""
+    global _preload
+    if _preload is None and "chatvector.merge" not in sys.modules:
+        _preload = threading.Thread(target=importlib.import_module, args=("chatvector.merge",), name="preload",
+                                    daemon=True)
+        _preload.start()
+
+
+def _engine() -> None:
+    """The engine, imported: waits for `preload_engine`'s thread (or imports it here)."""
+    settle_preload()
+    importlib.import_module("chatvector.merge")
+
+
+def settle_preload() -> None:
+    """Wait for a preload still running: an interpreter must not exit while a thread is mid-import."""
+    if _preload is not None:
+        _preload.join()
 
 
 @dataclass
@@ -69,17 +98,19 @@ def prepare(recipe: Recipe, api: "HfApi", *, plan: Plan | None = None, plan_file
     problems: list[Problem] = []
     if plan is None:
         try:
-            if plan_file is not None:
-                from chatvector.lock import locked_plan
+            with timed("plan"):
+                if plan_file is not None:
+                    from chatvector.lock import locked_plan
 
-                plan = locked_plan(plan_file, recipe, api)
-            else:
-                plan = make_plan(recipe, api)
+                    plan = locked_plan(plan_file, recipe, api)
+                else:
+                    plan = make_plan(recipe, api)
         except PlanError as err:
             problems += err.problems
     elif plan.recipe is None:
         plan.recipe = recipe
-    problems += checks(plan) if checks else []
+    with timed("preflight"):
+        problems += checks(plan) if checks else []
     if problems:
         raise PlanError(problems)
     return plan
@@ -95,8 +126,11 @@ def merge(recipe: Recipe, out_dir: Path, *, api: "HfApi | None" = None, plan: Pl
     from chatvector import preflight
 
     out_dir = Path(out_dir)
-    api = api or connect()
-    early = preflight.check_out_dir(out_dir) + preflight.check_device(recipe, device)
+    preload_engine()
+    with timed("import"):
+        api = api or connect()
+    with timed("preflight"):
+        early = preflight.check_out_dir(out_dir) + preflight.check_device(recipe, device)
     plan = prepare(recipe, api, plan=plan, plan_file=plan_file, early=early,
                    checks=lambda p: [] if p is None else (preflight.check_disk(p, out_dir.parent)
                                                           + preflight.check_gpu_memory(recipe, p, device)))
@@ -111,14 +145,28 @@ def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = 
     check fails (the folder then holds the report in chatvector.json, for a look)."""
     t0 = time.perf_counter()
     recipe = plan.require_recipe()
-    folders = fetch(plan, api)
-    result = merge_weights(plan, folders, folder, device=device or recipe.merge.device, progress=progress)
-    write_support_files(plan, folders["cp"], folder)
-    report = verify(plan, folder)
-    endpoint = None if all(s.is_local for s in plan.sources.values()) else api.endpoint
-    provenance = build_provenance(plan, endpoint=endpoint, folders=folders, out_dir=folder,
-                                  weight_hashes=result.files, verification=report.to_dict())
-    write_provenance(folder, provenance)
+    with timed("fetch"):
+        folders = fetch(plan, api)
+    hasher = InputHasher(weight_paths(plan, folders))  # while torch loads and the merge reads the same bytes
+    try:
+        with timed("import"):  # what is left of loading torch (preload_engine)
+            _engine()
+        with timed("merge"):
+            result = merge_weights(plan, folders, folder, device=device or recipe.merge.device, progress=progress)
+            input_sha256 = hasher.digests()
+            check_input_hashes(plan, folders, input_sha256)
+    finally:
+        hasher.cancel()
+    with timed("assemble"):
+        write_support_files(plan, folders["cp"], folder)
+    with timed("verify"):
+        report = verify(plan, folder, folders, result)
+    with timed("provenance"):
+        endpoint = None if all(s.is_local for s in plan.sources.values()) else api.endpoint
+        provenance = build_provenance(plan, endpoint=endpoint, folders=folders, out_dir=folder,
+                                      weight_hashes=result.files, input_sha256=input_sha256,
+                                      verification=report.to_dict())
+        write_provenance(folder, provenance)
     report.raise_for_failures()
     return Build(folder, provenance, result.device, time.perf_counter() - t0)
 
@@ -133,7 +181,7 @@ def fetch(plan: Plan, api: "HfApi") -> dict[str, Path]:
         wanted.setdefault(source.key, set()).update(source.files)
     for role, source in plan.sources.items():
         if source.is_local:
-            folders[role] = Path(source.path)
+            folders[role] = Path(source.path).resolve()
             continue
         if source.key not in by_key:
             names = sorted(wanted[source.key])
@@ -166,11 +214,48 @@ def merge_weights(plan: Plan, folders: dict[str, Path], out_dir: Path, *, device
                      progress=progress, metadata={"chatvector_recipe_sha256": plan.recipe_sha256})
 
 
-def verify(plan: Plan, folder: Path):
-    """The written folder, checked against the plan (with the safetensors library, not the engine's code)."""
-    from chatvector.verify import verify_model_folder
+def weight_paths(plan: Plan, folders: dict[str, Path]) -> list[str]:
+    """Every weight file the merge reads, once each (absolute paths)."""
+    return sorted({os.path.abspath(folders[role] / file) for t in plan.tensors for role, file in t.files.items()})
 
-    return verify_model_folder(folder, {t.name: (t.shape, t.out_dtype) for t in plan.tensors})
+
+def check_input_hashes(plan: Plan, folders: dict[str, Path], computed: dict[str, str]) -> None:
+    """Every input file a Hub source lists must have the listed bytes: an LFS file its sha256 (computed in
+    the merge's pass), any other its git blob id (a small file: hashed here). A corrupt download, a
+    damaged cache or a server serving other bytes stops the run before anything is written."""
+    from chatvector.sources import git_blob_id
+
+    bad = []
+    for role, source in plan.sources.items():
+        if source.is_local:
+            continue
+        for name, file in source.files.items():
+            path = folders[role] / name
+            kind, _, want = file.id.partition(":")
+            if kind == "sha256":
+                got = computed.get(os.path.abspath(path))
+            elif kind == "git" and path.is_file():
+                got = git_blob_id(path)
+            else:
+                continue
+            if got and got != want:
+                bad.append(f"{role} {source.label}: {name} is {kind} {got[:12]}…, the Hub lists {want[:12]}…")
+    if bad:
+        raise MergeError("input files do not match the Hub's hashes (a corrupt download or cache): "
+                         + "; ".join(bad) + "; remove them from the Hugging Face cache (`hf cache delete`) "
+                         "and run again")
+
+
+def verify(plan: Plan, folder: Path, folders: dict[str, Path] | None = None, result=None):
+    """The written folder, checked against the plan with the safetensors library (not the engine's code),
+    with the engine's scan of every value it computed, and a spot check against a plain-torch reference."""
+    from chatvector.spotcheck import spot_check
+    from chatvector.verify import EngineScan, verify_model_folder
+
+    scanned = None if result is None else EngineScan(result.nonfinite, result.scanned_tensors, result.scanned_values)
+    extra = (spot_check(plan, folders, folder),) if folders is not None else ()
+    return verify_model_folder(folder, {t.name: (t.shape, t.out_dtype) for t in plan.tensors}, scanned=scanned,
+                               extra=extra)
 
 
 # -- staging -------------------------------------------------------------------------------------------------

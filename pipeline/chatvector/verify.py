@@ -2,8 +2,10 @@
 
 `verify_model_folder` runs every check, even after one fails, and returns a `VerificationReport`;
 `report.raise_for_failures()` turns failures into one `VerificationError`. Each check reads only what
-it needs: headers for the layout, a streaming pass for the values, then config, tokenizer, chat
-template and generation config as transformers would load them.
+it needs: headers for the layout; the values (a streaming pass, or, after a merge, the engine's scan of
+the values it computed: no second read); then config, tokenizer, chat template and generation config as
+transformers would load them, read from the files without importing transformers (`tokenizer_files`,
+`chat_templates`: seconds of start-up saved).
 
 The weights are read with the safetensors library (the reader transformers uses), never with the
 merge engine's own parser, so that a bug in how the engine writes files cannot pass its own check.
@@ -22,17 +24,23 @@ from typing import Any
 import torch
 from safetensors import safe_open  # the one reader of weights here (tests wrap it to watch the reads)
 
+from chatvector import chat_templates
 from chatvector.conventions import (
+    CHAT_TEMPLATE_FILE,
+    CHAT_TEMPLATE_JSON_FILE,
+    CONFIG_FILE,
     DTYPE_BY_CODE,
     EMBED_SUFFIXES,
     GENERATION_CONFIG_FILE,
     LM_HEAD_EXACT,
     LM_HEAD_SUFFIXES,
     SINGLE_WEIGHTS_FILE,
+    TOKENIZER_CONFIG_FILE,
     WEIGHTS_INDEX_FILE,
     summarize,
 )
 from chatvector.errors import VerificationError
+from chatvector.tokenizer_files import TokenizerUnreadable, read_tokenizer
 from chatvector.units import human_bytes
 
 log = logging.getLogger(__name__)
@@ -83,17 +91,30 @@ class VerificationReport:
         raise VerificationError(msg)
 
 
+@dataclass(frozen=True)
+class EngineScan:
+    """What the merge engine found scanning each value as it computed it (`MergeResult`)."""
+
+    nonfinite: dict  # tensor → NonFinite(count, first_index, first_value)
+    tensors: int
+    values: int
+
+
 def verify_model_folder(
     folder: Path,
     expected: dict[str, tuple[tuple[int, ...], str]] | None = None,
     *,
     chunk_bytes: int = 64 << 20,
+    scanned: EngineScan | None = None,
+    extra: tuple[Check, ...] = (),
 ) -> VerificationReport:
     """Run every check on `folder`; never raises for a bad folder (see `raise_for_failures`).
 
     expected: the plan, {tensor name: (shape, "bfloat16" | "float16" | "float32")}; without it the
     "shapes and dtypes as planned" check is left out. chunk_bytes: the most bytes of one tensor read
-    at a time while checking values (whole rows; a row larger than that is read alone).
+    at a time while checking values (whole rows; a row larger than that is read alone). scanned: the
+    engine's scan of the values it wrote, used instead of reading them back. extra: checks made
+    elsewhere (the runner's spot check against a reference), reported with these.
     """
     folder = Path(folder)
     if chunk_bytes < 1:
@@ -103,12 +124,13 @@ def verify_model_folder(
     checks = [weights.check]
     if expected is not None:
         checks.append(_check_planned(weights, expected))
-    checks.append(_check_finite(weights, chunk_bytes))
+    checks.append(_check_finite(weights, chunk_bytes) if scanned is None else _check_scanned(weights, scanned))
+    checks += extra
     config_check, vocab_size = _check_config(folder, weights)
     checks.append(config_check)
     tok_check, tokenizer = _check_tokenizer(folder, weights, vocab_size)
     checks.append(tok_check)
-    template_check, sample = _check_chat_template(tokenizer)
+    template_check, sample = _check_chat_template(folder, tokenizer)
     checks.append(template_check)
     checks.append(_check_generation_eos(folder, tokenizer))
     log.debug("verified %s in %.2f s", folder, time.perf_counter() - t0)
@@ -341,6 +363,24 @@ def _check_finite(weights: _Weights, chunk_bytes: int) -> Check:
     return Check(name, True, f"{checked} tensors, {_count(values)} values checked{skip_note}")
 
 
+def _check_scanned(weights: _Weights, scanned: EngineScan) -> Check:
+    name = "all tensors finite"
+    floating = [t for t, info in weights.tensors.items() if DTYPE_BY_CODE.get(info.dtype, None) is not None
+                and DTYPE_BY_CODE[info.dtype].floating]
+    if scanned.nonfinite:
+        first = min(scanned.nonfinite)
+        bad = scanned.nonfinite[first]
+        plural = "value" if bad.count == 1 else "values"
+        numel = weights.tensors[first].numel if first in weights.tensors else "?"
+        more = len(scanned.nonfinite) - 1
+        return Check(name, False, f"{first}: {bad.count} non-finite {plural} of {numel} (first: {bad.first_value} at "
+                                  f"flat index {bad.first_index})" + (f"; {more} more tensors have some" if more else ""))
+    if scanned.tensors < len(floating):
+        return Check(name, False, f"not fully checked: the merge scanned {scanned.tensors} of {len(floating)} tensors")
+    return Check(name, True, f"{scanned.tensors} tensors, {_count(scanned.values)} values checked as they were "
+                             "computed")
+
+
 class _Reader:
     """Row ranges of one file's tensors, read through the safetensors library.
 
@@ -441,34 +481,39 @@ def _rows(weights: _Weights, name: str | None) -> int | None:
 
 
 def _check_config(folder: Path, weights: _Weights) -> tuple[Check, int | None]:
+    """config.json as transformers reads it: its text model's `vocab_size` and `tie_word_embeddings`
+    against the stored embeddings (a key the file leaves out takes the model class's default, which this
+    check cannot know: it is then not compared)."""
     name = "config matches the weights"
     try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(folder)
-    except Exception as e:  # noqa: BLE001  (any failure to load is the finding)
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         return Check(name, False, f"config.json does not load: {_one_line(e)}"), None
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    vocab = getattr(text, "vocab_size", None)
-    tied = bool(getattr(text, "tie_word_embeddings", getattr(config, "tie_word_embeddings", False)))
-    if not isinstance(vocab, int):
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    vocab = text.get("vocab_size", config.get("vocab_size"))
+    tied = text.get("tie_word_embeddings", config.get("tie_word_embeddings"))
+    if vocab is not None and (not isinstance(vocab, int) or isinstance(vocab, bool)):
         return Check(name, False, f"config has no integer vocab_size (got {vocab!r})"), None
     embed, embed_rows, head, head_rows = _embedding_rows(weights)
     problems = []
     if embed is None:
         if weights.complete:
             problems.append(f"no input embedding tensor (a name ending {', '.join(EMBED_SUFFIXES)})")
-    elif embed_rows != vocab:
+    elif vocab is not None and embed_rows != vocab:
         problems.append(f"vocab_size {vocab} but {embed} has {embed_rows} rows")
-    if head is not None and head_rows != vocab:
+    if head is not None and vocab is not None and head_rows != vocab:
         problems.append(f"vocab_size {vocab} but {head} has {head_rows} rows")
-    if tied and head is not None:
+    if tied is True and head is not None:
         problems.append(f"tie_word_embeddings is true but {head} is stored; transformers would ignore it")
-    if not tied and head is None and weights.complete:
+    if tied is False and head is None and weights.complete:
         problems.append("tie_word_embeddings is false but there is no lm_head tensor;"
                         " transformers would initialise a random one")
     if problems:
         return Check(name, False, summarize(problems, _SHOWN)), vocab
+    if vocab is None:
+        return Check(name, True, "vocab_size not set in config.json (the model class's default applies)"), None
     parts = [f"vocab_size {vocab} = {embed} rows"] if embed else [f"vocab_size {vocab}"]
     parts.append(f"= {head} rows" if head else "(tied, no lm_head)")
     return Check(name, True, " ".join(parts)), vocab
@@ -481,13 +526,11 @@ def _check_config(folder: Path, weights: _Weights) -> tuple[Check, int | None]:
 def _check_tokenizer(folder: Path, weights: _Weights, vocab_size: int | None) -> tuple[Check, Any]:
     name = "tokenizer fits the vocabulary"
     try:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(folder)
-    except Exception as e:  # noqa: BLE001
+        tok = read_tokenizer(folder)
+    except TokenizerUnreadable as e:
         return Check(name, False, f"tokenizer does not load: {_one_line(e)}"), None
-    # len() counts tokens; the highest id is what actually indexes the embeddings (ids may have gaps).
-    ids = max(len(tok), max(tok.get_vocab().values(), default=-1) + 1)
+    # The highest id + 1 is what indexes the embeddings (ids may have gaps).
+    ids = len(tok.tokens)
     embed, embed_rows, _, _ = _embedding_rows(weights)
     bounds = [(b, what) for b, what in ((embed_rows, f"{embed} rows"), (vocab_size, "vocab_size")) if b]
     if not bounds:
@@ -503,30 +546,45 @@ def _check_tokenizer(folder: Path, weights: _Weights, vocab_size: int | None) ->
 # 6. chat template renders
 
 
-def _check_chat_template(tok: Any) -> tuple[Check, str | None]:
+def _template(folder: Path) -> str | None:
+    """The template transformers loads: chat_template.jinja, else chat_template.json's or
+    tokenizer_config.json's field (of named templates, "default" or the only one)."""
+    if (folder / CHAT_TEMPLATE_FILE).is_file():
+        return (folder / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
+    for fname in (CHAT_TEMPLATE_JSON_FILE, TOKENIZER_CONFIG_FILE):
+        try:
+            value = json.loads((folder / fname).read_text(encoding="utf-8")).get("chat_template")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, list):
+            named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+            value = named.get("default") or (next(iter(named.values())) if len(named) == 1 else None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _check_chat_template(folder: Path, tok: Any) -> tuple[Check, str | None]:
     name = "chat template renders"
     if tok is None:
         return Check(name, False, "not checked: the tokenizer did not load"), None
-    if not getattr(tok, "chat_template", None):
+    template = _template(folder)
+    if not template:
         return Check(name, False, "the tokenizer has no chat template (chat_template.jinja or"
                                   " tokenizer_config.json)"), None
     user = {"role": "user", "content": SAMPLE_USER}
     note = "with a system message"
     try:
-        text = _render(tok, [{"role": "system", "content": SAMPLE_SYSTEM}, user])
+        text = chat_templates.render(template, [{"role": "system", "content": SAMPLE_SYSTEM}, user], tok.named)
     except Exception as e:  # noqa: BLE001  (templates raise whatever jinja raises)
         note = f"without a system message (the template rejects it: {_one_line(e)})"
         try:
-            text = _render(tok, [user])
+            text = chat_templates.render(template, [user], tok.named)
         except Exception as e2:  # noqa: BLE001
             return Check(name, False, f"the template fails: {_one_line(e2)}"), None
     if not isinstance(text, str) or SAMPLE_USER not in text:
         return Check(name, False, f"the rendered text does not contain the user message: {text!r:.80}"), None
     return Check(name, True, f"{len(text)} chars {note}"), text
-
-
-def _render(tok: Any, messages: list[dict[str, str]]) -> str:
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -548,13 +606,14 @@ def _check_generation_eos(folder: Path, tok: Any) -> Check:
         return Check(name, False, "generation_config.json has no eos_token_id")
     if tok is None:
         return Check(name, False, f"not checked: eos_token_id {eos}, but the tokenizer did not load")
-    tid = tok.eos_token_id
+    token = tok.eos_token
+    tid = tok.tokens.index(token) if token in tok.tokens else None
     if tid is None:
         return Check(name, False, f"eos_token_id {eos}, but the tokenizer has no eos token")
     if tid not in eos_ids:
         return Check(name, False, f"eos_token_id {eos} does not include the tokenizer's eos"
-                                  f" {tok.eos_token} ({tid}): generation would not stop at end of turn")
-    return Check(name, True, f"eos_token_id {eos} includes {tok.eos_token} ({tid})")
+                                  f" {token} ({tid}): generation would not stop at end of turn")
+    return Check(name, True, f"eos_token_id {eos} includes {token} ({tid})")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,6 +8,14 @@ Modules, each importing only those above it: `protocol` (HTTP plumbing, tokens, 
 """
 
 from chatvector.localhub.protocol import FineGrained, Org, Scoped, Token, parse_org_spec, parse_token_spec
-from chatvector.localhub.server import LocalHub, LoggedRequest
 
 __all__ = ["FineGrained", "LocalHub", "LoggedRequest", "Org", "Scoped", "Token", "parse_org_spec", "parse_token_spec"]
+
+
+def __getattr__(name: str):
+    """The server loads on first use: `chatvector --help` and the other commands do not pay for it."""
+    if name in ("LocalHub", "LoggedRequest"):
+        from chatvector.localhub import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,7 @@ import torch
 
 from chatvector.errors import MergeError
 from chatvector.merge.blocks import Block, Piece
+from chatvector.merge.finite import FiniteWatch
 from chatvector.merge.safetensors_io import InputFile, TensorInfo
 from chatvector.merge.validate import source_key
 from chatvector.merge.writer import ALIGN, FileWriter
@@ -94,8 +95,10 @@ class Backend:
     name = ""  # what run_merge(backend=...) calls it
     depth = 1  # blocks in flight before the engine waits for the oldest
 
-    def __init__(self, dev: torch.device, inputs: dict[str, InputFile], block_bytes: int, chunk_bytes: int):
+    def __init__(self, dev: torch.device, inputs: dict[str, InputFile], block_bytes: int, chunk_bytes: int,
+                 watch: FiniteWatch | None = None):
         self.dev = dev
+        self.watch = watch or FiniteWatch()  # every output value is scanned as it is computed
         self.inputs = inputs
         self.block_bytes = block_bytes
         self.tile = max(1, min(TILE_ELEMS, chunk_bytes // 4))
@@ -173,8 +176,8 @@ class CpuBackend(Backend):
 
     name = "cpu"
 
-    def __init__(self, dev, inputs, block_bytes, chunk_bytes):
-        super().__init__(dev, inputs, block_bytes, chunk_bytes)
+    def __init__(self, dev, inputs, block_bytes, chunk_bytes, watch=None):
+        super().__init__(dev, inputs, block_bytes, chunk_bytes, watch)
         self.threads = max(1, torch.get_num_threads())
         self.depth = self.threads
         self.local = threading.local()
@@ -197,10 +200,11 @@ class CpuBackend(Backend):
             scratch = self.local.scratch = tuple(torch.empty(self.tile) for _ in range(3))
         for p in block.pieces:
             try:
+                out = _out_view(buf, p)
                 if p.chunk.raw:
                     self._raw(p, buf)
+                    self.watch.scan(p.job.name, out, p.chunk.first)
                     continue
-                out = _out_view(buf, p)
                 cp, sources, patches = self._views(p)
                 for s in range(0, p.chunk.count, self.tile):
                     e = min(p.chunk.count, s + self.tile)
@@ -209,9 +213,13 @@ class CpuBackend(Backend):
                         combine_into(out[s:e], cp[s:e], terms, tuple(t[: e - s] for t in scratch))
                     else:
                         cast_into(out[s:e], cp[s:e])
+                    if not patches:  # while the tile is in cache; patched pieces are scanned once patched
+                        self.watch.scan(p.job.name, out[s:e], p.chunk.first + s)
                     self._release(p, s, e)  # keeps RSS to a few tiles of input
                 for at, n, src in patches:
                     cast_into(out[at : at + n], src)
+                if patches:
+                    self.watch.scan(p.job.name, out, p.chunk.first)
                 del cp, sources, patches
             finally:
                 self._release(p)
@@ -238,8 +246,8 @@ class StagedBackend(Backend):
     SLOTS = 2
     depth = 2
 
-    def __init__(self, dev, inputs, block_bytes, chunk_bytes):
-        super().__init__(dev, inputs, block_bytes, chunk_bytes)
+    def __init__(self, dev, inputs, block_bytes, chunk_bytes, watch=None):
+        super().__init__(dev, inputs, block_bytes, chunk_bytes, watch)
         self.cuda = dev.type == "cuda"
         elems = max(1, block_bytes // 2)  # the most elements a piece can have
         with self._on_device():
@@ -251,6 +259,8 @@ class StagedBackend(Backend):
         return torch.cuda.device(self.dev) if self.cuda else contextlib.nullcontext()
 
     def submit(self, block: Block, buf: torch.Tensor):
+        """Returns (event or None, the block's pending finiteness checks)."""
+        checks: list[tuple[torch.Tensor, str, int, torch.Tensor]] = []
         with self._on_device():
             if block.header:
                 memoryview(buf.numpy())[: len(block.header)] = block.header
@@ -258,17 +268,18 @@ class StagedBackend(Backend):
                 if p.chunk.raw:
                     try:
                         self._raw(p, buf)
+                        self.watch.scan(p.job.name, _out_view(buf, p), p.chunk.first)
                     finally:
                         self._release(p)
                 else:
-                    self._piece(p, buf)
+                    checks.append(self._piece(p, buf))
             if not self.cuda:
-                return None
+                return None, checks
             event = torch.cuda.Event()
             event.record(torch.cuda.current_stream(self.dev))
-            return event
+            return event, checks
 
-    def _piece(self, p: Piece, buf: torch.Tensor) -> None:
+    def _piece(self, p: Piece, buf: torch.Tensor) -> tuple[torch.Tensor, str, int, torch.Tensor]:
         slot = self.slots[self.k % self.SLOTS]
         self.k += 1
         slot.wait_staging_free()
@@ -298,15 +309,25 @@ class StagedBackend(Backend):
             cast_into(out, dev_in[0])
         for at, n, src in patches:
             cast_into(out[at : at + n], src)
+        finite = torch.isfinite(out).all()  # on the device, read once the block is done: no sync here
         out_host.copy_(out, non_blocking=self.cuda)
         slot.finish(self.cuda)
+        return finite, p.job.name, p.chunk.first, out_host
 
     def wait(self, handle) -> None:
-        if handle is not None:
-            handle.synchronize()
+        event, checks = handle
+        if event is not None:
+            event.synchronize()
+        if checks:
+            flags = torch.stack([flag for flag, *_ in checks]).cpu()
+            for ok, (_, name, first, values) in zip(flags.tolist(), checks):
+                if not ok:  # the copy back is done: count on the host
+                    self.watch.record(name, values, first)
+                self.watch.add(name, values.numel())
 
     def ready(self, handle) -> bool:
-        return handle is None or handle.query()
+        event = handle[0]
+        return event is None or event.query()
 
     def shutdown(self) -> None:
         if self.cuda:

@@ -24,6 +24,7 @@ from chatvector.conventions import WEIGHTS_INDEX_FILE, shard_filenames
 from chatvector.errors import MergeError
 from chatvector.merge.blocks import plan_blocks
 from chatvector.merge.compute import Backend, BufferPool, backend_class
+from chatvector.merge.finite import FiniteWatch
 from chatvector.merge.jobs import MergeResult, TensorJob
 from chatvector.merge.safetensors_io import Header, InputFile, build_header, fsync_dir
 from chatvector.merge.sharding import file_layout, index_json, is_owned_output, plan_shards
@@ -65,6 +66,8 @@ def run_merge(
     says where it did); False: ordinary buffered writes. The bytes are the same either way.
     shards: the tensor names of each file, when a planner already decided the layout (every job in
     exactly one file); None: split greedily by `shard_size` (`plan_shards`).
+
+    Every output value is scanned for NaN and ±inf as it is computed (`MergeResult.nonfinite`).
     """
     t0 = time.perf_counter()
     dev = resolve_device(device)
@@ -84,12 +87,13 @@ def run_merge(
     inputs: dict[str, InputFile] = {}
     writer: FileWriter | None = None
     engine: Backend | None = None
+    watch = FiniteWatch()
     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="merge", disable=not progress)
     try:
         for key, header in headers.items():
             inputs[key] = InputFile(header)
         writer = FileWriter(out_dir, on_bytes=bar.update, direct_io=direct_io)
-        engine = backend_cls(dev, inputs, block_bytes, chunk_bytes)
+        engine = backend_cls(dev, inputs, block_bytes, chunk_bytes, watch)
         pool = BufferPool(block_bytes, engine.depth + 2, writer, pin=dev.type == "cuda")
         pending: deque = deque()  # (handle, block, buffer), oldest first
 
@@ -153,7 +157,8 @@ def run_merge(
     log.info("merged %d tensors (%.2f GB) into %d file(s) in %s on %s (%s backend) in %.1f s%s", len(jobs), total / 1e9,
              len(names), out_dir, dev, backend_cls.name, seconds, _write_note(direct, names, direct_io))
     return MergeResult(files=files, total_bytes=total, device=str(dev), seconds=seconds, backend=backend_cls.name,
-                       direct_io_files=direct)
+                       direct_io_files=direct, nonfinite=watch.report(), scanned_values=watch.values,
+                       scanned_tensors=len(watch.names))
 
 
 def _write_note(direct: tuple[str, ...], names: list[str], asked: bool) -> str:

@@ -14,7 +14,7 @@ Row copies are applied last: output row `out_row` := chat row `chat_row`, cast t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatvector.conventions import DTYPE_BY_NAME, OUTPUT_DTYPE_NAMES, DType
@@ -103,3 +103,6 @@ class MergeResult:
     seconds: float
     backend: str = ""
     direct_io_files: tuple[str, ...] = ()
+    nonfinite: dict = field(default_factory=dict)  # tensor → NonFinite(count, first_index, first_value)
+    scanned_values: int = 0  # output values scanned for NaN and ±inf as they were computed
+    scanned_tensors: int = 0

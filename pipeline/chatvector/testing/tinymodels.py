@@ -245,14 +245,17 @@ def _train_bpe(lines: list[str], vocab_size: int, special_tokens: list[str], arc
 
 
 @functools.lru_cache(maxsize=None)
-def _tokenizer_json(arch: str, extra_tokens: int) -> str:
-    """tokenizer.json text for `arch`: the shared base vocabulary, plus `extra_tokens` appended for cp."""
+def _tokenizer_json(arch: str, extra_tokens: int, vocab_size: int | None = None) -> str:
+    """tokenizer.json text for `arch`: the shared base vocabulary (trained on a small corpus, or, with
+    `vocab_size`, a synthetic one of exactly that many tokens), plus `extra_tokens` appended for cp."""
     from tokenizers import AddedToken, processors
 
     info = _ARCH_INFO[arch]
-    tok = _train_bpe(
-        _english_corpus(), _BPE_VOCAB_SIZE, list(info.specials) if info.specials_first else [], arch
-    )
+    specials_first = list(info.specials) if info.specials_first else []
+    if vocab_size is None:
+        tok = _train_bpe(_english_corpus(), _BPE_VOCAB_SIZE, specials_first, arch)
+    else:
+        tok = _synthetic_bpe(vocab_size - (0 if info.specials_first else len(info.specials)), specials_first)
     if not info.specials_first:  # Llama-3 / Qwen2 put their special tokens after the BPE vocabulary
         tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in info.specials])
     if info.bos is not None:  # Llama-3 and Mistral prepend bos when encoding; Qwen2 has no bos
@@ -266,6 +269,29 @@ def _tokenizer_json(arch: str, extra_tokens: int) -> str:
     if extra_tokens:
         tok = _extend_vocab(tok, extra_tokens, arch)
     return tok.to_str()
+
+
+def _synthetic_bpe(size: int, specials: list[str]):
+    """A byte-level BPE of exactly `size` tokens (specials first, then the 256 bytes, then two-byte merges in a
+    fixed order): as large as a real vocabulary, instant to build, deterministic."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {token: i for i, token in enumerate(specials)}
+    vocab.update({ch: len(specials) + i for i, ch in enumerate(alphabet)})
+    merges = []
+    for a in alphabet:
+        for b in alphabet:
+            if len(vocab) >= size:
+                break
+            vocab[a + b] = len(vocab)
+            merges.append((a, b))
+    if len(vocab) < size:
+        raise ValueError(f"a synthetic vocabulary has at most {len(vocab)} tokens, {size} were asked for")
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
 
 
 def _extend_vocab(tok, n: int, arch: str):
@@ -303,7 +329,7 @@ def _extend_vocab(tok, n: int, arch: str):
     return out
 
 
-def _hf_tokenizer(arch: str, role: str, extra_tokens: int):
+def _hf_tokenizer(arch: str, role: str, extra_tokens: int, vocab_size: int | None = None):
     """The transformers tokenizer for one role: chat gets the template and the end-of-turn eos."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
@@ -319,7 +345,7 @@ def _hf_tokenizer(arch: str, role: str, extra_tokens: int):
     if chat:  # base and cp get no "chat_template" key at all (not even a null)
         kwargs["chat_template"] = info.template
     return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json(arch, extra_tokens)),
+        tokenizer_object=Tokenizer.from_str(_tokenizer_json(arch, extra_tokens, vocab_size)),
         model_max_length=_MAX_POSITIONS,
         clean_up_tokenization_spaces=False,
         **kwargs,
@@ -472,6 +498,16 @@ def write_triplet(out_dir: str | Path, spec: TripletSpec = TripletSpec()) -> dic
         tok.save_pretrained(folder, save_jinja_files=not spec.chat_template_in_config)
         folders[role] = folder
     return folders
+
+
+def save_tokenizer(folder: str | Path, role: str, arch: str = "llama", vocab_size: int | None = None) -> int:
+    """Write one role's tokenizer files and generation config into `folder` (the chat role gets the arch's chat
+    template and end-of-turn eos), for checkpoints made elsewhere (benchmarks); `vocab_size`: a synthetic
+    vocabulary of exactly that many tokens. Returns the number of tokens."""
+    tok = _hf_tokenizer(arch, role, 0, vocab_size)
+    tok.save_pretrained(folder)
+    _generation_config(TripletSpec(arch=arch), role, tok).save_pretrained(folder)
+    return len(tok)
 
 
 def upload_model(api: "huggingface_hub.HfApi", folder: Path, repo_id: str, private: bool = False) -> str:
