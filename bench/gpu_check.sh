@@ -44,7 +44,7 @@ echo "== pytest -m gpu"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== bench 1x: engine on $DEVICES, I/O floor"
-timeout 330 "$PY" bench/merge.py --device "$DEVICES" --skip-mergekit --runs 1 --size 1x \
+timeout 330 "$PY" bench/merge.py --device "$DEVICES" --skip-mergekit --skip-publish --runs 1 --size 1x \
     --results "$OUT/gpu-bench-1x.json" 2>&1 | tee "$OUT/gpu-bench-1x.log"
 bench1=${PIPESTATUS[0]}
 [ "$bench1" -eq 0 ] || status=1
