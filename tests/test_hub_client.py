@@ -1,0 +1,45 @@
+"""The one Hub client of a command: built when first used, tuned for our downloads only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from huggingface_hub import constants
+
+from chatvector.hub import READ_BYTES, connect, tuned_downloads
+from tests.conftest import WRITE_TOKEN
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_download_tuning_applies_inside_the_block_only():
+    from httpcore2._sync.http11 import HTTP11Connection
+
+    before = constants.DOWNLOAD_CHUNK_SIZE, HTTP11Connection.READ_NUM_BYTES
+    with tuned_downloads():
+        assert constants.DOWNLOAD_CHUNK_SIZE is None and HTTP11Connection.READ_NUM_BYTES == READ_BYTES
+    assert (constants.DOWNLOAD_CHUNK_SIZE, HTTP11Connection.READ_NUM_BYTES) == before
+
+
+def test_the_client_is_built_on_first_use_with_the_given_endpoint(hub):
+    api = connect(token=WRITE_TOKEN.secret, endpoint=hub.url)
+    assert api._api is None  # nothing built, nothing imported for it yet
+    assert api.whoami()["name"] == "alice" and api.endpoint == hub.url
+
+
+def test_a_local_merge_never_builds_a_hub_client(tmp_path):
+    """Sources that are all local folders need no Hub: huggingface_hub's client is never created."""
+    from chatvector.testing.tinymodels import TripletSpec, write_triplet
+
+    write_triplet(tmp_path / "m", TripletSpec(arch="llama"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\n")
+    code = ("import sys\nimport chatvector.hub as hub\nbuilt = []\nreal = hub.LazyApi.__getattr__\n"
+            "def spy(self, name):\n    built.append(name)\n    return real(self, name)\n"
+            "hub.LazyApi.__getattr__ = spy\nfrom chatvector.cli import main\n"
+            f"assert main(['merge', {str(recipe)!r}, '--out', {str(tmp_path / 'out')!r}]) == 0\n"
+            "assert not built, built\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
