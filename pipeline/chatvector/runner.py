@@ -126,11 +126,12 @@ def merge(recipe: Recipe, out_dir: Path, *, api: "HfApi | None" = None, plan: Pl
     from chatvector import preflight
 
     out_dir = Path(out_dir)
-    preload_engine()
     with timed("import"):
         api = api or connect()
     with timed("preflight"):
         early = preflight.check_out_dir(out_dir) + preflight.check_device(recipe, device)
+    if not early:
+        preload_engine()  # torch loads while the plan is made
     plan = prepare(recipe, api, plan=plan, plan_file=plan_file, early=early,
                    checks=lambda p: [] if p is None else (preflight.check_disk(p, out_dir.parent)
                                                           + preflight.check_gpu_memory(recipe, p, device)))
