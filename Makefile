@@ -7,8 +7,9 @@ STAMP  := $(VENV)/.installed
 # multi-GB CUDA build to satisfy the `torch>=2.4` range in pyproject.toml.
 TORCH  ?= torch==2.13.0
 RECIPE ?=
+FETCH  ?=
 
-.PHONY: venv test test-fast lint demo publish plan bench gpu-check clean
+.PHONY: venv test test-fast lint demo publish plan bench bench-stream gpu-check clean
 
 venv: $(STAMP)
 
@@ -19,22 +20,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# pytest-xdist: up to 4 worker processes (each with its own local Hub); many tests wait on a server or a subprocess
+PYTEST_WORKERS ?= --numprocesses=auto --maxprocesses=4
+
 test: $(STAMP)
 	$(PY) -m ruff check pipeline tests bench
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_WORKERS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check pipeline tests bench
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_WORKERS)
 
 demo: $(STAMP)
 	$(PY) -m chatvector demo
 
 publish: $(STAMP)
 	@test -n "$(RECIPE)" || { echo "usage: make publish RECIPE=recipes/x.yaml" >&2; exit 2; }
-	$(PY) -m chatvector publish "$(RECIPE)"
+	$(PY) -m chatvector publish "$(RECIPE)" $(if $(FETCH),--fetch "$(FETCH)")
 
 plan: $(STAMP)
 	@test -n "$(RECIPE)" || { echo "usage: make plan RECIPE=recipes/x.yaml" >&2; exit 2; }
@@ -42,6 +46,9 @@ plan: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/merge.py
+
+bench-stream: $(STAMP)
+	$(PY) bench/stream.py
 
 gpu-check: $(STAMP)
 	bash bench/gpu_check.sh

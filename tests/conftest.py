@@ -112,3 +112,28 @@ def example_repos(tmp_path_factory) -> dict[str, dict[str, str]]:
 def weight_downloads(hub_log) -> list:
     """Requests that fetched safetensors bytes beyond a header (a GET without a Range header)."""
     return [r for r in hub_log if r.method == "GET" and r.path.endswith(".safetensors") and not r.range]
+
+
+@pytest.fixture
+def fast_retries(monkeypatch) -> list[float]:
+    """huggingface_hub's own retries (1 s doubling to 8 s; Retry-After + 1 s after a 429), 10 ms apart, and
+    chatvector's (CHATVECTOR_HTTP_BACKOFF); the list of the waits huggingface_hub asked for."""
+    import time
+    import types
+
+    import huggingface_hub.file_download as hf_file_download
+    import huggingface_hub.utils._http as hf_http
+
+    asked: list[float] = []
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        asked.append(seconds)
+        real_sleep(min(seconds, 0.01))
+
+    shim = types.SimpleNamespace(**{k: v for k, v in vars(time).items() if not k.startswith("__")})
+    shim.sleep = sleep
+    for module in (hf_http, hf_file_download):
+        monkeypatch.setattr(module, "time", shim)
+    monkeypatch.setenv("CHATVECTOR_HTTP_BACKOFF", "0.01")
+    return asked

@@ -139,9 +139,9 @@ def test_not_enough_disk_for_the_output_is_refused_before_any_work(tmp_path, cap
 
 def test_download_need_counts_only_what_the_cache_lacks(tmp_path, sources, monkeypatch):
     from chatvector.hub import connect
+    from chatvector.inputs import fetch
     from chatvector.planner import make_plan
     from chatvector.recipe import load_recipe
-    from chatvector.runner import fetch
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
     import huggingface_hub.constants as constants
@@ -149,9 +149,9 @@ def test_download_need_counts_only_what_the_cache_lacks(tmp_path, sources, monke
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "home" / "hub"))
     api = connect(token=WRITE_TOKEN.secret)
     plan = make_plan(load_recipe(hub_recipe(tmp_path, sources, "alice/unused")), api)
-    assert preflight._bytes_to_download(plan) == plan.download_bytes > 0
+    assert preflight.bytes_to_download(plan) == plan.download_bytes > 0
     fetch(plan, api)
-    assert preflight._bytes_to_download(plan) == 0
+    assert preflight.bytes_to_download(plan) == 0
 
 
 @pytest.mark.gpu

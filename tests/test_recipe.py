@@ -330,7 +330,7 @@ coeficients: {}
 
 def test_unknown_key_without_a_close_match_lists_the_keys(tmp_path):
     [line] = error_lines(MINIMAL + "merge: {workers: 4}\n", tmp_path)
-    assert line.endswith("merge.workers: unknown key 'workers' (expected one of: device)")
+    assert line.endswith("merge.workers: unknown key 'workers' (expected one of: device, fetch)")
 
 
 def test_missing_file_is_a_recipe_error(tmp_path):

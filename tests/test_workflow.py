@@ -102,7 +102,8 @@ def test_publish_step_runs_make_publish_with_the_token_from_secrets():
     publish = _workflow()["jobs"]["publish"]
     runs = [s for s in publish["steps"] if "make publish RECIPE=" in s.get("run", "")]
     assert len(runs) == 1
-    assert runs[0]["run"].strip() == 'make publish RECIPE="$RECIPE"'
+    assert runs[0]["run"].strip() == 'make publish RECIPE="$RECIPE" FETCH="$FETCH"'
+    assert publish["env"]["FETCH"] == "${{ vars.PUBLISH_FETCH || 'stream' }}"  # stream mode unless told otherwise
     assert runs[0]["env"]["HF_TOKEN"] == "${{ secrets.HF_TOKEN }}"
     assert publish["env"]["RECIPE"] == "${{ matrix.recipe }}"
     assert "HF_TOKEN" not in publish["env"]  # only the step that needs it sees the token
@@ -120,7 +121,8 @@ def test_expressions_never_appear_inside_run_scripts():
 def test_actions_are_pinned_to_full_commits_and_checkouts_drop_credentials():
     text = WORKFLOW.read_text(encoding="utf-8")
     uses = re.findall(r"uses: (\S+)@(\S+)(.*)", text)
-    assert {u[0] for u in uses} == {"actions/checkout", "actions/setup-python", "actions/cache"}
+    assert {u[0] for u in uses} == {"actions/checkout", "actions/setup-python", "actions/cache/restore",
+                                    "actions/cache/save"}
     for action, ref, comment in uses:
         assert re.fullmatch(r"[0-9a-f]{40}", ref), action
         assert re.fullmatch(r" # v\d+\.\d+\.\d+", comment), action
@@ -130,14 +132,21 @@ def test_actions_are_pinned_to_full_commits_and_checkouts_drop_credentials():
                 assert step["with"]["persist-credentials"] is False, name
 
 
-def test_pip_and_hub_downloads_are_cached_per_recipe():
+def test_pip_is_cached_and_a_failed_runs_journal_is_kept_for_its_rerun():
     steps = _steps("publish")
     python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))
     assert python["with"]["cache"] == "pip"
-    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache@"))
-    assert cache["with"]["path"] == "~/.cache/huggingface"
-    assert "${{ matrix.recipe }}" in cache["with"]["key"]
-    assert "hashFiles(matrix.recipe)" in cache["with"]["key"]
+    restore = next(s for s in steps if s.get("uses", "").startswith("actions/cache/restore@"))
+    save = next(s for s in steps if s.get("uses", "").startswith("actions/cache/save@"))
+    names = [s.get("name") for s in steps]
+    assert names.index(restore["name"]) < names.index("publish") < names.index(save["name"])
+    # the journal only (the path a streaming publish keeps it under), saved when the publish did not finish
+    from chatvector.shardupload import JOURNAL
+
+    assert restore["with"]["path"] == save["with"]["path"] == f"~/.cache/huggingface/chatvector/publish/*/*/{JOURNAL}"
+    assert save["if"] == "failure() || cancelled()"
+    assert save["with"]["key"] == restore["with"]["key"] and "${{ matrix.recipe }}" in save["with"]["key"]
+    assert all(k.startswith("journal-${{ matrix.recipe }}-") for k in restore["with"]["restore-keys"].splitlines())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -104,6 +104,20 @@ def _plan_option(parser: argparse.ArgumentParser) -> None:
                              "and decisions; refused when the recipe or an input changed since")
 
 
+def _fetch_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fetch", choices=("auto", "snapshot", "stream"), default=None,
+                        help="how Hub inputs are read (default: the recipe's merge.fetch, else auto): snapshot "
+                             "downloads the weight files into the HF cache first; stream reads each tensor with "
+                             "range requests, nothing on disk (publish then uploads each shard as it is written, "
+                             "so the disk holds one shard); auto streams when the download and the output do not "
+                             "fit on the free disk, and says why")
+
+
+def _print_io(io) -> None:
+    if io is not None:
+        print(io.summary(), file=sys.stderr)
+
+
 def _add_merge(sub: argparse._SubParsersAction) -> None:
     merge = _command(
         sub,
@@ -121,6 +135,7 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
     merge.add_argument("recipe", help="the recipe YAML file")
     merge.add_argument("--out", required=True, metavar="DIR", help="output folder (created or replaced)")
     _device_option(merge)
+    _fetch_option(merge)
     _plan_option(merge)
     _format_option(merge)
     merge.set_defaults(func=_cmd_merge)
@@ -132,13 +147,16 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     from chatvector.recipe import load_recipe
     from chatvector.runner import merge
 
-    outcome = merge(load_recipe(args.recipe), Path(args.out), device=args.device, plan_file=args.plan)
+    outcome = merge(load_recipe(args.recipe), Path(args.out), device=args.device, plan_file=args.plan,
+                    fetch=args.fetch)
     checks = outcome.provenance["verification"]["checks"]
     files = sorted(p.name for p in outcome.out_dir.iterdir() if p.is_file())
     if args.format == "json":
         _print_json({"out_dir": str(outcome.out_dir), "files": files, "device": outcome.device,
-                     "checks": checks, "fingerprint": outcome.provenance["fingerprint"]["sha256"]})
+                     "checks": checks, "fingerprint": outcome.provenance["fingerprint"]["sha256"],
+                     "io": outcome.io.to_dict() if outcome.io else None})
     else:
+        _print_io(outcome.io)
         print(f"wrote {outcome.out_dir} ({len(files)} files, merged on {outcome.device} in {outcome.seconds:.1f} s; "
               f"{sum(c['ok'] for c in checks)}/{len(checks)} checks passed)")
     return 0
@@ -171,6 +189,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     publish.add_argument("--tag", metavar="TAG", help="tag the new commit")
     publish.add_argument("--out", metavar="DIR", help="keep the assembled model folder here")
     _device_option(publish)
+    _fetch_option(publish)
     _plan_option(publish)
     _format_option(publish)
     publish.add_argument("--force", action="store_true", help="publish even when nothing upstream changed")
@@ -186,13 +205,17 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     recipe.require_target()
     result = publish(recipe, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag, plan_file=args.plan,
-                     out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force)
+                     out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force,
+                     fetch=args.fetch)
     if args.format == "json":
         _print_json({"repo_id": result.repo_id, "changed": result.changed, "dry_run": args.dry_run,
                      "commit": result.commit, "pull_request": result.pr_url, "tag": result.tag, "url": result.url,
                      "added": result.added, "deleted": result.deleted,
-                     "out_dir": str(result.out_dir) if result.out_dir else None})
-    elif not result.changed and result.pr_url:
+                     "out_dir": str(result.out_dir) if result.out_dir else None,
+                     "io": result.io.to_dict() if result.io else None})
+        return 0
+    _print_io(result.io)
+    if not result.changed and result.pr_url:
         print(f"nothing changed: the open pull request {result.pr_url} already proposes this output "
               f"(at {result.commit}); nothing was pushed")
     elif not result.changed:

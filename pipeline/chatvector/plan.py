@@ -176,6 +176,20 @@ class Plan:
         return self.output.total_bytes
 
     @property
+    def shard_bytes(self) -> list[int]:
+        """Tensor bytes of each output weight file, in order (each file adds a header of a few KB)."""
+        size = {t.name: t.out_bytes for t in self.tensors}
+        return [sum(size[name] for name in shard) for shard in self.output.shards]
+
+    @property
+    def largest_file_bytes(self) -> int:
+        """An upper bound on the largest output weight file's size, header included (a streaming publish's disk:
+        the header is 8 bytes + about 100 bytes of JSON per tensor and the metadata; 4 KiB + 256 per tensor)."""
+        if not self.output.shards:
+            return 0
+        return max(b + 4096 + 256 * len(shard) for b, shard in zip(self.shard_bytes, self.output.shards))
+
+    @property
     def cp_extra_tokens(self) -> int:
         """Token ids (with a row) only cp has: its extended vocabulary."""
         cp = self.cp

@@ -137,30 +137,39 @@ class DiskNeed:
     what: str
 
 
-def check_disk(plan: "Plan", write_dir: Path) -> list[Problem]:
-    """Free space for the weights still to download (into the HF cache) and the output (into `write_dir`);
-    both on one filesystem add up."""
+def check_disk(plan: "Plan", write_dir: Path, *, downloads: int | None = None, writes: int | None = None,
+               how: str = "") -> list[Problem]:
+    """Free space for the weights still to download (into the HF cache; `downloads`, default: what is not
+    cached) and the output (into `write_dir`; `writes`, default: all of it); both on one filesystem add up.
+    `how` says which fetch mode these figures are for, in the message."""
+    problems = []
+    for group, free in disk_needs(plan, write_dir, downloads=downloads, writes=writes):
+        total = sum(n.nbytes for n in group)
+        if free < total:
+            parts = " and ".join(f"{n.what} {human_bytes(n.nbytes)} into {n.folder}" for n in group)
+            stream = not how and any(n.what == "downloads" for n in group)  # streaming would download nothing
+            problems.append(Problem(f"not enough free disk: the run{how} {parts}, {human_bytes(total)} in all, but "
+                                    f"{human_bytes(free)} is free there; free space, or point HF_HOME or --out at "
+                                    "a larger disk" + (", or stream the inputs (--fetch stream)" if stream else "")))
+    return problems
+
+
+def disk_needs(plan: "Plan", write_dir: Path, *, downloads: int | None = None, writes: int | None = None
+               ) -> list[tuple[list["DiskNeed"], int]]:
+    """The run's disk needs grouped by filesystem, each group with that filesystem's free bytes."""
     from huggingface_hub import constants
 
-    needs = [DiskNeed(Path(constants.HF_HUB_CACHE), _bytes_to_download(plan), "downloads"),
-             DiskNeed(Path(write_dir), plan.output_bytes, "writes")]
+    needs = [DiskNeed(Path(constants.HF_HUB_CACHE), bytes_to_download(plan) if downloads is None else downloads,
+                      "downloads"),
+             DiskNeed(Path(write_dir), plan.output_bytes if writes is None else writes, "writes")]
     by_device: dict[int, list[DiskNeed]] = {}
     for need in needs:
         if need.nbytes:
             by_device.setdefault(_existing(need.folder).stat().st_dev, []).append(need)
-    problems = []
-    for group in by_device.values():
-        free = shutil.disk_usage(_existing(group[0].folder)).free
-        total = sum(n.nbytes for n in group)
-        if free < total:
-            parts = " and ".join(f"{n.what} {human_bytes(n.nbytes)} into {n.folder}" for n in group)
-            problems.append(Problem(f"not enough free disk: the run {parts}, {human_bytes(total)} in all, but "
-                                    f"{human_bytes(free)} is free there; free space, or point HF_HOME or --out at "
-                                    "a larger disk"))
-    return problems
+    return [(group, shutil.disk_usage(_existing(group[0].folder)).free) for group in by_device.values()]
 
 
-def _bytes_to_download(plan: "Plan") -> int:
+def bytes_to_download(plan: "Plan") -> int:
     """Weight bytes of the plan not in the HF cache yet."""
     from huggingface_hub import try_to_load_from_cache
 

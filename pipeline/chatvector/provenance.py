@@ -43,9 +43,11 @@ def input_hashes(source: SourcePlan, folder: Path | None, computed: dict[str, st
 
 def build_provenance(plan: Plan, *, endpoint: str | None, folders: dict[str, Path] | None = None,
                      out_dir: Path | None = None, weight_hashes: dict[str, str] | None = None,
-                     input_sha256: dict[str, str] | None = None, verification: dict | None = None) -> dict:
+                     input_sha256: dict[str, str] | None = None, verification: dict | None = None,
+                     blob_ids: dict[str, str] | None = None) -> dict:
     """The provenance of a built model folder (`out_dir`, with the merge's `weight_hashes`); without them, the
-    provenance the plan promises (planned files with placeholder hashes), for checking a card before the merge."""
+    provenance the plan promises (planned files with placeholder hashes), for checking a card before the merge.
+    blob_ids: git blob ids of small weight files no longer on disk whole (a streaming publish's shards)."""
     recipe = plan.require_recipe()
     inputs = {}
     for role, source in plan.sources.items():
@@ -53,7 +55,7 @@ def build_provenance(plan: Plan, *, endpoint: str | None, folders: dict[str, Pat
             "repo_id": source.repo_id, "revision": source.revision, "sha": source.sha, "path": source.path,
             "license": source.license, "files": input_hashes(source, (folders or {}).get(role), input_sha256),
         }
-    outputs, blob_ids = _output_hashes(plan, out_dir, weight_hashes)
+    outputs, blob_ids = _output_hashes(plan, out_dir, weight_hashes, blob_ids or {})
     card = plan.card
     return {
         "tool": {"name": "chatvector", "version": plan.tool_version},
@@ -81,8 +83,8 @@ def build_provenance(plan: Plan, *, endpoint: str | None, folders: dict[str, Pat
     }
 
 
-def _output_hashes(plan: Plan, out_dir: Path | None, weight_hashes: dict[str, str] | None
-                   ) -> tuple[dict[str, str], dict[str, str]]:
+def _output_hashes(plan: Plan, out_dir: Path | None, weight_hashes: dict[str, str] | None,
+                   known_blob_ids: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     from chatvector.sources import git_blob_id
 
     if out_dir is None:
@@ -92,7 +94,7 @@ def _output_hashes(plan: Plan, out_dir: Path | None, weight_hashes: dict[str, st
     for path in sorted(Path(out_dir).iterdir()):
         if path.is_file() and path.name not in outputs and path.name not in (PROVENANCE_FILE, CARD_FILE):
             outputs[path.name] = sha256_file(path)
-    blob_ids = {name: git_blob_id(Path(out_dir) / name) for name in outputs
+    blob_ids = {name: known_blob_ids.get(name) or git_blob_id(Path(out_dir) / name) for name in outputs
                 if (Path(out_dir) / name).stat().st_size < SMALL_FILE_BYTES}
     return outputs, blob_ids
 

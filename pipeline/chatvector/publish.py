@@ -23,17 +23,22 @@ from chatvector.card import render_card
 from chatvector.chart import coefficient_chart_svg
 from chatvector.conventions import CARD_FILE, CHART_FILE, GITATTRIBUTES_FILE, PROVENANCE_FILE
 from chatvector.errors import Problem
+from chatvector.fetchmode import choose_fetch
 from chatvector.hub import connect, hub_call, translate
 from chatvector.plan import Plan
 from chatvector.provenance import read_provenance
 from chatvector.recipe import Recipe
-from chatvector.runner import build_model, preload_engine, prepare, replace_dir
+from chatvector.runner import IOStats, build_model, preload_engine, prepare, replace_dir
+from chatvector.shardupload import work_folder
 from chatvector.stages import timed
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
+    from chatvector.shardupload import ShardUploader
+
 log = logging.getLogger(__name__)
+SMALL_FILES_ROOM = 64 << 20  # disk for the small files of a streaming publish (config, tokenizer, card, index)
 # Files of an earlier version that a new output replaces: deleted when the new output lacks them.
 STALE_PATTERNS = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
                   "pytorch_model.bin.index.json", "chat_template.jinja", "chat_template.json")
@@ -51,6 +56,7 @@ class PublishResult:
     deleted: list[str] = field(default_factory=list)
     card: str = ""  # the README.md text
     url: str = ""
+    io: "IOStats | None" = None  # bytes moved, disk and memory high-water marks
 
 
 @dataclass
@@ -72,8 +78,9 @@ class TargetState:
 def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = None,
             plan_file: str | Path | None = None, dry_run: bool = False, create_pr: bool = False,
             tag: str | None = None, out_dir: Path | None = None, device: str | None = None,
-            force: bool = False) -> PublishResult:
-    """Publish a recipe's merge to its target; see the module docstring."""
+            force: bool = False, fetch: str | None = None) -> PublishResult:
+    """Publish a recipe's merge to its target; see the module docstring. fetch: "auto", "snapshot" or
+    "stream" (default: the recipe's merge.fetch); see chatvector.fetchmode."""
     target = recipe.require_target()
     with timed("import"):
         api = api or connect()
@@ -83,7 +90,7 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
         early += preflight.check_device(recipe, device) + preflight.check_card_template(recipe)
         if not early and not dry_run:
             early += preflight.check_write_access(api, target.repo_id)
-    found: dict[str, TargetState] = {}
+    found: dict = {}  # what the checks learnt: the target's state, the fetch mode
 
     def checks(planned: Plan | None) -> list[Problem]:
         if planned is None:
@@ -99,8 +106,16 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
         if tag is not None and not dry_run and tag in state.tags:
             problems.append(Problem(f"--tag {tag}: {target.repo_id} already has that tag; choose another name"))
         write_dir = Path(out_dir).parent if out_dir is not None else Path(tempfile.gettempdir())
-        return problems + preflight.check_disk(planned, write_dir) + preflight.check_gpu_memory(recipe, planned,
-                                                                                                 device)
+        choice = found["fetch"] = choose_fetch(planned, fetch or recipe.merge.fetch, write_dir)
+        if choice.mode == "stream":
+            streaming = not dry_run and out_dir is None  # else the shards stay: the output is written whole
+            if streaming:
+                write_dir = work_folder(planned, target.repo_id)
+            problems += preflight.check_disk(planned, write_dir, downloads=0, how=" in stream mode",
+                                             writes=planned.largest_file_bytes + SMALL_FILES_ROOM if streaming else None)
+        else:
+            problems += preflight.check_disk(planned, write_dir)
+        return problems + preflight.check_gpu_memory(recipe, planned, device)
 
     plan = prepare(recipe, api, plan=plan, plan_file=plan_file, early=early, checks=checks)
     state = found["state"]
@@ -114,19 +129,46 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             return PublishResult(target.repo_id, changed=False, commit=proposed[1], pr_url=proposed[0], url=url)
 
     preload_engine()  # torch loads while the weights download
-    with _staging(out_dir) as folder:
-        build = build_model(plan, folder, api=api, device=device)
-        with timed("card"):
-            write_card(plan, build.provenance, folder)
-        added = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
-        deleted = sorted(name for name in state.files
-                         if name not in added and any(fnmatch.fnmatch(name, p) for p in STALE_PATTERNS))
-        result = PublishResult(target.repo_id, True, out_dir=out_dir, added=added, deleted=deleted,
-                               card=(folder / CARD_FILE).read_text(encoding="utf-8"), url=url)
-        if not dry_run:
-            with timed("push"):
-                push(api, plan, state, folder, result, create_pr=create_pr, tag=tag)
+    choice = found["fetch"]
+    uploader = None
+    if choice.mode == "stream" and not dry_run and out_dir is None:
+        uploader = start_streaming_upload(api, plan, state, create_pr=create_pr)
+    try:
+        with (_staging(out_dir) if uploader is None else contextlib.nullcontext(uploader.folder)) as folder:
+            build = build_model(plan, folder, api=api, device=device, fetch=choice, uploader=uploader)
+            with timed("card"):
+                write_card(plan, build.provenance, folder)
+            added = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+            deleted = sorted(name for name in state.files
+                             if name not in added and any(fnmatch.fnmatch(name, p) for p in STALE_PATTERNS))
+            result = PublishResult(target.repo_id, True, out_dir=out_dir, added=added, deleted=deleted,
+                                   card=(folder / CARD_FILE).read_text(encoding="utf-8"), url=url, io=build.io)
+            if not dry_run:
+                with timed("push"):
+                    push(api, plan, state, folder, result, create_pr=create_pr, tag=tag,
+                         prebuilt=uploader.operations if uploader else None)
+    finally:
+        if uploader is not None:
+            uploader.close()
+    if uploader is not None:
+        uploader.done()  # committed: the journal and the hollow shards are no longer needed
     return result
+
+
+def start_streaming_upload(api: "HfApi", plan: Plan, state: TargetState, *, create_pr: bool) -> "ShardUploader":
+    """The uploader of a streaming publish, ready for the merge. Objects are pre-uploaded into the target, so a
+    new target is created (empty, with the recipe's visibility) first; the content still lands in one commit."""
+    from chatvector.shardupload import ShardUploader
+
+    target = plan.require_recipe().require_target()
+    if not state.exists:
+        with hub_call(api, target.repo_id, action="push"):
+            api.create_repo(target.repo_id, private=target.private, exist_ok=True)
+            state.head = api.model_info(target.repo_id).sha
+            state.exists = True
+    uploader = ShardUploader(api, target.repo_id, plan, work_folder(plan, target.repo_id), create_pr=create_pr)
+    uploader.prepare()
+    return uploader
 
 
 def unchanged(plan: Plan, state: TargetState) -> bool:
@@ -200,28 +242,67 @@ def write_card(plan: Plan, provenance: dict, folder: Path) -> None:
 
 
 def push(api: "HfApi", plan: Plan, state: TargetState, folder: Path, result: PublishResult, *,
-         create_pr: bool, tag: str | None) -> None:
-    """One commit with every file (and deletions of stale ones), parent = the head read before the run."""
+         create_pr: bool, tag: str | None, prebuilt: dict | None = None) -> None:
+    """One commit with every file (and deletions of stale ones), parent = the head read before the run.
+    prebuilt: {file: CommitOperationAdd} of shards a streaming publish pre-uploaded already."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     recipe = plan.require_recipe()
     target = recipe.require_target()
-    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in result.added]
+    prebuilt = prebuilt or {}
+    operations = [prebuilt.get(name) or CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name))
+                  for name in result.added]
     operations += [CommitOperationDelete(path_in_repo=name) for name in result.deleted]
     with hub_call(api, target.repo_id, action="push"):
         if not state.exists:
             api.create_repo(target.repo_id, private=target.private, exist_ok=True)
             state.head = api.model_info(target.repo_id).sha
-        info = api.create_commit(
-            target.repo_id, operations, commit_message=commit_message(recipe, plan),
-            commit_description=commit_description(recipe, plan), parent_commit=state.head, create_pr=create_pr,
-        )
+        sent_before = {name for name, op in prebuilt.items() if op._is_uploaded}  # a streaming publish's shards
+        info = commit_once(api, plan, target.repo_id, operations, parent=state.head, create_pr=create_pr)
         result.commit, result.pr_url = info.oid, info.pr_url
+        if result.io is not None:  # what the commit sent: each file the Hub did not hold already
+            result.io.bytes_uploaded += sum(op.upload_info.size for op in operations
+                                            if isinstance(op, CommitOperationAdd) and op.path_in_repo not in sent_before
+                                            and not (op._remote_oid is not None and op._remote_oid == op._local_oid))
         if info.oid == state.head:  # every file already matched (e.g. --force with nothing changed)
             result.changed = False
         if tag:
             api.create_tag(target.repo_id, tag=tag, revision=info.oid, tag_message=f"chatvector {recipe.display_name}")
             result.tag = tag
+
+
+def commit_once(api: "HfApi", plan: Plan, repo_id: str, operations: list, *, parent: str | None, create_pr: bool):
+    """`create_commit`, tried again after a transient failure (429, 5xx, a dropped connection). A retry that
+    finds the parent moved (412) checks whether the head is this very commit (the first try landed but its
+    answer was lost) before it reports a conflict. A pull request is retried only on 429 (not created then)."""
+    import time
+    from types import SimpleNamespace
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from chatvector.hub import first_line, retry_settings, transient_wait
+
+    recipe = plan.require_recipe()
+    message, description = commit_message(recipe, plan), commit_description(recipe, plan)
+    attempts = retry_settings()[0]
+    n = 0
+    while True:
+        n += 1
+        try:
+            return api.create_commit(repo_id, operations, commit_message=message, commit_description=description,
+                                     parent_commit=parent, create_pr=create_pr)
+        except Exception as err:  # noqa: BLE001 - re-raised unless transient
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            if n > 1 and status == 412 and not create_pr and isinstance(err, HfHubHTTPError):
+                landed = read_target(api, repo_id)  # did the first try land, its answer lost?
+                if (landed.provenance or {}).get("fingerprint", {}).get("sha256") == plan.fingerprint["sha256"]:
+                    return SimpleNamespace(oid=landed.head, pr_url=None)
+            wait = transient_wait(err, n)
+            if wait is None or n == attempts or (create_pr and status != 429):
+                raise
+            log.warning("the commit to %s failed (%s); trying again in %.1f s [%d/%d]", repo_id, first_line(err),
+                        wait, n, attempts - 1)
+        time.sleep(wait)
 
 
 def commit_message(recipe: Recipe, plan: Plan) -> str:

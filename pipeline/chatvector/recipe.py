@@ -45,6 +45,7 @@ from chatvector.yamlsource import (
 
 DTYPES = ("bfloat16", "float16", "float32")
 DEVICES = ("auto", "cuda", "cpu")
+FETCH_MODES = ("auto", "snapshot", "stream")  # how Hub inputs are read: see chatvector.fetchmode
 CHAT_TEMPLATE_SOURCES = ("chat", "cp")
 DEFAULT_REVISION = "main"
 DEFAULT_SHARD_SIZE = 5 * 10**9
@@ -106,6 +107,7 @@ class Card:
 @dataclass(frozen=True)
 class MergeSettings:
     device: str = "auto"  # one of DEVICES
+    fetch: str = "auto"  # one of FETCH_MODES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,7 +137,7 @@ class Recipe:
         or left out do not matter (`revision: 1.0` and `"1.0"` are the same recipe). Files it names (a chat
         template, a card template) count by their content; local source folders by their path relative to
         the recipe (their files count in the plan's fingerprint). Settings that cannot change the output
-        (`commit_message`, `merge.device`) are left out."""
+        (`commit_message`, `merge.device`, `merge.fetch`) are left out."""
         folder = self.path.parent
 
         def source(s: Source) -> dict:
@@ -523,7 +525,7 @@ _TOP_LEVEL: dict[str, Read] = {
             "template": _optional(FieldReader.file),
         },
     ),
-    "merge": _section(MergeSettings, {"device": _choice(DEVICES)}),
+    "merge": _section(MergeSettings, {"device": _choice(DEVICES), "fetch": _choice(FETCH_MODES)}),
     "trust_remote_code": FieldReader.boolean,
     "commit_message": _optional(_string),
 }

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from chatvector import stages
 from chatvector.assemble import write_support_files
-from chatvector.errors import MergeError, PlanError, Problem
-from chatvector.hashing import InputHasher
-from chatvector.hub import connect, hub_call, tuned_downloads
+from chatvector.errors import PlanError, Problem
+from chatvector.fetchmode import FetchChoice, choose_fetch
+from chatvector.hub import connect
+from chatvector.inputs import RunInputs, open_inputs
 from chatvector.plan import Plan
 from chatvector.planner import make_plan
 from chatvector.provenance import build_provenance, write_provenance
@@ -36,6 +38,8 @@ from chatvector.stages import timed
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
+
+    from chatvector.shardupload import ShardUploader
 
 log = logging.getLogger(__name__)
 Checks = Callable[[Plan | None], list[Problem]]
@@ -73,6 +77,7 @@ class Build:
     provenance: dict
     device: str
     seconds: float
+    io: "IOStats | None" = None
 
 
 @dataclass
@@ -82,6 +87,7 @@ class MergeOutcome:
     provenance: dict
     device: str
     seconds: float
+    io: "IOStats | None" = None
 
 
 # -- plan → preflight ---------------------------------------------------------------------------------------
@@ -117,7 +123,8 @@ def prepare(recipe: Recipe, api: "HfApi", *, plan: Plan | None = None, plan_file
 
 
 def merge(recipe: Recipe, out_dir: Path, *, api: "HfApi | None" = None, plan: Plan | None = None,
-          plan_file: str | Path | None = None, device: str | None = None, progress: bool = True) -> MergeOutcome:
+          plan_file: str | Path | None = None, device: str | None = None, progress: bool = True,
+          fetch: str | None = None) -> MergeOutcome:
     """`chatvector merge`: a ready-to-load, verified model folder at out_dir.
 
     Everything is written into a staging folder beside out_dir and moved into place at the end, so an
@@ -132,76 +139,148 @@ def merge(recipe: Recipe, out_dir: Path, *, api: "HfApi | None" = None, plan: Pl
         early = preflight.check_out_dir(out_dir) + preflight.check_device(recipe, device)
     if not early:
         preload_engine()  # torch loads while the plan is made
-    plan = prepare(recipe, api, plan=plan, plan_file=plan_file, early=early,
-                   checks=lambda p: [] if p is None else (preflight.check_disk(p, out_dir.parent)
-                                                          + preflight.check_gpu_memory(recipe, p, device)))
+    chosen: dict[str, FetchChoice] = {}
+
+    def checks(p: Plan | None) -> list[Problem]:
+        if p is None:
+            return []
+        choice = chosen["fetch"] = choose_fetch(p, fetch or recipe.merge.fetch, out_dir.parent)
+        stream = choice.mode == "stream"
+        return preflight.check_disk(p, out_dir.parent, downloads=0 if stream else None,
+                                    how=" in stream mode" if stream else "") + preflight.check_gpu_memory(recipe, p, device)
+
+    plan = prepare(recipe, api, plan=plan, plan_file=plan_file, early=early, checks=checks)
     with staged_folder(out_dir) as folder:
-        build = build_model(plan, folder, api=api, device=device, progress=progress)
-    return MergeOutcome(plan, out_dir, build.provenance, build.device, build.seconds)
+        build = build_model(plan, folder, api=api, device=device, progress=progress, fetch=chosen["fetch"])
+    return MergeOutcome(plan, out_dir, build.provenance, build.device, build.seconds, build.io)
 
 
 # -- fetch → merge → assemble → verify → provenance ----------------------------------------------------------
-def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = None, progress: bool = True) -> Build:
+@dataclass
+class IOStats:
+    """What a run moved and held, printed at its end (`chatvector merge|publish`, `--format json`)."""
+
+    fetch: str  # "snapshot" or "stream"
+    why: str
+    bytes_downloaded: int = 0  # weight bytes read from the Hub (stream mode: the range reads, re-reads included)
+    bytes_uploaded: int = 0  # what a publish sent: shards pre-uploaded during the merge, then the commit's files
+    disk_high_water: int | None = None  # most output bytes on disk at once (a streaming publish)
+    window_bytes: int | None = None  # the stream's prefetch window
+    peak_window_bytes: int | None = None
+    engine_bytes: int | None = None  # the merge's own buffers
+    peak_memory: int = 0  # the process's peak resident memory
+    resumed_shards: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def summary(self) -> str:
+        from chatvector.units import human_bytes
+
+        parts = [f"fetch: {self.fetch} ({self.why})", f"{human_bytes(self.bytes_downloaded)} down"]
+        if self.bytes_uploaded:
+            parts.append(f"{human_bytes(self.bytes_uploaded)} up")
+        if self.disk_high_water is not None:
+            parts.append(f"disk high-water {human_bytes(self.disk_high_water)} of output")
+        if self.peak_window_bytes is not None:
+            parts.append(f"stream window peak {human_bytes(self.peak_window_bytes)} of {human_bytes(self.window_bytes)}")
+        parts.append(f"peak memory {human_bytes(self.peak_memory)}")
+        if self.resumed_shards:
+            parts.append(f"{self.resumed_shards} shard(s) resumed")
+        return ", ".join(parts)
+
+
+def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = None, progress: bool = True,
+                fetch: FetchChoice | None = None, uploader: "ShardUploader | None" = None) -> Build:
     """Write the planned model into `folder` (new or empty) and verify it; raises VerificationError when a
-    check fails (the folder then holds the report in chatvector.json, for a look)."""
+    check fails (the folder then holds the report in chatvector.json, for a look).
+
+    fetch: how the inputs are read (snapshot when None). uploader: a streaming publish's ShardUploader, which
+    takes each shard as it is written (its folder is `folder`)."""
+    from chatvector.spotcheck import SpotCheck
+
     t0 = time.perf_counter()
     recipe = plan.require_recipe()
+    fetch = fetch or FetchChoice("snapshot", "the default")
+    log.info("%s", fetch)
+    stats = IOStats(fetch.mode, fetch.why)
     with timed("fetch"):
-        folders = fetch(plan, api)
-    hasher = InputHasher(weight_paths(plan, folders))  # while torch loads and the merge reads the same bytes
+        inputs = open_inputs(plan, api, fetch.mode, skip=uploader.resumed_inputs if uploader else None)
+    if uploader is not None:
+        uploader.verified_inputs = inputs.verified
     try:
         with timed("import"):  # what is left of loading torch (preload_engine)
             _engine()
+        spot = SpotCheck(plan, inputs.input_rows(), sample_bytes=inputs.sample_bytes)
+        if uploader is not None:
+            uploader.spot = spot
+            spot.checked += uploader.resumed_spot  # compared by the run that uploaded them
+        merge_start = time.perf_counter()
         with timed("merge"):
-            result = merge_weights(plan, folders, folder, device=device or recipe.merge.device, progress=progress)
-            input_sha256 = hasher.digests()
-            check_input_hashes(plan, folders, input_sha256)
+            try:
+                result = merge_weights(plan, inputs, folder, device=device or recipe.merge.device, progress=progress,
+                                       uploader=uploader)
+                input_sha256 = inputs.finish()
+            except BaseException:
+                if uploader is not None and uploader.error is not None:
+                    raise uploader.error from None  # the upload's failure stopped the merge: name it
+                raise
+        if inputs.stream is not None:
+            s = inputs.stream.stats
+            stats.bytes_downloaded = s.fetched + s.refetched
+            stats.window_bytes, stats.peak_window_bytes = s.window, s.peak_window
+            stages.record("download", s.seconds)
+        else:
+            stats.bytes_downloaded = preflight_download_bytes(plan)
+        if uploader is not None:
+            with timed("upload"):  # only what is left after the merge: the rest overlapped it
+                uploader.finish()
+            stats.bytes_uploaded, stats.disk_high_water = uploader.bytes_uploaded, uploader.budget.high_water
+            stats.resumed_shards = len(uploader.skip_files)
+            stages.record("upload-overlapped", uploader.upload_seconds)
+        stats.engine_bytes = getattr(result, "buffer_bytes", None)
+        log.debug("merge and its overlapped stages took %.1f s", time.perf_counter() - merge_start)
     finally:
-        hasher.cancel()
+        inputs.close()
+    if uploader is None:  # a streaming publish checked each shard before it left the disk
+        for path in sorted(folder.glob("*.safetensors")):
+            spot.check_file(path)
     with timed("assemble"):
-        write_support_files(plan, folders["cp"], folder)
+        write_support_files(plan, inputs.folders["cp"], folder)
     with timed("verify"):
-        report = verify(plan, folder, folders, result)
+        report = verify(plan, folder, result, spot.result(), resumed=uploader.resumed_scan if uploader else (0, 0))
     with timed("provenance"):
         endpoint = None if all(s.is_local for s in plan.sources.values()) else api.endpoint
-        provenance = build_provenance(plan, endpoint=endpoint, folders=folders, out_dir=folder,
-                                      weight_hashes=result.files, input_sha256=input_sha256,
-                                      verification=report.to_dict())
+        hashes = {**(uploader.sha256 if uploader else {}), **result.files}
+        provenance = build_provenance(plan, endpoint=endpoint, folders=inputs.folders, out_dir=folder,
+                                      weight_hashes=hashes, input_sha256=input_sha256,
+                                      verification=report.to_dict(),
+                                      blob_ids=uploader.git_blob_ids if uploader else None)
         write_provenance(folder, provenance)
     report.raise_for_failures()
-    return Build(folder, provenance, result.device, time.perf_counter() - t0)
+    stats.peak_memory = peak_memory()
+    log.debug("%s", stats.summary())
+    return Build(folder, provenance, result.device, time.perf_counter() - t0, stats)
 
 
-def fetch(plan: Plan, api: "HfApi") -> dict[str, Path]:
-    """Every file the plan reads, at the plan's commits: {role: local folder}. Hub sources are downloaded into
-    the HF cache (only the weight files the merge reads, and the metadata files); local ones are read in place."""
-    folders: dict[str, Path] = {}
-    by_key: dict[str, Path] = {}
-    wanted: dict[str, set[str]] = {}
-    for role, source in plan.sources.items():
-        wanted.setdefault(source.key, set()).update(source.files)
-    for role, source in plan.sources.items():
-        if source.is_local:
-            folders[role] = Path(source.path).resolve()
-            continue
-        if source.key not in by_key:
-            names = sorted(wanted[source.key])
-            weights = [n for n in names if n.endswith(".safetensors")]
-            if weights:
-                log.info("fetching %d weight file(s) of %s", len(weights), source.label)
-            with hub_call(api, source.repo_id, field=role, revision=source.sha), tuned_downloads():
-                by_key[source.key] = Path(api.snapshot_download(source.repo_id, revision=source.sha,
-                                                                allow_patterns=names))
-        folders[role] = by_key[source.key]
-    return folders
+def preflight_download_bytes(plan: Plan) -> int:
+    return sum(plan.sources[role].files[f].size for role, files in plan.download_files.items() for f in files)
 
 
-def merge_weights(plan: Plan, folders: dict[str, Path], out_dir: Path, *, device: str, progress: bool):
+def peak_memory() -> int:
+    """The process's peak resident memory in bytes (Linux: kilobytes in ru_maxrss)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def merge_weights(plan: Plan, inputs: RunInputs, out_dir: Path, *, device: str, progress: bool,
+                  uploader: "ShardUploader | None" = None):
     """The engine, on the plan's jobs, in the plan's shard layout."""
     from chatvector.merge import RowCopy, TensorJob, TensorSource, VectorTerm, run_merge
 
     def source(role: str, t) -> TensorSource:
-        return TensorSource(folders[role] / t.files[role], t.name)
+        return TensorSource(inputs.source(role, t.files[role]), t.name)
 
     jobs = []
     chat_role = plan.vectors[0].chat
@@ -211,52 +290,26 @@ def merge_weights(plan: Plan, folders: dict[str, Path], out_dir: Path, *, device
         copies = tuple(RowCopy(rc.cp_row, source(chat_role, t), rc.chat_row) for rc in t.row_copies)
         jobs.append(TensorJob(t.name, t.shape, t.out_dtype, source("cp", t), terms,
                               t.delta_rows if terms else None, copies))
+    extra = {}
+    if inputs.stream is not None:
+        extra["chunk_bytes"] = inputs.stream.chunk_bytes
+    if uploader is not None:
+        extra.update(on_file=uploader.on_file, disk_budget=uploader.budget, skip_files=uploader.skip_files)
     return run_merge(jobs, out_dir, shard_size=plan.output.shard_size, shards=plan.output.shards, device=device,
-                     progress=progress, metadata={"chatvector_recipe_sha256": plan.recipe_sha256})
+                     progress=progress, metadata={"chatvector_recipe_sha256": plan.recipe_sha256},
+                     inputs=inputs.reader, **extra)
 
 
-def weight_paths(plan: Plan, folders: dict[str, Path]) -> list[str]:
-    """Every weight file the merge reads, once each (absolute paths)."""
-    return sorted({os.path.abspath(folders[role] / file) for t in plan.tensors for role, file in t.files.items()})
-
-
-def check_input_hashes(plan: Plan, folders: dict[str, Path], computed: dict[str, str]) -> None:
-    """Every input file a Hub source lists must have the listed bytes: an LFS file its sha256 (computed in
-    the merge's pass), any other its git blob id (a small file: hashed here). A corrupt download, a
-    damaged cache or a server serving other bytes stops the run before anything is written."""
-    from chatvector.sources import git_blob_id
-
-    bad = []
-    for role, source in plan.sources.items():
-        if source.is_local:
-            continue
-        for name, file in source.files.items():
-            path = folders[role] / name
-            kind, _, want = file.id.partition(":")
-            if kind == "sha256":
-                got = computed.get(os.path.abspath(path))
-            elif kind == "git" and path.is_file():
-                got = git_blob_id(path)
-            else:
-                continue
-            if got and got != want:
-                bad.append(f"{role} {source.label}: {name} is {kind} {got[:12]}…, the Hub lists {want[:12]}…")
-    if bad:
-        raise MergeError("input files do not match the Hub's hashes (a corrupt download or cache): "
-                         + "; ".join(bad) + "; remove them from the Hugging Face cache (`hf cache delete`) "
-                         "and run again")
-
-
-def verify(plan: Plan, folder: Path, folders: dict[str, Path] | None = None, result=None):
+def verify(plan: Plan, folder: Path, result=None, spot=None, resumed: tuple[int, int] = (0, 0)):
     """The written folder, checked against the plan with the safetensors library (not the engine's code),
-    with the engine's scan of every value it computed, and a spot check against a plain-torch reference."""
-    from chatvector.spotcheck import spot_check
+    with the engine's scan of every value it computed (and, `resumed`, the tensors and values an interrupted
+    run scanned in the shards it uploaded), and the spot check against a plain-torch reference."""
     from chatvector.verify import EngineScan, verify_model_folder
 
-    scanned = None if result is None else EngineScan(result.nonfinite, result.scanned_tensors, result.scanned_values)
-    extra = (spot_check(plan, folders, folder),) if folders is not None else ()
+    scanned = None if result is None else EngineScan(result.nonfinite, result.scanned_tensors + resumed[0],
+                                                     result.scanned_values + resumed[1])
     return verify_model_folder(folder, {t.name: (t.shape, t.out_dtype) for t in plan.tensors}, scanned=scanned,
-                               extra=extra)
+                               extra=(spot,) if spot is not None else ())
 
 
 # -- staging -------------------------------------------------------------------------------------------------

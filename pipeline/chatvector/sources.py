@@ -126,7 +126,8 @@ def git_blob_id(path: Path, size: int | None = None) -> str:
 
 
 def read_safetensors_headers(api: "HfApi", resolved: ResolvedSource, names: list[str]) -> dict:
-    """{file: {tensor: (dtype code, shape)}} for the named safetensors files, without downloading them."""
+    """{file: {tensor: (dtype code, shape)}} for the named safetensors files, without downloading them; each
+    file's tensors in the order of their bytes (so a merge that follows it reads each file front to back)."""
     out: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
     if resolved.is_local:
         from safetensors import safe_open
@@ -134,8 +135,9 @@ def read_safetensors_headers(api: "HfApi", resolved: ResolvedSource, names: list
         for name in names:
             try:
                 with safe_open(resolved.file_path(name), framework="numpy") as f:
+                    keys = f.offset_keys() if hasattr(f, "offset_keys") else f.keys()  # safetensors >= 0.6
                     out[name] = {t: (_st_code(f.get_slice(t).get_dtype()), tuple(f.get_slice(t).get_shape()))
-                                 for t in f.keys()}
+                                 for t in keys}
             except Exception as err:  # noqa: BLE001 - the library's errors name what is wrong
                 raise FieldError(resolved.field, f"{resolved.file_path(name)} is not a readable safetensors "
                                  f"file: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
@@ -143,7 +145,8 @@ def read_safetensors_headers(api: "HfApi", resolved: ResolvedSource, names: list
     with hub_call(api, resolved.source.repo_id, field=resolved.role, revision=resolved.sha):
         for name in names:
             meta = api.parse_safetensors_file_metadata(resolved.source.repo_id, name, revision=resolved.sha)
-            out[name] = {t: (info.dtype, tuple(info.shape)) for t, info in meta.tensors.items()}
+            ordered = sorted(meta.tensors.items(), key=lambda item: item[1].data_offsets[0])
+            out[name] = {t: (info.dtype, tuple(info.shape)) for t, info in ordered}
     return out
 
 

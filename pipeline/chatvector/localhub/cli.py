@@ -26,9 +26,27 @@ Fine-grained tokens (--fine-grained-token NAME=SECRET:SCOPE[,SCOPE...]) grant on
   e.g. --fine-grained-token erin=hf_erin:org:my-org=repo.write,model:alice/x=repo.content.read
   (SECRET may not contain ':')
 
-Example:
+Network test knobs (all off by default) emulate a slow or flaky Hub for the clients' retries:
+  --throttle MB_PER_S         each connection's bodies, both directions (MB: 10^6 bytes; 0: unlimited)
+  --throttle-total MB_PER_S   all downloads together, and apart from them all uploads together
+  --faults KIND=P[,KIND=P...] a fraction P of the requests a download or an upload makes (file GET/HEAD,
+                              repo info, tree, preupload, commit, LFS) get, instead of their answer:
+                                5xx   500, 502 or 503 (the endpoint does not run)
+                                429   429 with Retry-After: 1 (the endpoint does not run)
+                                drop  the connection fails mid-body: a GET's answer is cut halfway; a
+                                      HEAD, POST or PUT gets no answer (half its body read) and its
+                                      endpoint does not run (no write is ever half done)
+  --faults-seed N             seed of the faults' random draws (default 0): same seed and requests,
+                              same faults
+  --faults-only '[METHOD ]PATH-SUBSTRING'
+                              faults only for the requests matching one of these (repeatable)
+  Each injected fault is logged (stderr and ROOT/access.log) with fault=500|502|503|429|drop.
+
+Examples:
   chatvector hub serve --root ./hub --port 8765 --token alice=hf_secret:write \\
       --token bob=hf_other:write --org my-org=alice:admin,bob:contributor
+  chatvector hub serve --root ./hub --token alice=hf_secret:write --throttle 20 --throttle-total 50 \\
+      --faults 5xx=0.05,429=0.02,drop=0.02 --faults-seed 1 --faults-only 'GET /resolve/'
 """
 
 
@@ -74,6 +92,16 @@ def add_hub_command(sub: argparse._SubParsersAction) -> None:
         metavar="BYTES",
         help="files of at least this size are uploaded through Git LFS (default 10 MiB)",
     )
+    net = serve.add_argument_group("network test knobs (see above)")
+    net.add_argument("--throttle", metavar="MB_PER_S",
+                     help="pace each connection's bodies to MB_PER_S megabytes per second, both directions")
+    net.add_argument("--throttle-total", metavar="MB_PER_S",
+                     help="pace all downloads together, and all uploads together, to MB_PER_S each")
+    net.add_argument("--faults", metavar="SPEC",
+                     help="inject faults into downloads and uploads, e.g. 5xx=0.05,429=0.02,drop=0.02")
+    net.add_argument("--faults-seed", metavar="N", help="seed of the fault draws (default 0)")
+    net.add_argument("--faults-only", action="append", default=[], metavar="'[METHOD ]PATH-SUBSTRING'",
+                     help="inject faults only into requests matching this, e.g. 'GET /resolve/' (repeatable)")
     serve.set_defaults(func=_cmd_hub_serve)
 
 
@@ -93,14 +121,56 @@ def _cmd_hub_serve(args: argparse.Namespace) -> int:
         raise PipelineError(f"--port {args.port}: must be between 0 and 65535")
     if args.lfs_threshold < 0:
         raise PipelineError(f"--lfs-threshold {args.lfs_threshold}: must be 0 or more bytes")
+    net = _network_knobs(args)
     try:
         hub = LocalHub(args.root, host=args.host, port=args.port, tokens=tokens, orgs=orgs,
-                       lfs_threshold=args.lfs_threshold, log_file=Path(args.root) / "access.log", echo=True)
+                       lfs_threshold=args.lfs_threshold, log_file=Path(args.root) / "access.log", echo=True, **net)
     except OSError as err:  # port in use, unknown host, --root not a folder
         raise PipelineError(f"cannot serve {args.root} on {args.host}:{args.port}: {err.strerror or err}") from None
-    print(f"Serving on {hub.url}", flush=True)
+    knobs = _describe_knobs(net)
+    print(f"Serving on {hub.url}{' (' + knobs + ')' if knobs else ''}", flush=True)
     hub.serve_forever()  # logs each request (never a token) to stderr and ROOT/access.log
     return 0
+
+
+def _network_knobs(args: argparse.Namespace) -> dict:
+    """--throttle, --throttle-total, --faults, --faults-seed, --faults-only → LocalHub's keyword arguments."""
+    from chatvector.localhub.faults import FAULTS_EXAMPLE, parse_faults, parse_only
+    from chatvector.localhub.throttle import parse_rate
+
+    try:
+        throttle = parse_rate(args.throttle, "--throttle") if args.throttle is not None else None
+        total = parse_rate(args.throttle_total, "--throttle-total") if args.throttle_total is not None else None
+        if args.faults is not None:
+            parse_faults(args.faults, "--faults")
+        for entry in args.faults_only:
+            parse_only(entry, "--faults-only")
+    except ValueError as err:
+        raise PipelineError(str(err)) from None
+    seed = 0
+    if args.faults_seed is not None:
+        try:
+            seed = int(args.faults_seed)
+        except ValueError:
+            raise PipelineError(f"--faults-seed {args.faults_seed}: must be an integer, e.g. 0") from None
+    if args.faults is None and (args.faults_seed is not None or args.faults_only):
+        flag = "--faults-seed" if args.faults_seed is not None else "--faults-only"
+        raise PipelineError(f"{flag} needs --faults, e.g. --faults {FAULTS_EXAMPLE}")
+    return {"throttle": throttle, "throttle_total": total, "faults": args.faults, "faults_seed": seed,
+            "faults_only": list(args.faults_only)}
+
+
+def _describe_knobs(net: dict) -> str:
+    """The network knobs that are on, for the startup line ("" when none is)."""
+    parts = []
+    if net["throttle"]:
+        parts.append(f"throttle {net['throttle']:g} MB/s a connection")
+    if net["throttle_total"]:
+        parts.append(f"throttle-total {net['throttle_total']:g} MB/s")
+    if net["faults"]:
+        only = f" only {', '.join(repr(e) for e in net['faults_only'])}" if net["faults_only"] else ""
+        parts.append(f"faults {net['faults']} seed {net['faults_seed']}{only}")
+    return "; ".join(parts)
 
 
 def _check_names(tokens: list, orgs: list) -> None:

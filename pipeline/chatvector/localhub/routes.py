@@ -152,16 +152,32 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def dispatch(hub: Hub, req: Request, routes: tuple[Route, ...] = ROUTES) -> Response:
-    """The response of the first route matching the request; 404 when none does."""
+# The endpoints a download or an upload touches: the ones `LocalHub(faults=...)` injects faults into.
+FAULT_PRONE = frozenset({
+    files.resolve, api.repo_info, api.tree, commit.preupload, commit.commit,
+    lfs.batch, lfs.verify, lfs.upload_put, lfs.upload_part, lfs.upload_complete,
+})
+
+
+def find(req: Request, routes: tuple[Route, ...] = ROUTES) -> tuple[Route, dict[str, object]]:
+    """The first route matching the request and its parameters; 404 when none does."""
     for route in routes:
         if route.methods is not None and req.method not in route.methods:
             continue
         params = route.match(req.segments)
-        if params is None:
-            continue
-        try:
-            return route.handler(hub, req, **params, **route.defaults)
-        except StoreError as err:
-            raise HubHTTPError(err.status, err.message, err.code) from None
+        if params is not None:
+            return route, params
     raise HubHTTPError(404, f"Not found: {req.method} /{'/'.join(req.segments)}")
+
+
+def call(hub: Hub, req: Request, route: Route, params: dict[str, object]) -> Response:
+    """The route's answer to the request."""
+    try:
+        return route.handler(hub, req, **params, **route.defaults)
+    except StoreError as err:
+        raise HubHTTPError(err.status, err.message, err.code) from None
+
+
+def dispatch(hub: Hub, req: Request, routes: tuple[Route, ...] = ROUTES) -> Response:
+    """The response of the first route matching the request; 404 when none does."""
+    return call(hub, req, *find(req, routes))

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -24,12 +24,12 @@ from chatvector.conventions import WEIGHTS_INDEX_FILE, shard_filenames
 from chatvector.errors import MergeError
 from chatvector.merge.blocks import plan_blocks
 from chatvector.merge.compute import Backend, BufferPool, backend_class
-from chatvector.merge.finite import FiniteWatch
+from chatvector.merge.finite import FileScan, FiniteWatch
 from chatvector.merge.jobs import MergeResult, TensorJob
-from chatvector.merge.safetensors_io import Header, InputFile, build_header, fsync_dir
+from chatvector.merge.safetensors_io import Header, InputFile, InputReader, LocalInputs, build_header, fsync_dir
 from chatvector.merge.sharding import file_layout, index_json, is_owned_output, plan_shards
-from chatvector.merge.validate import check_jobs, load_headers, source_key
-from chatvector.merge.writer import ALIGN, FileWriter
+from chatvector.merge.validate import check_jobs, load_headers, source_key, used_tensors
+from chatvector.merge.writer import ALIGN, DiskBudget, FileWriter
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ def run_merge(
     backend: str = "auto",
     direct_io: bool = True,
     shards: Sequence[Sequence[str]] | None = None,
+    inputs: InputReader | None = None,
+    on_file: Callable[[str, Path, str, FileScan], None] | None = None,
+    disk_budget: DiskBudget | None = None,
+    skip_files: frozenset[str] = frozenset(),
 ) -> MergeResult:
     """Merge `jobs` into safetensors files in `out_dir` and return what was written.
 
@@ -66,6 +70,15 @@ def run_merge(
     says where it did); False: ordinary buffered writes. The bytes are the same either way.
     shards: the tensor names of each file, when a planner already decided the layout (every job in
     exactly one file); None: split greedily by `shard_size` (`plan_shards`).
+    inputs: how input files are read: local files through mmap (None), or another `InputReader` (the
+    streaming reader of chatvector.streaming, which reads remote files with HTTP range requests).
+    on_file: called as `on_file(name, path, sha256, scan)` as soon as each output file is complete and under its
+    final name (a streaming publish uploads it and may delete it), with `scan`, what the NaN/inf scan found in
+    its tensors; the index comes last, as usual.
+    disk_budget: bytes the output may hold on disk at once (a `DiskBudget`, which `on_file`'s consumer
+    refunds when it deletes a file): writing waits for room.
+    skip_files: output files not to write (a resumed run whose earlier run already published them); their
+    tensors are not computed.
 
     Every output value is scanned for NaN and ±inf as it is computed (`MergeResult.nonfinite`).
     """
@@ -76,24 +89,35 @@ def run_merge(
         raise MergeError(f"chunk_bytes must be positive, got {chunk_bytes}")
     block_bytes = max(ALIGN, chunk_bytes // ALIGN * ALIGN)
     meta = _file_metadata(metadata)
-    headers = load_headers(jobs)
+    reader = inputs or LocalInputs()
+    headers = load_headers(jobs, reader.header)
     check_jobs(jobs, headers)
     shards = plan_shards(jobs, shard_size) if shards is None else _given_shards(jobs, shards)
     names = shard_filenames(len(shards))
     out_dir = Path(out_dir)
     total = sum(j.nbytes for j in jobs)
-    _prepare_out_dir(out_dir, names, headers, total)
+    _prepare_out_dir(out_dir, names, headers, total if disk_budget is None else min(total, disk_budget.limit))
 
-    inputs: dict[str, InputFile] = {}
+    opened: dict[str, InputFile] = {}
     writer: FileWriter | None = None
     engine: Backend | None = None
     watch = FiniteWatch()
-    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="merge", disable=not progress)
+    to_write = sum(j.nbytes for shard, name in zip(shards, names) if name not in skip_files for j in shard)
+    bar = tqdm(total=to_write, unit="B", unit_scale=True, unit_divisor=1024, desc="merge", disable=not progress)
     try:
+        order = [j for shard, name in zip(shards, names) if name not in skip_files for j in file_layout(shard)]
+        needed = used_tensors(order)
         for key, header in headers.items():
-            inputs[key] = InputFile(header)
-        writer = FileWriter(out_dir, on_bytes=bar.update, direct_io=direct_io)
-        engine = backend_cls(dev, inputs, block_bytes, chunk_bytes, watch)
+            opened[key] = reader.open(header, needed.get(key, {}))
+        contents = {name: [j.name for j in shard] for shard, name in zip(shards, names)}
+
+        def file_done(name: str, path: Path, sha256: str) -> None:  # its tensors are all computed and scanned
+            on_file(name, path, sha256, watch.part(contents[name]))
+
+        writer = FileWriter(out_dir, on_bytes=bar.update, direct_io=direct_io,
+                            on_file=file_done if on_file is not None else None,
+                            budget=disk_budget)
+        engine = backend_cls(dev, opened, block_bytes, chunk_bytes, watch)
         pool = BufferPool(block_bytes, engine.depth + 2, writer, pin=dev.type == "cuda")
         pending: deque = deque()  # (handle, block, buffer), oldest first
 
@@ -112,6 +136,8 @@ def run_merge(
             return headers[source_key(job.cp)].tensors[job.cp.name].dtype
 
         for shard, name in zip(shards, names):
+            if name in skip_files:  # an earlier run published it: nothing to compute
+                continue
             layout = file_layout(shard)
             entries = [(j.name, j.out_dtype.code, tuple(j.shape), j.nbytes) for j in layout]
             head, starts = build_header(entries, meta)
@@ -145,13 +171,13 @@ def run_merge(
         if engine is not None:
             engine.shutdown()
         bar.close()
-        for f in inputs.values():
+        for f in opened.values():
             f.close()
 
     files = dict(writer.digests)
     if len(names) > 1:
         files[WEIGHTS_INDEX_FILE] = _write_small_file(out_dir, WEIGHTS_INDEX_FILE, index_json(shards, names))
-    _remove_stale_outputs(out_dir, set(files))
+    _remove_stale_outputs(out_dir, set(files) | set(skip_files))
     seconds = time.perf_counter() - t0
     direct = tuple(n for n in names if n in writer.direct_files)
     log.info("merged %d tensors (%.2f GB) into %d file(s) in %s on %s (%s backend) in %.1f s%s", len(jobs), total / 1e9,
@@ -206,19 +232,19 @@ def _file_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
     return meta
 
 
-def _prepare_out_dir(out_dir: Path, names: list[str], headers: dict[str, Header], total: int) -> None:
+def _prepare_out_dir(out_dir: Path, names: list[str], headers: dict[str, Header], room: int) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MergeError(f"cannot create output folder {out_dir}: {e.strerror or e}") from None
-    inputs = {os.path.realpath(k) for k in headers}
+    inputs = {os.path.realpath(k) for k in headers if "://" not in k}
     clash = sorted(p for p in (os.path.realpath(out_dir / n) for n in [*names, WEIGHTS_INDEX_FILE]) if p in inputs)
     clash += sorted(k for k in inputs if os.path.dirname(k) == os.path.realpath(out_dir) and is_owned_output(os.path.basename(k)))
     if clash:
         raise MergeError(f"the output folder {out_dir} holds input file {clash[0]}; write the merge to another folder")
     free = shutil.disk_usage(out_dir).free
-    if free < total:
-        raise MergeError(f"the merge needs {total / 1e9:.2f} GB in {out_dir} but only {free / 1e9:.2f} GB is free")
+    if free < room:
+        raise MergeError(f"the merge needs {room / 1e9:.2f} GB in {out_dir} but only {free / 1e9:.2f} GB is free")
 
 
 def _write_small_file(out_dir: Path, name: str, data: bytes) -> str:

@@ -21,6 +21,15 @@ class NonFinite:
     first_value: float
 
 
+@dataclass(frozen=True)
+class FileScan:
+    """What the scan found in one output file's tensors."""
+
+    nonfinite: dict[str, NonFinite]
+    tensors: int
+    values: int
+
+
 class FiniteWatch:
     """Thread-safe: compute workers scan their own pieces."""
 
@@ -29,6 +38,7 @@ class FiniteWatch:
         self._bad: dict[str, NonFinite] = {}
         self.values = 0  # values scanned
         self.names: set[str] = set()  # tensors scanned (any part)
+        self._counts: dict[str, int] = {}  # values scanned per tensor
 
     def scan(self, name: str, values: torch.Tensor, first: int) -> None:
         """`values` are elements [first, first + n) of output tensor `name`."""
@@ -46,6 +56,7 @@ class FiniteWatch:
         with self._lock:
             self.values += n
             self.names.add(name)
+            self._counts[name] = self._counts.get(name, 0) + n
 
     def record(self, name: str, values: torch.Tensor, first: int) -> None:
         """Count the non-finite values of a piece known (or suspected) to hold some."""
@@ -63,6 +74,13 @@ class FiniteWatch:
                 known.count += count
                 if found.first_index < known.first_index:
                     known.first_index, known.first_value = found.first_index, found.first_value
+
+    def part(self, names) -> FileScan:
+        """The scan of some tensors (one output file's)."""
+        with self._lock:
+            names = [n for n in names if n in self.names]
+            bad = {n: NonFinite(v.count, v.first_index, v.first_value) for n, v in self._bad.items() if n in names}
+            return FileScan(bad, len(names), sum(self._counts.get(n, 0) for n in names))
 
     def report(self) -> dict[str, NonFinite]:
         with self._lock:

@@ -22,9 +22,10 @@ from chatvector.conventions import DTYPE_BY_NAME, OUTPUT_DTYPE_NAMES, DType
 
 @dataclass(frozen=True)
 class TensorSource:
-    """One tensor inside one local .safetensors file."""
+    """One tensor inside one .safetensors file: a local path, or a remote file's key ("hub://...", read
+    through the `inputs` given to run_merge)."""
 
-    file: Path
+    file: Path | str
     name: str
 
 

@@ -16,8 +16,10 @@ import mmap
 import os
 import struct
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -57,7 +59,7 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class Header:
-    path: Path
+    path: Path | str  # a local file, or a remote file's key
     tensors: dict[str, TensorInfo]
     file_size: int
 
@@ -68,22 +70,28 @@ def read_header(path: Path) -> Header:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            head = f.read(8)
-            if len(head) < 8:
-                raise MergeError(f"{path}: not a safetensors file ({size} bytes, too short for a header)")
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER_BYTES or 8 + n > size:
-                raise MergeError(
-                    f"{path}: not a safetensors file (header length {n} does not fit a {size}-byte file);"
-                    " the file may be truncated or not safetensors at all"
-                )
-            raw = f.read(n)
+            return parse_header(path, size, lambda start, n: os.pread(f.fileno(), n, start))
     except FileNotFoundError:
         raise MergeError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise MergeError(f"{path}: is a folder, expected a .safetensors file") from None
     except OSError as e:
         raise MergeError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def parse_header(path: Path | str, size: int, read) -> Header:
+    """The header of a `size`-byte safetensors file whose bytes `read(start, n)` returns (a local file, or
+    ranges of a remote one); `path` names it in messages."""
+    head = read(0, 8) if size >= 8 else b""
+    if len(head) < 8:
+        raise MergeError(f"{path}: not a safetensors file ({size} bytes, too short for a header)")
+    (n,) = struct.unpack("<Q", head)
+    if n > MAX_HEADER_BYTES or 8 + n > size:
+        raise MergeError(
+            f"{path}: not a safetensors file (header length {n} does not fit a {size}-byte file);"
+            " the file may be truncated or not safetensors at all"
+        )
+    raw = read(8, n)
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -186,6 +194,29 @@ class InputFile:
             except BufferError:
                 pass  # a tensor view is still alive somewhere; the GC unmaps it later
         os.close(self._fd)
+
+
+class InputReader(Protocol):
+    """How the engine reads its input files, each named by its key (a local path, or "hub://..." for
+    the streaming reader of chatvector.streaming).
+
+    header(key): the file's parsed header. open(header, needed): an object with InputFile's methods
+    (tensor, bytes, willneed, release, close); `needed` maps the names of the tensors the merge will read
+    to the order of first use (0 = first), so a remote reader can fetch ahead in that order."""
+
+    def header(self, key: str) -> Header: ...
+
+    def open(self, header: Header, needed: Mapping[str, int]) -> InputFile: ...
+
+
+class LocalInputs:
+    """The default reader: local files, mapped (InputFile)."""
+
+    def header(self, key: str) -> Header:
+        return read_header(Path(key))
+
+    def open(self, header: Header, needed: Mapping[str, int]) -> InputFile:
+        return InputFile(header)
 
 
 def build_header(entries: list[tuple[str, str, tuple[int, ...], int]], metadata: dict[str, str]) -> tuple[bytes, list[int]]:

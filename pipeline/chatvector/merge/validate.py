@@ -15,7 +15,18 @@ from chatvector.merge.safetensors_io import Header, TensorInfo, read_header
 
 
 def source_key(src: TensorSource) -> str:
-    return os.path.abspath(os.fspath(src.file))
+    """The input file's key: its absolute path, or a remote file's key as given ("hub://...")."""
+    return src.file if isinstance(src.file, str) and "://" in src.file else os.path.abspath(os.fspath(src.file))
+
+
+def used_tensors(jobs: Sequence[TensorJob]) -> dict[str, dict[str, int]]:
+    """{input file key: {name of a tensor the jobs read from it: index of the first job that reads it}},
+    for jobs in the order they run."""
+    used: dict[str, dict[str, int]] = {}
+    for i, job in enumerate(jobs):
+        for src in _sources(job):
+            used.setdefault(source_key(src), {}).setdefault(src.name, i)
+    return used
 
 
 def _sources(job: TensorJob) -> list[TensorSource]:
@@ -26,8 +37,10 @@ def _sources(job: TensorJob) -> list[TensorSource]:
     return out
 
 
-def load_headers(jobs: Sequence[TensorJob]) -> dict[str, Header]:
-    """Parse each input file's header once. Raises MergeError listing every unreadable file."""
+def load_headers(jobs: Sequence[TensorJob], read=None) -> dict[str, Header]:
+    """Parse each input file's header once (`read(key)`: the inputs' reader, local files by default).
+    Raises MergeError listing every unreadable file."""
+    read = read or (lambda key: read_header(Path(key)))
     headers: dict[str, Header] = {}
     errors: list[str] = []
     for job in jobs:
@@ -36,7 +49,7 @@ def load_headers(jobs: Sequence[TensorJob]) -> dict[str, Header]:
             if key in headers:
                 continue
             try:
-                headers[key] = read_header(Path(key))
+                headers[key] = read(key)
             except MergeError as e:
                 if str(e) not in errors:
                     errors.append(str(e))

@@ -36,12 +36,22 @@ class FileWriter:
     depth: blocks queued per thread before `write_block` waits.
     direct_io: write with O_DIRECT where the platform and filesystem take it; False always uses
     ordinary (buffered) writes. The bytes written are the same either way.
+    on_file: `on_file(name, path, sha256)` as soon as a file is written, fsynced and hashed: the file is
+    then under its final name already (publish renames only the others). It runs on a writer thread:
+    hand the work on, do not do it there.
+    budget: a DiskBudget: each block waits for room before it is written (files are then not reserved
+    whole up front), and whoever deletes a file gives its bytes back.
     """
 
     def __init__(self, out_dir: Path, on_bytes: Callable[[int], None] | None = None, depth: int = 8,
-                 *, direct_io: bool = True):
+                 *, direct_io: bool = True, on_file: Callable[[str, Path, str], None] | None = None,
+                 budget: "DiskBudget | None" = None):
         self.out_dir = Path(out_dir)
         self.on_bytes = on_bytes or (lambda n: None)
+        self.on_file = on_file
+        self.budget = budget
+        self._done: dict[str, int] = {}  # file → how many of the two threads are through with it
+        self._done_lock = threading.Lock()
         self.direct_io = direct_io and hasattr(os, "O_DIRECT")
         self.digests: dict[str, str] = {}
         self.direct_files: list[str] = []  # files written with O_DIRECT to the end (for the record)
@@ -169,10 +179,12 @@ class FileWriter:
                 kind = item[0]
                 if kind == "open":
                     _, temp, name, size = item
-                    f = _OutFile(temp, name, size, self.direct_io)
+                    f = _OutFile(temp, name, size, self.direct_io, reserve=self.budget is None)
                 elif kind == "data":
                     _, offset, buf, nbytes, done = item
                     try:
+                        if self.budget is not None:
+                            self.budget.take(nbytes, self._abort)
                         f.write(offset, buf, nbytes)
                     finally:
                         done()
@@ -181,6 +193,7 @@ class FileWriter:
                     f.finish()
                     if f.direct:  # still: a filesystem may refuse O_DIRECT I/O midway (EINVAL)
                         self.direct_files.append(f.name)
+                    self._through(f.name)
                     f = None
         finally:
             if f is not None:
@@ -201,12 +214,59 @@ class FileWriter:
                     done()
             elif kind == "close":
                 self.digests[name] = digest.hexdigest()
+                self._through(name)
+
+    def _through(self, name: str) -> None:
+        """One of the two threads is done with `name`; the second hands it to `on_file`."""
+        with self._done_lock:
+            self._done[name] = self._done.get(name, 0) + 1
+            last = self._done[name] == 2
+        if last and self.on_file is not None:
+            temp, final = next(pair for pair in self._temps if pair[1].name == name)
+            os.replace(temp, final)
+            fsync_dir(self.out_dir)
+            self._temps.remove((temp, final))
+            self.on_file(name, final, self.digests[name])
+
+
+class DiskBudget:
+    """Bytes that output files may hold on disk at once: `take` waits for room, `give` returns bytes
+    (a deleted file's). One file larger than the whole budget still proceeds, alone."""
+
+    def __init__(self, nbytes: int):
+        self.limit = nbytes
+        self.used = 0
+        self.high_water = 0
+        self.failed: BaseException | None = None
+        self._cond = threading.Condition()
+
+    def take(self, nbytes: int, abort: threading.Event | None = None) -> None:
+        with self._cond:
+            while self.used and self.used + nbytes > self.limit:
+                if self.failed is not None:
+                    raise self.failed
+                if abort is not None and abort.is_set():
+                    return
+                self._cond.wait(0.1)
+            self.used += nbytes
+            self.high_water = max(self.high_water, self.used)
+
+    def cancel(self, err: BaseException) -> None:
+        """Whoever gives bytes back failed: a writer waiting for room raises `err` instead of waiting forever."""
+        with self._cond:
+            self.failed = err
+            self._cond.notify_all()
+
+    def give(self, nbytes: int) -> None:
+        with self._cond:
+            self.used = max(0, self.used - nbytes)
+            self._cond.notify_all()
 
 
 class _OutFile:
     """One temporary output file: O_DIRECT when the filesystem takes it, ordinary writes otherwise."""
 
-    def __init__(self, temp: Path, name: str, size: int, direct_io: bool):
+    def __init__(self, temp: Path, name: str, size: int, direct_io: bool, reserve: bool = True):
         self.name, self.size = name, size
         self.pos = 0
         self.kicked = 0
@@ -220,7 +280,8 @@ class _OutFile:
                 self.direct = True
             except OSError:
                 pass  # tmpfs and some network filesystems refuse the flag: ordinary writes
-        _reserve(self.fd, size, temp, name)
+        if reserve:
+            _reserve(self.fd, size, temp, name)
 
     def write(self, offset: int, buf, nbytes: int) -> None:
         if offset != self.pos:

@@ -1,0 +1,410 @@
+"""Stream mode end to end: inputs read with range requests, shards uploaded as they are written, resume.
+
+Every test runs the real CLI (in-process, or as a subprocess where it is killed) against a local Hub
+through huggingface_hub, and compares bytes with a snapshot-mode run of the same recipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi, snapshot_download
+
+from chatvector.cli import main
+from chatvector.localhub import LocalHub
+from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
+from tests.conftest import WRITE_TOKEN
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = ('coefficients:\n  default: 0.9\n  layers: {"0-1": 0.6, "3": 1.2}\n'
+         '  modules:\n    - {match: "norm", value: 0.0}\n    - {match: "mlp.down_proj", value: 0.5}\n'
+         )
+EOT = {"llama": "<|eot_id|>", "qwen2": "<|im_end|>"}  # the chat template's end-of-turn token, copied from chat
+
+
+def seed(tmp_path: Path, spec: TripletSpec, api: HfApi, tag: str) -> dict[str, str]:
+    folders = write_triplet(tmp_path / f"models-{tag}", spec)
+    repos = {role: f"alice/stream-{tag}-{role}-{uuid.uuid4().hex[:6]}" for role in folders}
+    for role, folder in folders.items():
+        upload_model(api, folder, repos[role])
+    return repos
+
+
+def recipe(tmp_path: Path, repos: dict[str, str], *, target: str | None = None, shard: str = "150KB",
+           vectors: bool = False, name: str = "r", arch: str = "llama") -> Path:
+    if vectors:  # two vectors from the same pair, weights 0.7 and 0.4: two terms per tensor
+        body = (f"vectors:\n  - {{base: {{repo_id: {repos['base']}}}, chat: {{repo_id: {repos['chat']}}}, weight: 0.7}}\n"
+                f"  - {{base: {{repo_id: {repos['base']}}}, chat: {{repo_id: {repos['chat']}}}, weight: 0.4}}\n")
+    else:
+        body = f"base: {{repo_id: {repos['base']}}}\nchat: {{repo_id: {repos['chat']}}}\n"
+    special = f'special_tokens: ["{EOT[arch]}"]\n' if arch in EOT else ""
+    text = (f"name: Stream Test\n{body}cp: {{repo_id: {repos['cp']}}}\n{RULES}{special}output: {{shard_size: {shard}}}\n"
+            + (f"target: {{repo_id: {target}}}\ncard: {{license: mit, language: [ko]}}\n" if target else ""))
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def folder_bytes(folder: Path) -> dict[str, str]:
+    """sha256 of every file but the provenance (which records how the run went: its fetch mode's checks)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir())
+            if p.is_file() and p.name != "chatvector.json"}
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+SPECS = {
+    "extended-vocab": TripletSpec(arch="llama", extra_cp_tokens=20),
+    "tied": TripletSpec(arch="qwen2", extra_cp_tokens=8),
+    "mistral-fp16": TripletSpec(arch="mistral", dtype="float16"),
+}
+
+
+@pytest.mark.parametrize("kind", [*SPECS, "several-vectors"])
+def test_stream_merge_writes_the_bytes_snapshot_writes(kind, tmp_path, cli, api, hub):
+    spec = SPECS.get(kind, SPECS["extended-vocab"])
+    repos = seed(tmp_path, spec, api, kind)
+    r = recipe(tmp_path, repos, vectors=kind == "several-vectors", arch=spec.arch)
+    mark = len(hub.requests)
+    code, _, err = cli("merge", str(r), "--out", str(tmp_path / "stream"), "--fetch", "stream")
+    assert code == 0, err
+    assert "fetch: stream (as asked)" in err and "down" in err and "peak memory" in err
+    streamed = list(hub.requests)[mark:]
+    weights = [q for q in streamed if q.method == "GET" and q.path.endswith(".safetensors")]
+    assert weights and all(q.range for q in weights)  # every weight byte came through a range request
+    assert not list((tmp_path / "cache").rglob("*.safetensors"))  # and none went to disk
+    code, _, err = cli("merge", str(r), "--out", str(tmp_path / "snapshot"), "--fetch", "snapshot")
+    assert code == 0, err
+    assert folder_bytes(tmp_path / "stream") == folder_bytes(tmp_path / "snapshot")
+    inputs = [json.loads((tmp_path / d / "chatvector.json").read_text())["inputs"] for d in ("stream", "snapshot")]
+    assert inputs[0] == inputs[1]  # the same input hashes, computed while streaming
+
+
+def test_auto_says_what_it_chose_and_why(tmp_path, cli, api, sources_llama):
+    r = recipe(tmp_path, sources_llama)
+    code, _, err = cli("merge", str(r), "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    assert "fetch: snapshot (" in err and "fit on the free disk" in err
+    code, _, err = cli("merge", str(r), "--out", str(tmp_path / "b"))
+    assert code == 0 and "fetch: snapshot (the inputs are in the Hugging Face cache)" in err
+
+
+@pytest.fixture(scope="module")
+def sources_llama(tmp_path_factory):
+    api = HfApi(token=WRITE_TOKEN.secret)
+    return seed(tmp_path_factory.mktemp("llama"), TripletSpec(arch="llama", extra_cp_tokens=20, hidden_size=128, num_layers=6,
+                                                              intermediate_size=256), api, "big")
+
+
+class DiskWatch:
+    """Samples the allocated bytes (sparse holes excluded) of the weight files under a folder."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.peak, self._stop = folder, 0, threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            total = 0
+            for p in self.folder.rglob("*safetensors*"):
+                try:
+                    total += p.stat().st_blocks * 512
+                except OSError:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(0.002)
+
+
+def test_streaming_publish_holds_one_shard_and_commits_once(tmp_path, cli, api, hub, sources_llama, monkeypatch):
+    target = f"alice/streamed-{uuid.uuid4().hex[:8]}"
+    r = recipe(tmp_path, sources_llama, target=target, shard="300KB")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HOME", str(tmp_path / "home"))
+    mark = len(hub.requests)
+    with DiskWatch(tmp_path / "home") as watch:
+        code, out, err = cli("publish", str(r), "--fetch", "stream", "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    shards = [n for n in doc["added"] if n.endswith(".safetensors")]
+    total = sum(doc["added"][n] for n in shards)
+    assert len(shards) >= 5 and total >= 5 * 300_000  # a model of at least 5 shards
+    io = doc["io"]
+    assert io["fetch"] == "stream" and io["disk_high_water"] <= 300_000 * 1.1
+    assert io["bytes_uploaded"] == sum(doc["added"].values())  # a new repo: every file went up, each once
+    assert watch.peak <= 300_000 * 1.1 + 64 * 1024, watch.peak  # measured: one shard (+ headers of the hollow ones)
+    assert {"download", "merge", "upload-overlapped"} <= set(doc["stages"])
+    log = list(hub.requests)[mark:]
+    commits = [i for i, q in enumerate(log) if q.method == "POST" and "/commit/" in q.path]
+    uploads = [i for i, q in enumerate(log) if q.method == "PUT" and "lfs" in q.path.lower()]
+    reads = [i for i, q in enumerate(log) if q.method == "GET" and q.path.endswith(".safetensors")]
+    n_lfs = sum(doc["added"][n] >= 256 * 1024 for n in shards)
+    assert len(commits) == 1 and len(uploads) == n_lfs and max(uploads) < commits[0]
+    assert uploads[0] < reads[-1]  # the first shard went up while the inputs were still streaming in
+    assert len(api.list_repo_commits(target)) == 2  # the empty repo's first commit, then everything at once
+    assert not (tmp_path / "home" / "chatvector" / "publish").exists() or not any(
+        (tmp_path / "home" / "chatvector" / "publish").rglob("journal.jsonl"))
+
+    code, _, err = cli("merge", str(r), "--out", str(tmp_path / "snap"), "--fetch", "snapshot")
+    assert code == 0, err
+    published = Path(snapshot_download(target, token=WRITE_TOKEN.secret, cache_dir=tmp_path / "dl"))
+    same = folder_bytes(tmp_path / "snap")
+    assert {n: h for n, h in folder_bytes(published).items() if n in same} == same
+    provenance = json.loads((published / "chatvector.json").read_text())
+    for name in shards:  # the provenance records the real bytes, not the hollow files'
+        assert provenance["output"]["files"][name] == same[name]
+
+
+def corrupt_blob(hub: LocalHub, api: HfApi, repo: str) -> str:
+    """Flip the last byte of the repo's largest weight file in the Hub's store (same size, same listing).
+    The store is content-addressed: the model must be one no other test uploads (its own seed)."""
+    info = api.model_info(repo, files_metadata=True)
+    f = max((s for s in info.siblings if s.rfilename.endswith(".safetensors")), key=lambda s: s.size)
+    assert f.lfs is not None  # the check under test: the streamed bytes' sha256 against the LFS oid
+    blob = hub.store.blob_path(f.lfs.sha256)
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    return f.rfilename
+
+
+def test_a_corrupted_input_byte_stops_the_publish_before_the_commit(tmp_path, cli, api, hub, monkeypatch):
+    repos = seed(tmp_path, TripletSpec(arch="llama", seed=9173, max_shard_size="400KB"), api, "corrupt")
+    name = corrupt_blob(hub, api, repos["chat"])
+    target = f"alice/corrupt-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr("huggingface_hub.constants.HF_HOME", str(tmp_path / "home"))
+    code, _, err = cli("publish", str(recipe(tmp_path, repos, target=target)), "--fetch", "stream")
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"error: chat {repos['chat']}@") and name in line and "sha256" in line, line
+    assert "nothing was published" in line
+    assert len(api.list_repo_commits(target)) == 1  # only the empty repo: nothing committed
+
+
+HUB_SCRIPT = """
+import sys, time
+from chatvector.localhub import LocalHub, Token
+hub = LocalHub(sys.argv[1], tokens=[Token("alice", sys.argv[2], "write")], lfs_threshold=64 * 1024,
+               throttle_total=float(sys.argv[3]) or None, faults=sys.argv[4] or None, faults_seed=int(sys.argv[5]),
+               faults_only=sys.argv[6:], log_file=sys.argv[1] + "/access.log").start()
+print(hub.url, flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+class HubProcess:
+    """A local Hub in a process of its own (its own knobs), state under ROOT."""
+
+    def __init__(self, root: Path, throttle: float = 0, faults: str = "", seed: int = 0, only: tuple[str, ...] = ()):
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.proc = subprocess.Popen([sys.executable, "-c", HUB_SCRIPT, str(root), WRITE_TOKEN.secret, str(throttle),
+                                      faults, str(seed), *only], stdout=subprocess.PIPE, text=True)
+        self.url = self.proc.stdout.readline().strip()
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def log(self) -> list[str]:
+        return (self.root / "access.log").read_text().splitlines()
+
+
+def env_for(hub_url: str, home: Path) -> dict[str, str]:
+    env = dict(os.environ, HF_ENDPOINT=hub_url, HF_HOME=str(home), HF_TOKEN=WRITE_TOKEN.secret,
+               CHATVECTOR_HTTP_BACKOFF="0.05")  # the retries' waits: short, their number as by default
+    env["HF_HUB_CACHE"] = str(home / "hub")
+    return env
+
+
+_TRIPLETS: dict[TripletSpec, dict[str, Path]] = {}  # generated once per spec for the tests below
+
+
+def seed_on(url: str, tmp_path: Path, spec: TripletSpec) -> dict[str, str]:
+    api = HfApi(endpoint=url, token=WRITE_TOKEN.secret)
+    if spec not in _TRIPLETS:
+        _TRIPLETS[spec] = write_triplet(tmp_path / "models", spec)
+    folders = _TRIPLETS[spec]
+    repos = {role: f"alice/{role}" for role in folders}
+    for role, folder in folders.items():
+        upload_model(api, folder, repos[role])
+    return repos
+
+
+def run_cli(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "chatvector", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def shard_puts(lines: list[str]) -> list[str]:
+    return [line.split()[2] for line in lines if " PUT " in line and "lfs" in line.lower()]
+
+
+# -- faults: an in-process local Hub with faults, the CLI in-process pointed at it --------------------------------
+@pytest.fixture
+def faulty_hub(tmp_path, monkeypatch, fast_retries):
+    """make(spec, faults, only=(), seed=0) → (hub, repos): the sources seeded on a clean local Hub, then the same
+    Hub served again with FAULTS; the in-process CLI's endpoint, HF_HOME and HF cache point there."""
+    import huggingface_hub.constants as constants
+
+    hubs: list[LocalHub] = []
+
+    def serve(**knobs) -> LocalHub:
+        hub = LocalHub(tmp_path / "hub", tokens=[WRITE_TOKEN], lfs_threshold=64 * 1024, **knobs).start()
+        hubs.append(hub)
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)  # as HF_ENDPOINT would set them at import time
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        return hub
+
+    def make(spec: TripletSpec, faults: str | None = None, only: tuple[str, ...] = (), seed: int = 0, **knobs):
+        clean = serve()
+        repos = seed_on(clean.url, tmp_path, spec)
+        clean.stop()
+        return serve(faults=faults, faults_only=only, faults_seed=seed, **knobs), repos
+
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "home" / "hub"))
+    make.serve = serve
+    yield make
+    for hub in hubs:
+        hub.stop()
+
+
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def published_equals_snapshot(tmp_path: Path, capsys, url: str, repo: str, r: Path) -> None:
+    code, _, err = run_main(capsys, "merge", str(r), "--out", str(tmp_path / "snap"), "--fetch", "snapshot")
+    assert code == 0, err
+    published = Path(snapshot_download(repo, endpoint=url, token=WRITE_TOKEN.secret, cache_dir=tmp_path / "dl"))
+    same = folder_bytes(tmp_path / "snap")
+    assert {n: h for n, h in folder_bytes(published).items() if n in same} == same
+
+
+def test_a_streaming_publish_under_faults_completes_with_the_same_output(tmp_path, faulty_hub, capsys):
+    hub, repos = faulty_hub(TripletSpec(arch="llama"), "5xx=0.03,429=0.01,drop=0.02", seed=3)
+    r = recipe(tmp_path, repos, target="alice/faulty", shard="100KB")
+    code, _, err = run_main(capsys, "publish", str(r), "--fetch", "stream")
+    assert code == 0, err
+    faults = {"5xx" if q.fault.startswith("5") else q.fault for q in hub.requests if q.fault}
+    assert faults == {"5xx", "429", "drop"}, faults  # 5xx, 429 and dropped connections were all injected
+    hub.stop()
+    clean = faulty_hub.serve()  # the same state, without faults, for the comparison
+    published_equals_snapshot(tmp_path, capsys, clean.url, "alice/faulty", r)
+
+
+def test_a_hub_that_always_fails_stops_the_run_with_one_line_per_source(tmp_path, faulty_hub, capsys):
+    hub, repos = faulty_hub(TripletSpec(arch="llama"), "5xx=1")
+    code, _, err = run_main(capsys, "publish", str(recipe(tmp_path, repos, target="alice/never")), "--fetch", "stream")
+    assert code == 2
+    errors = err.strip().splitlines()
+    assert [e.split(": ", 3)[2] for e in errors] == ["base.repo_id", "chat.repo_id", "cp.repo_id"], err
+    assert all("fault injected" in e for e in errors)
+    tries = [q for q in hub.requests if q.method == "GET" and "/api/models/alice/base" in q.path]
+    assert len(tries) == 5  # CHATVECTOR_HTTP_ATTEMPTS, then the error
+    assert not any("/commit/" in q.path for q in hub.requests)
+
+
+def test_a_commit_that_always_fails_stops_after_bounded_retries_and_the_rerun_uploads_nothing_again(
+        tmp_path, faulty_hub, capsys):
+    hub, repos = faulty_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256), "5xx=1",
+                            only=("POST /api/models/alice/never/commit/",))
+    r = recipe(tmp_path, repos, target="alice/never", shard="300KB")
+    code, _, err = run_main(capsys, "publish", str(r), "--fetch", "stream")
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: ") and "alice/never" in line and "50" in line, err
+    tries = [q for q in hub.requests if "/commit/" in q.path]
+    assert len(tries) == 5 and all(q.fault for q in tries)  # retried, but not forever
+    assert any(q.method == "PUT" for q in hub.requests)  # the shards went up, invisible without the commit
+    hub.stop()
+    clean = faulty_hub.serve()  # the Hub is well again
+    code, _, err = run_main(capsys, "publish", str(r), "--fetch", "stream")
+    assert code == 0, err
+    assert not any(q.method == "PUT" for q in clean.requests)  # every shard was held: none computed or sent again
+    assert len(HfApi(endpoint=clean.url, token=WRITE_TOKEN.secret).list_repo_commits("alice/never")) == 2
+
+
+def test_uploads_that_always_fail_stop_the_merge_and_commit_nothing(tmp_path, faulty_hub, capsys):
+    hub, repos = faulty_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256), "5xx=1",
+                            only=("PUT /lfs-upload/",))
+    code, _, err = run_main(capsys, "publish", str(recipe(tmp_path, repos, target="alice/never", shard="300KB")),
+                            "--fetch", "stream")
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert "uploading model-00001-of-" in line and "nothing was committed" in line, err
+    puts = [q for q in hub.requests if q.method == "PUT"]
+    assert 1 < len(puts) <= 6 and all(q.fault for q in puts)  # one shard's tries (huggingface_hub's); then stop
+    assert not any("/commit/" in q.path for q in hub.requests)
+
+
+def test_a_killed_streaming_publish_resumes_without_uploading_again(tmp_path, faulty_hub, capsys):
+    """A publish in a process of its own, SIGKILLed once two shards are up; the rerun (in-process) skips them."""
+    hub, repos = faulty_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256), throttle_total=3)
+    r = recipe(tmp_path, repos, target="alice/resumed", shard="300KB")
+    env = env_for(hub.url, tmp_path / "home")  # 3 MB/s: the run takes seconds, time to kill it midway
+    proc = subprocess.Popen([sys.executable, "-m", "chatvector", "publish", str(r), "--fetch", "stream"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    journal = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list((tmp_path / "home").rglob("journal.jsonl"))
+        if found and sum('"shard"' in line for line in found[0].read_text().splitlines()) >= 2:
+            journal = found[0]
+            break
+        time.sleep(0.02)
+    assert journal is not None and proc.poll() is None, "the run ended before two shards were uploaded"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    held = [json.loads(line)["shard"] for line in journal.read_text().splitlines() if '"shard"' in line]
+    api = HfApi(endpoint=hub.url, token=WRITE_TOKEN.secret)
+    assert len(api.list_repo_commits("alice/resumed")) == 1  # the target is unchanged: its empty first commit only
+    before = len(hub.requests)
+
+    code, out, err = run_main(capsys, "publish", str(r), "--fetch", "stream", "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    shards = [n for n in doc["added"] if n.endswith(".safetensors")]
+    puts = [q for q in list(hub.requests)[before:] if q.method == "PUT"]
+    assert doc["io"]["resumed_shards"] == len(held) >= 2
+    assert len(puts) == len(shards) - len(held)  # the shards the Hub held were not uploaded again
+    assert len(api.list_repo_commits("alice/resumed")) == 2
+    assert not journal.exists()  # committed: the work folder is gone
+    hub.stop()
+    clean = faulty_hub.serve()  # unthrottled, for the comparison
+    published_equals_snapshot(tmp_path, capsys, clean.url, "alice/resumed", r)  # byte-identical to a fresh merge
