@@ -105,7 +105,9 @@ def _plan_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _fetch_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fetch", choices=("auto", "snapshot", "stream"), default=None,
+    from chatvector.recipe import FETCH_MODES
+
+    parser.add_argument("--fetch", choices=FETCH_MODES, default=None,
                         help="how Hub inputs are read (default: the recipe's merge.fetch, else auto): snapshot "
                              "downloads the weight files into the HF cache first; stream reads each tensor with "
                              "range requests, nothing on disk (publish then uploads each shard as it is written, "
@@ -123,8 +125,9 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
         sub,
         "merge",
         help="merge a recipe into a ready-to-load model folder",
-        description="Plan RECIPE, download only the weight files it needs (into the Hugging Face cache;\n"
-        "`path:` sources are read in place), merge with exact fp32 arithmetic and write DIR:\n"
+        description="Plan RECIPE, download only the weight files it needs (into the Hugging Face cache, or\n"
+        "--fetch stream: range reads, nothing on disk; `path:` sources are read in place), merge with\n"
+        "exact fp32 arithmetic and write DIR:\n"
         "sharded safetensors, config, generation config, cp's tokenizer with the chat model's chat\n"
         "template and end-of-turn token, and chatvector.json (provenance). The folder is verified\n"
         "before it appears under its final name.\n\n"
@@ -176,9 +179,14 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
         "those output files, nothing is downloaded and nothing is pushed (exit 0): scheduled runs are cheap.\n\n"
         "Before any weight byte moves it checks the plan, that the token can write to the target's\n"
         "namespace, the card, --tag, --out and the free disk, and reports every problem at once.\n\n"
+        "--fetch stream (chosen by auto when the inputs are not cached and would not fit on the disk\n"
+        "with the output) reads each tensor with range requests and uploads each shard as soon as it is\n"
+        "written, so the disk holds one shard; the commit at the end is the same single commit. Killed\n"
+        "or failed, the same command again resumes: shards the Hub already holds are not redone.\n\n"
         "The Hub is huggingface_hub's setting: HF_ENDPOINT (default https://huggingface.co) and HF_TOKEN\n"
         "(or `hf auth login`); the token is never printed.\n\n"
         "Examples:\n  chatvector publish recipes/x.yaml --dry-run --out ./preview\n"
+        "  chatvector publish recipes/x.yaml --fetch stream   # a 70B merge on a 14 GB-disk runner\n"
         "  chatvector publish recipes/x.yaml --create-pr\n  chatvector publish recipes/x.yaml --tag v1\n"
         "  chatvector publish recipes/x.yaml --plan plan.json   # exactly the commits a reviewed plan pinned",
     )

@@ -22,7 +22,6 @@ from chatvector.units import human_bytes
 if TYPE_CHECKING:
     from chatvector.plan import Plan
 
-MODES = ("auto", "snapshot", "stream")
 
 
 @dataclass(frozen=True)

@@ -184,22 +184,15 @@ def _remote_rows(stream: "StreamReader", key: str, name: str, rows: list[int]):
 
     import torch
 
+    from chatvector.spotcheck import row_runs
+
     f = stream.opened.get(key)
     header = f.header if f is not None else stream.header(key)
     info = header.tensors[name]
-    row_elems = math.prod(info.shape[1:])
-    row_bytes = row_elems * info.itemsize
-    parts = []
-    runs: list[list[int]] = []
-    for r in rows:
-        if runs and runs[-1][1] == r:
-            runs[-1][1] = r + 1
-        else:
-            runs.append([r, r + 1])
+    row_bytes = math.prod(info.shape[1:]) * info.itemsize
     remote = stream.files[key]
-    for a, b in runs:
-        parts.append(stream.client.get(remote, info.start + a * row_bytes, info.start + b * row_bytes))
-    data = bytearray(b"".join(parts))
+    data = bytearray(b"".join(stream.client.get(remote, info.start + a * row_bytes, info.start + b * row_bytes)
+                              for a, b in row_runs(rows)))
     return torch.frombuffer(data, dtype=info.torch_dtype).reshape(len(rows), *info.shape[1:])
 
 

@@ -124,13 +124,18 @@ def _rows(f, name: str, rows: list[int]):
     sl = f.get_slice(name)
     if not len(sl.get_shape()):
         return sl[...]
+    return torch.cat([sl[a:b] for a, b in row_runs(rows)])
+
+
+def row_runs(rows: list[int]) -> list[tuple[int, int]]:
+    """Sorted rows as [a, b) runs of consecutive rows: one read each."""
     runs: list[list[int]] = []
     for r in rows:
         if runs and runs[-1][1] == r:
             runs[-1][1] = r + 1
         else:
             runs.append([r, r + 1])
-    return torch.cat([sl[a:b] for a, b in runs])
+    return [(a, b) for a, b in runs]
 
 
 def reference(plan: Plan, input_rows: InputRows, t: TensorPlan, rows: list[int]):
