@@ -65,7 +65,8 @@ def api() -> huggingface_hub.HfApi:
 def hub_env(tmp_path) -> dict[str, str]:
     """Environment for a CLI subprocess talking to the session hub with the write token."""
     env = dict(os.environ)
-    env.update(HF_TOKEN=WRITE_TOKEN.secret, HF_HOME=str(tmp_path / "hf_home"))
+    env.update(HF_TOKEN=WRITE_TOKEN.secret, HF_HOME=str(tmp_path / "hf_home"),
+               CHATVECTOR_HTTP_BACKOFF="0.05")  # retries as many as by default, their waits short
     return env
 
 
@@ -137,3 +138,6 @@ def fast_retries(monkeypatch) -> list[float]:
         monkeypatch.setattr(module, "time", shim)
     monkeypatch.setenv("CHATVECTOR_HTTP_BACKOFF", "0.01")
     return asked
+
+
+from tests.hubkit import own_hub  # noqa: E402,F401  (a fixture: a local Hub of a test's own)

@@ -193,8 +193,9 @@ def test_unreachable_hub_is_one_clear_line(hub_env):
     env = dict(hub_env, HF_ENDPOINT="http://127.0.0.1:1")  # nothing listens on port 1
     result = run_cli(["plan", str(RECIPES / "demo.yaml")], env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == ("error: cannot reach the Hub at http://127.0.0.1:1 for demo/tiny-llama-base: "
-                                     "[Errno 111] Connection refused")
+    assert result.stderr.strip() == ("error: cannot reach the Hub at http://127.0.0.1:1 for demo/tiny-llama-base "
+                                     "(after 5 tries): [Errno 111] Connection refused; check the network (and "
+                                     "HF_ENDPOINT) and run again")
 
 
 def test_chat_template_that_does_not_parse_fails_the_plan(tmp_path, capsys, monkeypatch, llama):

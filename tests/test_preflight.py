@@ -59,6 +59,7 @@ def org_hub(tmp_path_factory):
     ]
     orgs = [Org("acme", {"wendy": "write", "rita": "read", "cody": "contributor", "dan": "write"})]
     with LocalHub(tmp_path_factory.mktemp("orghub"), tokens=tokens, orgs=orgs) as other:
+        HfApi(endpoint=other.url, token="hf_wendy").create_repo("acme/one")  # dan's repo-scoped token writes here
         yield other
 
 

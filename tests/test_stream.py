@@ -6,9 +6,7 @@ through huggingface_hub, and compares bytes with a snapshot-mode run of the same
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,41 +22,15 @@ from chatvector.cli import main
 from chatvector.localhub import LocalHub
 from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
 from tests.conftest import WRITE_TOKEN
+from tests.hubkit import env_for, folder_bytes, published_equals_snapshot, recipe, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
-RULES = ('coefficients:\n  default: 0.9\n  layers: {"0-1": 0.6, "3": 1.2}\n'
-         '  modules:\n    - {match: "norm", value: 0.0}\n    - {match: "mlp.down_proj", value: 0.5}\n'
-         )
-EOT = {"llama": "<|eot_id|>", "qwen2": "<|im_end|>"}  # the chat template's end-of-turn token, copied from chat
-
-
 def seed(tmp_path: Path, spec: TripletSpec, api: HfApi, tag: str) -> dict[str, str]:
     folders = write_triplet(tmp_path / f"models-{tag}", spec)
     repos = {role: f"alice/stream-{tag}-{role}-{uuid.uuid4().hex[:6]}" for role in folders}
     for role, folder in folders.items():
         upload_model(api, folder, repos[role])
     return repos
-
-
-def recipe(tmp_path: Path, repos: dict[str, str], *, target: str | None = None, shard: str = "150KB",
-           vectors: bool = False, name: str = "r", arch: str = "llama") -> Path:
-    if vectors:  # two vectors from the same pair, weights 0.7 and 0.4: two terms per tensor
-        body = (f"vectors:\n  - {{base: {{repo_id: {repos['base']}}}, chat: {{repo_id: {repos['chat']}}}, weight: 0.7}}\n"
-                f"  - {{base: {{repo_id: {repos['base']}}}, chat: {{repo_id: {repos['chat']}}}, weight: 0.4}}\n")
-    else:
-        body = f"base: {{repo_id: {repos['base']}}}\nchat: {{repo_id: {repos['chat']}}}\n"
-    special = f'special_tokens: ["{EOT[arch]}"]\n' if arch in EOT else ""
-    text = (f"name: Stream Test\n{body}cp: {{repo_id: {repos['cp']}}}\n{RULES}{special}output: {{shard_size: {shard}}}\n"
-            + (f"target: {{repo_id: {target}}}\ncard: {{license: mit, language: [ko]}}\n" if target else ""))
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(text)
-    return path
-
-
-def folder_bytes(folder: Path) -> dict[str, str]:
-    """sha256 of every file but the provenance (which records how the run went: its fetch mode's checks)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir())
-            if p.is_file() and p.name != "chatvector.json"}
 
 
 @pytest.fixture
@@ -210,126 +182,20 @@ def test_a_corrupted_input_byte_stops_the_publish_before_the_commit(tmp_path, cl
     assert len(api.list_repo_commits(target)) == 1  # only the empty repo: nothing committed
 
 
-HUB_SCRIPT = """
-import sys, time
-from chatvector.localhub import LocalHub, Token
-hub = LocalHub(sys.argv[1], tokens=[Token("alice", sys.argv[2], "write")], lfs_threshold=64 * 1024,
-               throttle_total=float(sys.argv[3]) or None, faults=sys.argv[4] or None, faults_seed=int(sys.argv[5]),
-               faults_only=sys.argv[6:], log_file=sys.argv[1] + "/access.log").start()
-print(hub.url, flush=True)
-while True:
-    time.sleep(1)
-"""
-
-
-class HubProcess:
-    """A local Hub in a process of its own (its own knobs), state under ROOT."""
-
-    def __init__(self, root: Path, throttle: float = 0, faults: str = "", seed: int = 0, only: tuple[str, ...] = ()):
-        root.mkdir(parents=True, exist_ok=True)
-        self.root = root
-        self.proc = subprocess.Popen([sys.executable, "-c", HUB_SCRIPT, str(root), WRITE_TOKEN.secret, str(throttle),
-                                      faults, str(seed), *only], stdout=subprocess.PIPE, text=True)
-        self.url = self.proc.stdout.readline().strip()
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
-
-    def log(self) -> list[str]:
-        return (self.root / "access.log").read_text().splitlines()
-
-
-def env_for(hub_url: str, home: Path) -> dict[str, str]:
-    env = dict(os.environ, HF_ENDPOINT=hub_url, HF_HOME=str(home), HF_TOKEN=WRITE_TOKEN.secret,
-               CHATVECTOR_HTTP_BACKOFF="0.05")  # the retries' waits: short, their number as by default
-    env["HF_HUB_CACHE"] = str(home / "hub")
-    return env
-
-
-_TRIPLETS: dict[TripletSpec, dict[str, Path]] = {}  # generated once per spec for the tests below
-
-
-def seed_on(url: str, tmp_path: Path, spec: TripletSpec) -> dict[str, str]:
-    api = HfApi(endpoint=url, token=WRITE_TOKEN.secret)
-    if spec not in _TRIPLETS:
-        _TRIPLETS[spec] = write_triplet(tmp_path / "models", spec)
-    folders = _TRIPLETS[spec]
-    repos = {role: f"alice/{role}" for role in folders}
-    for role, folder in folders.items():
-        upload_model(api, folder, repos[role])
-    return repos
-
-
-def run_cli(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "chatvector", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def shard_puts(lines: list[str]) -> list[str]:
-    return [line.split()[2] for line in lines if " PUT " in line and "lfs" in line.lower()]
-
-
-# -- faults: an in-process local Hub with faults, the CLI in-process pointed at it --------------------------------
-@pytest.fixture
-def faulty_hub(tmp_path, monkeypatch, fast_retries):
-    """make(spec, faults, only=(), seed=0) → (hub, repos): the sources seeded on a clean local Hub, then the same
-    Hub served again with FAULTS; the in-process CLI's endpoint, HF_HOME and HF cache point there."""
-    import huggingface_hub.constants as constants
-
-    hubs: list[LocalHub] = []
-
-    def serve(**knobs) -> LocalHub:
-        hub = LocalHub(tmp_path / "hub", tokens=[WRITE_TOKEN], lfs_threshold=64 * 1024, **knobs).start()
-        hubs.append(hub)
-        monkeypatch.setattr(constants, "ENDPOINT", hub.url)  # as HF_ENDPOINT would set them at import time
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
-        return hub
-
-    def make(spec: TripletSpec, faults: str | None = None, only: tuple[str, ...] = (), seed: int = 0, **knobs):
-        clean = serve()
-        repos = seed_on(clean.url, tmp_path, spec)
-        clean.stop()
-        return serve(faults=faults, faults_only=only, faults_seed=seed, **knobs), repos
-
-    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
-    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "home" / "hub"))
-    make.serve = serve
-    yield make
-    for hub in hubs:
-        hub.stop()
-
-
-def run_main(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def published_equals_snapshot(tmp_path: Path, capsys, url: str, repo: str, r: Path) -> None:
-    code, _, err = run_main(capsys, "merge", str(r), "--out", str(tmp_path / "snap"), "--fetch", "snapshot")
-    assert code == 0, err
-    published = Path(snapshot_download(repo, endpoint=url, token=WRITE_TOKEN.secret, cache_dir=tmp_path / "dl"))
-    same = folder_bytes(tmp_path / "snap")
-    assert {n: h for n, h in folder_bytes(published).items() if n in same} == same
-
-
-def test_a_streaming_publish_under_faults_completes_with_the_same_output(tmp_path, faulty_hub, capsys):
-    hub, repos = faulty_hub(TripletSpec(arch="llama"), "5xx=0.03,429=0.01,drop=0.02", seed=3)
+def test_a_streaming_publish_under_faults_completes_with_the_same_output(tmp_path, own_hub, capsys):
+    hub, repos = own_hub(TripletSpec(arch="llama"), "5xx=0.03,429=0.01,drop=0.02", seed=3)
     r = recipe(tmp_path, repos, target="alice/faulty", shard="100KB")
     code, _, err = run_main(capsys, "publish", str(r), "--fetch", "stream")
     assert code == 0, err
     faults = {"5xx" if q.fault.startswith("5") else q.fault for q in hub.requests if q.fault}
     assert faults == {"5xx", "429", "drop"}, faults  # 5xx, 429 and dropped connections were all injected
     hub.stop()
-    clean = faulty_hub.serve()  # the same state, without faults, for the comparison
+    clean = own_hub.serve()  # the same state, without faults, for the comparison
     published_equals_snapshot(tmp_path, capsys, clean.url, "alice/faulty", r)
 
 
-def test_a_hub_that_always_fails_stops_the_run_with_one_line_per_source(tmp_path, faulty_hub, capsys):
-    hub, repos = faulty_hub(TripletSpec(arch="llama"), "5xx=1")
+def test_a_hub_that_always_fails_stops_the_run_with_one_line_per_source(tmp_path, own_hub, capsys):
+    hub, repos = own_hub(TripletSpec(arch="llama"), "5xx=1")
     code, _, err = run_main(capsys, "publish", str(recipe(tmp_path, repos, target="alice/never")), "--fetch", "stream")
     assert code == 2
     errors = err.strip().splitlines()
@@ -341,8 +207,8 @@ def test_a_hub_that_always_fails_stops_the_run_with_one_line_per_source(tmp_path
 
 
 def test_a_commit_that_always_fails_stops_after_bounded_retries_and_the_rerun_uploads_nothing_again(
-        tmp_path, faulty_hub, capsys):
-    hub, repos = faulty_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256), "5xx=1",
+        tmp_path, own_hub, capsys):
+    hub, repos = own_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256), "5xx=1",
                             only=("POST /api/models/alice/never/commit/",))
     r = recipe(tmp_path, repos, target="alice/never", shard="300KB")
     code, _, err = run_main(capsys, "publish", str(r), "--fetch", "stream")
@@ -353,15 +219,15 @@ def test_a_commit_that_always_fails_stops_after_bounded_retries_and_the_rerun_up
     assert len(tries) == 5 and all(q.fault for q in tries)  # retried, but not forever
     assert any(q.method == "PUT" for q in hub.requests)  # the shards went up, invisible without the commit
     hub.stop()
-    clean = faulty_hub.serve()  # the Hub is well again
+    clean = own_hub.serve()  # the Hub is well again
     code, _, err = run_main(capsys, "publish", str(r), "--fetch", "stream")
     assert code == 0, err
     assert not any(q.method == "PUT" for q in clean.requests)  # every shard was held: none computed or sent again
     assert len(HfApi(endpoint=clean.url, token=WRITE_TOKEN.secret).list_repo_commits("alice/never")) == 2
 
 
-def test_uploads_that_always_fail_stop_the_merge_and_commit_nothing(tmp_path, faulty_hub, capsys):
-    hub, repos = faulty_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256), "5xx=1",
+def test_uploads_that_always_fail_stop_the_merge_and_commit_nothing(tmp_path, own_hub, capsys):
+    hub, repos = own_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256), "5xx=1",
                             only=("PUT /lfs-upload/",))
     code, _, err = run_main(capsys, "publish", str(recipe(tmp_path, repos, target="alice/never", shard="300KB")),
                             "--fetch", "stream")
@@ -373,9 +239,10 @@ def test_uploads_that_always_fail_stop_the_merge_and_commit_nothing(tmp_path, fa
     assert not any("/commit/" in q.path for q in hub.requests)
 
 
-def test_a_killed_streaming_publish_resumes_without_uploading_again(tmp_path, faulty_hub, capsys):
+def test_a_killed_streaming_publish_resumes_without_uploading_again(tmp_path, own_hub, capsys):
     """A publish in a process of its own, SIGKILLed once two shards are up; the rerun (in-process) skips them."""
-    hub, repos = faulty_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256), throttle_total=3)
+    hub, repos = own_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256, max_shard_size="400KB"),
+                         throttle_total=3)
     r = recipe(tmp_path, repos, target="alice/resumed", shard="300KB")
     env = env_for(hub.url, tmp_path / "home")  # 3 MB/s: the run takes seconds, time to kill it midway
     proc = subprocess.Popen([sys.executable, "-m", "chatvector", "publish", str(r), "--fetch", "stream"],
@@ -406,5 +273,5 @@ def test_a_killed_streaming_publish_resumes_without_uploading_again(tmp_path, fa
     assert len(api.list_repo_commits("alice/resumed")) == 2
     assert not journal.exists()  # committed: the work folder is gone
     hub.stop()
-    clean = faulty_hub.serve()  # unthrottled, for the comparison
+    clean = own_hub.serve()  # unthrottled, for the comparison
     published_equals_snapshot(tmp_path, capsys, clean.url, "alice/resumed", r)  # byte-identical to a fresh merge

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import struct
 import subprocess
@@ -461,11 +462,14 @@ def write_by_hand(path: Path, tensors: dict[str, torch.Tensor], bug: str) -> Non
         ("metadata", "expected a string"),
     ],
 )
-def test_a_file_only_the_engines_own_parser_accepts_fails(chat, bug, said):
+def test_a_file_the_safetensors_library_refuses_fails_verification_and_the_engine_refuses_it_too(chat, bug, said):
+    from chatvector.errors import MergeError
+
     shard = shard_of(chat, "model.norm.weight")
     tensors = load_file(shard)
     write_by_hand(shard, tensors, bug)
-    assert set(read_header(shard).tensors) >= set(tensors)  # the merge engine's parser sees nothing wrong
+    with pytest.raises(MergeError, match=rf"^{re.escape(str(shard))}: "):
+        read_header(shard)  # the engine's parser is as strict as the library (an input like this is refused)
     report = verify_model_folder(chat)
     detail = failed(report)["weights are readable"]
     assert detail.startswith(f"{shard.name}: the safetensors library cannot read it (")

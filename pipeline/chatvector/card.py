@@ -21,24 +21,65 @@ Variables a template sees (all always defined; see `templates/model_card.md.j2` 
     license, license_source ("recipe", "cp" or None), license_warnings [str], metadata (the card data dict)
     recipe_text, recipe_path, recipe_sha256, recipe_fence ("```" or longer), extra (card.extra)
 
-Filters: `num` (0.5, 1.0: shortest stable text), `cell` (plain text safe inside a markdown table
-cell), `code_cell` (a whole code span for a cell), `fence` (a backtick fence longer than any
-backtick run in the text). `chart_file` is None when there is no chart to show.
+`chart_file` is None when there is no chart to show.
+
+Escaping. Recipe strings (the name, tokens, regexes, revisions, file names, card.extra) and Hub data (cp's
+license, tokenizer text in the checks) reach the card, so no value is written as it is: each lands through
+a filter that makes it inert where it lands, and every `{{ ... }}` whose value no such filter placed is
+escaped as Markdown text (the environment's `finalize`: Markdown autoescaping, in the project's template and
+in a user's `card.template` alike). The filters:
+
+    md          inline Markdown text (the default): one line (line breaks and control characters become
+                spaces, bidi controls are dropped); `& < >` as HTML entities, so no tag, attribute such
+                as `onerror=`, or `</h1>` can form; backslash, backtick, `* [ ] | ~ $ #`, and `_` unless
+                between two letters or digits, escaped with a backslash, so no code span, emphasis,
+                link, image, `[x](javascript:...)`, table pipe or math; a leading list, heading or rule
+                marker escaped
+    cell        text for a table cell: `md` per line, line breaks as `<br>` (alias `md_cell`)
+    code        a whole inline code span (`x`), the backtick delimiter longer than any run in the text
+    code_cell   `code` for a table cell: pipes escaped, which GFM tables need even inside code
+    code_block  a fenced code block, e.g. `recipe_text | code_block("yaml")`: the text verbatim, the fence
+                longer than any backtick run in it, so the text cannot close it
+    url         a link target or image source: http(s) or a relative path, percent-encoded (spaces,
+                quotes, parentheses, `<>`); any other scheme (`javascript:`, `data:`) becomes `#`
+    attr        an HTML attribute value (quotes included in the escaping)
+    py_str      a Python string literal (JSON-quoted; backticks as \\u0060)
+    num         0.5, 1.0: shortest stable number text
+    fence       a backtick fence longer than any backtick run in the text (`recipe_fence` is one)
+    e           (Jinja's own) HTML escaping, for text inside an HTML block, where Markdown is not read
+
+These return text marked safe (`markupsafe.Markup`), which `finalize` writes unchanged, as it does with
+`| safe`, the explicit way for a template to write a value raw. Autoescaping user templates as well is a
+choice: a template written for the previous behaviour that puts `{{ recipe_text }}` in a code block now
+shows escaped text (use `code_block`) instead of letting a recipe's strings inject HTML or Markdown into
+the published card. Plain HTML autoescaping (Jinja's `autoescape=True`) is not used: it leaves Markdown
+links, emphasis and table pipes active.
+
+The metadata block cannot be reached from the body or the recipe: it is dumped by `ModelCardData` (PyYAML),
+never pasted, and `validate_card_text` refuses a card whose first block the Hub's parser and a line-based
+one would delimit differently (a value holding a line that reads `---`). Single-line recipe fields
+(`name`, tags, languages, license strings) refuse line breaks and control characters in the first place
+(`chatvector.recipe`).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
 import os
 import re
 import traceback
+import unicodedata
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.repocard import REGEX_YAML_BLOCK
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 from chatvector.coefficients import layer_runs
 from chatvector.conventions import PROJECT_ROOT
@@ -100,10 +141,14 @@ def validate_card_text(text: str, expected: dict | None = None) -> dict:
     Raises VerificationError when the text has no metadata block, does not parse, differs from
     `expected` (when given), or breaks the Hub's metadata rules (those `POST /api/validate-yaml` applies).
     """
-    from chatvector.cardrules import card_errors  # the Hub's rules, as the local Hub applies them too
+    from chatvector.cardrules import card_errors, split_front_matter  # the Hub's rules, as the local Hub's
 
     if not text.startswith("---\n"):
         raise VerificationError("model card: README.md must start with a '---' metadata block")
+    match = REGEX_YAML_BLOCK.search(text)
+    if match is None or match.group(2) != split_front_matter(text):
+        raise VerificationError("model card: the metadata block must be exactly one '---' block at the top; "
+                                "a line inside it reads '---'")
     try:
         parsed = ModelCard(text).data.to_dict()
     except ValueError as err:
@@ -171,7 +216,7 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
         "recipe_text": recipe_text,
         "recipe_path": (p.get("recipe") or {}).get("path"),
         "recipe_sha256": (p.get("recipe") or {}).get("sha256"),
-        "recipe_fence": _fence(recipe_text),
+        "recipe_fence": _fence(recipe_text),  # Markup: only backticks
         "extra": dict((p.get("card") or {}).get("extra") or {}),
     }
 
@@ -256,26 +301,104 @@ def _num(v: float) -> str:
     return text + ".0" if text.lstrip("-").isdigit() else text
 
 
-def _cell(value: object) -> str:
-    """Plain text safe inside a markdown table cell: HTML and markdown escapes, line breaks as <br>."""
-    text = html.escape(str(value), quote=False).replace("\\", "\\\\").replace("|", "\\|")
-    return text.replace("\r\n", "\n").replace("\n", "<br>")
+# ---------------------------------------------------------------------------------------------------
+# Escaping filters (see the module docstring): each returns Markup, text placed for where it lands.
+
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_BIDI = dict.fromkeys(map(ord, "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|~$#])")
+_LOOSE_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")  # not between two alphanumerics: could be emphasis
+_LEADING_MARKER = re.compile(r"^(\s*)(?:([-+=])(?=\s|$)|(\d{1,9})([.)])(?=\s|$))")
+_RULE = re.compile(r"^\s*[-=](?:\s*[-=])*\s*$")  # ---, = = =: a rule or setext underline on its own
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_ENTITY = re.compile(r"&([#A-Za-z0-9]+;)")
 
 
-def _code_cell(value: object) -> str:
+def _plain(value: object) -> str:
+    """`value` as text without control characters: each a space (line breaks too); bidi controls dropped."""
+    text = str(value).replace("\r\n", "\n").translate(_BIDI)
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+
+
+def _md_text(value: object) -> str:
+    text = _LOOSE_UNDERSCORE.sub(r"\\_", _MD_SPECIAL.sub(r"\\\1", _plain(value)))
+    text = html.escape(text, quote=False)
+    if _RULE.match(text):
+        return re.sub(r"([-=])", r"\\\1", text)
+    return _LEADING_MARKER.sub(lambda m: m.group(1) + (f"\\{m.group(2)}" if m.group(2)
+                                                        else f"{m.group(3)}\\{m.group(4)}"), text)
+
+
+def _md(value: object) -> Markup:
+    """Inline Markdown text: renders as exactly the characters of `value`, on one line, with nothing active."""
+    return value if isinstance(value, Markup) else Markup(_md_text(value))
+
+
+def _cell(value: object) -> Markup:
+    """Text for a markdown table cell: `md` per line, line breaks as <br>."""
+    if isinstance(value, Markup):
+        return value
+    return Markup("<br>".join(_md_text(line) for line in _LINE_BREAK.split(str(value))))
+
+
+def _code(value: object) -> Markup:
+    """A whole inline `code span`: the text literal (line breaks as spaces), the backtick delimiter longer
+    than any backtick run in it."""
+    return Markup(_code_span(_plain(value)))
+
+
+def _code_cell(value: object) -> Markup:
     """A whole `code span` for a table cell: backslashes stay literal, pipes are escaped (GitHub-
     flavoured tables split on unescaped pipes even inside code), line breaks become spaces, and the
     backtick delimiter is longer than any backtick run in the text."""
-    text = " ".join(str(value).splitlines()).replace("|", "\\|")
+    return Markup(_code_span(_plain(value).replace("|", "\\|")))
+
+
+def _code_span(text: str) -> str:
     tick = _fence(text, least=1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{tick}{pad}{text}{pad}{tick}"
 
 
-def _fence(text: str, least: int = 3) -> str:
+def _code_block(value: object, lang: str = "text") -> Markup:
+    """A fenced code block holding `value` verbatim; the fence is longer than any backtick run in it."""
+    text = str(value).rstrip("\n")
+    fence = _fence(text)
+    lang = lang if re.fullmatch(r"[A-Za-z0-9_+-]{0,32}", lang) else "text"
+    return Markup(f"{fence}{lang}\n{text}\n{fence}")
+
+
+def _url(value: object) -> Markup:
+    """A link target: an http(s) URL or a relative path, percent-encoded so that it cannot end the Markdown
+    link or an HTML attribute; any other scheme (javascript:, data:, vbscript:) becomes "#"."""
+    # As browsers do: drop control characters (tabs and line breaks too) anywhere, strip surrounding spaces.
+    text = "".join(c for c in str(value) if unicodedata.category(c) != "Cc").translate(_BIDI).strip()
+    text = _ENTITY.sub(r"%26\1", text)  # Markdown decodes entities in a link target: &#106;avascript:
+    scheme = _SCHEME.match(text)
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        return Markup("#")
+    return Markup(quote(text, safe="/:?#@!&*+,;=%~-._"))
+
+
+def _attr(value: object) -> Markup:
+    """An HTML attribute value (to write between double quotes)."""
+    return Markup(html.escape(_plain(value), quote=True))
+
+
+def _py_str(value: object) -> Markup:
+    """A Python (and JSON) string literal for a code block: quoted, escaped, no backtick that could end a fence."""
+    return Markup(json.dumps(str(value), ensure_ascii=False).replace("`", "\\u0060"))
+
+
+def _fence(text: str, least: int = 3) -> Markup:
     """A backtick run longer than any in `text` (at least `least`), so the text cannot close it."""
-    longest = max((len(m) for m in re.findall(r"`+", text or "")), default=0)
-    return "`" * max(least, longest + 1)
+    longest = max((len(m) for m in re.findall(r"`+", str(text or ""))), default=0)
+    return Markup("`" * max(least, longest + 1))
+
+
+def _finalize(value: object) -> object:
+    """What every `{{ ... }}` writes: placed text (Markup) as it is, anything else as Markdown text."""
+    return value if isinstance(value, Markup) else _md_text(value)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -286,12 +409,15 @@ def _environment(template_dir: Path) -> SandboxedEnvironment:
     env = SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(template_dir)),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,
+        autoescape=False,  # HTML escaping is not enough for Markdown: `finalize` escapes instead
+        finalize=_finalize,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(num=_num, cell=_cell, code_cell=_code_cell, fence=_fence)
+    env.filters.update(num=lambda v: Markup(_num(v)), md=_md, cell=_cell, md_cell=_cell, code=_code,
+                       code_cell=_code_cell, code_block=_code_block, url=_url, attr=_attr, py_str=_py_str,
+                       fence=_fence)
     return env
 
 

@@ -311,15 +311,45 @@ def run() -> None:
     os._exit(code)
 
 
+def configure_logging(verbose: bool) -> None:
+    """chatvector's own INFO lines (what it chose, progress); libraries only from WARNING on, and their retry
+    chatter (huggingface_hub's "HTTP Error 429 thrown...", "Retrying in 1s") only with -v: a failure that
+    survives the retries is our one line, which says how often it was tried."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("chatvector").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "filelock", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("huggingface_hub").setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+def _unexpected(err: Exception, verbose: bool) -> int:
+    """A library error no stage translated: one line naming it (-v: the traceback too); exit 2 when it is the
+    Hub's or the network's, 1 when it is ours (a bug: please report it)."""
+    import traceback
+
+    from chatvector.hub import network_errors
+
+    if verbose:
+        traceback.print_exc()
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    cause = err.__cause__
+    outside = isinstance(err, network_errors()) or type(err).__module__.startswith(("huggingface_hub", "httpx")) \
+        or (cause is not None and type(cause).__module__.startswith(("huggingface_hub", "httpx")))
+    if outside:
+        print(f"error: {type(err).__name__}: {text or 'no message'}; run again (-v shows the details)",
+              file=sys.stderr)
+        return 2
+    print(f"error: internal error {type(err).__name__}: {text or 'no message'} (a bug in chatvector: please "
+          "report it with the output of -v)", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     prepare_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "filelock", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    configure_logging(args.verbose)
     from chatvector import stages
 
     stages.reset()
@@ -342,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - whatever a library raises reaches the user as one line
+        return _unexpected(err, args.verbose)
     finally:
         if "chatvector.runner" in sys.modules:
             sys.modules["chatvector.runner"].settle_preload()

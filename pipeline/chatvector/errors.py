@@ -29,6 +29,14 @@ class FieldError(PipelineError):
         self.message = message
 
 
+class FieldErrors(FieldError):
+    """Several problems found together (one source's bad files): `items` holds each (field, message), one line each."""
+
+    def __init__(self, items: Iterable[tuple[str, str]]):
+        self.items = list(items)
+        super().__init__(self.items[0][0], "\n".join(message for _, message in self.items))
+
+
 class HubError(PipelineError):
     """A Hub repository, revision or file could not be reached, or the Hub refused a write."""
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import errno
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -38,80 +37,11 @@ def connect(token: str | None = None, endpoint: str | None = None) -> "HfApi":
 
 
 # Client calls that may be repeated safely and that huggingface_hub does not retry itself: a transient 429/5xx
-# or a dropped connection is retried with backoff (`retried`). (It retries the upload calls itself: the preupload
+# or a dropped connection is retried with backoff (chatvector.retry). (It retries the upload calls itself: the preupload
 # and LFS batch POSTs and the PUTs; not the metadata GETs, a download's first request, or the commit.)
 RETRIED = frozenset({"model_info", "repo_info", "list_repo_refs", "list_repo_commits", "whoami", "get_paths_info",
-                     "get_discussion_details", "parse_safetensors_file_metadata", "get_safetensors_metadata",
+                     "get_discussion_details", "get_safetensors_metadata",
                      "hf_hub_download", "snapshot_download", "create_repo"})
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-MAX_WAIT = 30.0
-
-
-def retry_settings() -> tuple[int, float]:
-    """(tries of one call, first wait in seconds): CHATVECTOR_HTTP_ATTEMPTS (default 5) and
-    CHATVECTOR_HTTP_BACKOFF (default 1; each wait doubles, up to 8 times the first, or the server's
-    Retry-After up to 30 s). Bad values fall back to the defaults."""
-    try:
-        attempts = max(1, int(os.environ.get("CHATVECTOR_HTTP_ATTEMPTS", "5")))
-    except ValueError:
-        attempts = 5
-    try:
-        backoff = max(0.0, float(os.environ.get("CHATVECTOR_HTTP_BACKOFF", "1")))
-    except ValueError:
-        backoff = 1.0
-    return attempts, backoff
-
-
-def transient_wait(err: BaseException, attempt: int) -> float | None:
-    """Seconds to wait before trying again after `err` (the `attempt`-th failure), or None: not transient, or a
-    body upload (PUT) that huggingface_hub has retried already."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    cause = err if isinstance(err, HfHubHTTPError) else err.__cause__
-    first = retry_settings()[1]
-    backoff = min(8 * first, first * 2.0 ** (attempt - 1))
-    if isinstance(cause, HfHubHTTPError):
-        response = cause.response
-        status = response.status_code if response is not None else None
-        if status not in RETRY_STATUSES or _method(response) == "PUT":
-            return None
-        after = (response.headers.get("Retry-After") or "") if response is not None else ""
-        return min(MAX_WAIT, float(after)) if after.replace(".", "", 1).isdigit() else backoff
-    error = cause or err
-    local = getattr(error, "errno", None) in (errno.ENOSPC, errno.ENOENT, errno.EACCES)  # the disk, not the link
-    return backoff if isinstance(error, network_errors()) and not local else None
-
-
-def _method(response) -> str | None:
-    try:
-        return response.request.method if response is not None else None
-    except (RuntimeError, AttributeError):  # a response built without its request
-        return None
-
-
-def retried(call, name: str):
-    """`call` tried up to ATTEMPTS times while it fails transiently (see transient_wait)."""
-    import functools
-    import logging
-    import time
-
-    @functools.wraps(call)
-    def attempt(*args, **kwargs):
-        attempts = retry_settings()[0]
-        for n in range(1, attempts + 1):
-            try:
-                return call(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - re-raised unless transient
-                wait = transient_wait(err, n)
-                if wait is None or n == attempts:
-                    raise
-                logging.getLogger(__name__).warning("%s failed (%s); trying again in %.1f s [%d/%d]", name,
-                                                    first_line(err), wait, n, attempts - 1)
-                time.sleep(wait)
-
-    return attempt
-
-
 class LazyApi:
     """An `HfApi(endpoint, token)` created when one of its attributes is first used; the calls in RETRIED are
     retried on transient failures."""
@@ -129,7 +59,11 @@ class LazyApi:
             token, endpoint = self._args
             self._api = HfApi(endpoint=endpoint or constants.ENDPOINT, token=token)
         value = getattr(self._api, name)
-        return retried(value, name) if name in RETRIED else value
+        if name in RETRIED:
+            from chatvector.retry import retried
+
+            return retried(value, name)
+        return value
 
 
 def token_of(api: "HfApi") -> str | None:
@@ -170,6 +104,8 @@ def translate(api: "HfApi", err: BaseException, repo_id: str, *, action: str = "
         RevisionNotFoundError,
     )
 
+    from chatvector.retry import tries_note
+
     def located(key: str, message: str) -> HubError:
         return SourceHubError(f"{field}.{key}", message) if field else HubError(message)
 
@@ -203,14 +139,24 @@ def translate(api: "HfApi", err: BaseException, repo_id: str, *, action: str = "
         return HubError(f"the disk is full while downloading {repo_id} into the Hugging Face cache: "
                         "free space there or set HF_HOME to a larger disk")
     if isinstance(err, network_errors()):  # connection refused, DNS, timeouts: nothing else will work either
-        return HubError(f"cannot reach the Hub at {endpoint} for {repo_id}: {first_line(err)}")
+        return HubError(f"cannot reach the Hub at {endpoint} for {repo_id}{tries_note(err)}: {first_line(err)}; "
+                        "check the network (and HF_ENDPOINT) and run again")
+    if isinstance(err, ValueError) and "JSON" in type(err).__name__ + str(err):  # an answer cut short or garbled
+        return HubError(f"the Hub's answer about {repo_id} was not valid JSON{tries_note(err)} ({first_line(err)}); "
+                        "run again later")
+    if isinstance(err, RuntimeError) and isinstance(err.__cause__, (HfHubHTTPError, *network_errors())):
+        return translate(api, err.__cause__, repo_id, action=action, field=field, revision=revision)
     return None
 
 
 def _http_error(err, repo_id: str, action: str, located) -> HubError:
     """Token and rate-limit problems concern the whole run; the others, the repository (and its field)."""
+    from chatvector.retry import tries_note
+
     status = err.response.status_code if getattr(err, "response", None) is not None else None
     message = _http_message(err, repo_id, action)
+    if status in (429, 500, 502, 503, 504):
+        message += tries_note(err) + ("" if status == 429 else "; run again later")
     return HubError(message) if status in (401, 429) else located("repo_id", message)
 
 

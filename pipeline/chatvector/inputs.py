@@ -112,6 +112,9 @@ def open_inputs(plan: Plan, api: "HfApi", mode: str, *, skip: Mapping[str, str] 
     """Fetch what `mode` fetches up front and start hashing; `skip`: {remote key: sha256} of remote inputs
     a resumed run already streamed and checked (not streamed again when no tensor of theirs is needed)."""
     if mode == "snapshot":
+        from chatvector.workspace import sweep_incomplete_downloads
+
+        sweep_incomplete_downloads(s.repo_id for s in plan.sources.values() if not s.is_local)
         folders = fetch(plan, api)
         return RunInputs("snapshot", folders, plan, hasher=InputHasher(weight_paths(plan, folders)))
     from chatvector.streaming import RemoteFile, StreamReader

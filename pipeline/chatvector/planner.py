@@ -135,8 +135,9 @@ def _load_checkpoints(recipe: Recipe, api: "HfApi", problems: _Problems) -> dict
             resolved = resolve_source(api, role, source)
             checkpoints[role] = seen[source] = load_checkpoint(api, resolved,
                                                                trust_remote_code=recipe.trust_remote_code)
-        except FieldError as err:
-            problems.add(err.field, err.message)
+        except FieldError as err:  # FieldErrors: several at once (a source's bad files), one line each
+            for field_path, message in getattr(err, "items", None) or [(err.field, err.message)]:
+                problems.add(field_path, message)
         except HubError as err:  # the Hub as a whole (unreachable, the token refused): nothing else will work
             problems.add(None, str(err))
             raise PlanError(problems.items) from None

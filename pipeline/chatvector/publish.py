@@ -13,7 +13,6 @@ import contextlib
 import fnmatch
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -22,15 +21,15 @@ from chatvector import preflight
 from chatvector.card import render_card
 from chatvector.chart import coefficient_chart_svg
 from chatvector.conventions import CARD_FILE, CHART_FILE, GITATTRIBUTES_FILE, PROVENANCE_FILE
-from chatvector.errors import Problem
+from chatvector.errors import HubError, Problem
 from chatvector.fetchmode import choose_fetch
 from chatvector.hub import connect, hub_call, translate
 from chatvector.plan import Plan
 from chatvector.provenance import read_provenance
 from chatvector.recipe import Recipe
-from chatvector.runner import IOStats, build_model, preload_engine, prepare, replace_dir
-from chatvector.shardupload import work_folder
+from chatvector.runner import IOStats, build_model, preload_engine, prepare, staged_folder
 from chatvector.stages import timed
+from chatvector.workspace import finished, target_workspace, work_folder
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -105,12 +104,10 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
                                     "to replace them"))
         if tag is not None and not dry_run and tag in state.tags:
             problems.append(Problem(f"--tag {tag}: {target.repo_id} already has that tag; choose another name"))
-        write_dir = Path(out_dir).parent if out_dir is not None else Path(tempfile.gettempdir())
+        write_dir = Path(out_dir).parent if out_dir is not None else work_folder(planned, target.repo_id)
         choice = found["fetch"] = choose_fetch(planned, fetch or recipe.merge.fetch, write_dir)
         if choice.mode == "stream":
             streaming = not dry_run and out_dir is None  # else the shards stay: the output is written whole
-            if streaming:
-                write_dir = work_folder(planned, target.repo_id)
             problems += preflight.check_disk(planned, write_dir, downloads=0, how=" in stream mode",
                                              writes=planned.largest_file_bytes + SMALL_FILES_ROOM if streaming else None)
         else:
@@ -130,11 +127,10 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
 
     preload_engine()  # torch loads while the weights download
     choice = found["fetch"]
-    uploader = None
-    if choice.mode == "stream" and not dry_run and out_dir is None:
-        uploader = start_streaming_upload(api, plan, state, create_pr=create_pr)
-    try:
-        with (_staging(out_dir) if uploader is None else contextlib.nullcontext(uploader.folder)) as folder:
+    streaming = choice.mode == "stream" and not dry_run and out_dir is None
+    with _staging(plan, target.repo_id, out_dir) as folder:
+        uploader = start_streaming_upload(api, plan, state, folder, create_pr=create_pr) if streaming else None
+        try:
             build = build_model(plan, folder, api=api, device=device, fetch=choice, uploader=uploader)
             with timed("card"):
                 write_card(plan, build.provenance, folder)
@@ -147,28 +143,42 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
                 with timed("push"):
                     push(api, plan, state, folder, result, create_pr=create_pr, tag=tag,
                          prebuilt=uploader.operations if uploader else None)
-    finally:
-        if uploader is not None:
-            uploader.close()
-    if uploader is not None:
-        uploader.done()  # committed: the journal and the hollow shards are no longer needed
+        finally:
+            if uploader is not None:
+                uploader.close()
     return result
 
 
-def start_streaming_upload(api: "HfApi", plan: Plan, state: TargetState, *, create_pr: bool) -> "ShardUploader":
-    """The uploader of a streaming publish, ready for the merge. Objects are pre-uploaded into the target, so a
-    new target is created (empty, with the recipe's visibility) first; the content still lands in one commit."""
+def start_streaming_upload(api: "HfApi", plan: Plan, state: TargetState, folder: Path, *,
+                           create_pr: bool) -> "ShardUploader":
+    """The uploader of a streaming publish, ready for the merge (its journal beside `folder`). Objects are
+    pre-uploaded into the target, so a new target is created (empty, with the recipe's visibility) first; the
+    content still lands in one commit."""
     from chatvector.shardupload import ShardUploader
 
     target = plan.require_recipe().require_target()
     if not state.exists:
         with hub_call(api, target.repo_id, action="push"):
-            api.create_repo(target.repo_id, private=target.private, exist_ok=True)
-            state.head = api.model_info(target.repo_id).sha
-            state.exists = True
-    uploader = ShardUploader(api, target.repo_id, plan, work_folder(plan, target.repo_id), create_pr=create_pr)
+            create_target(api, plan, state)
+    uploader = ShardUploader(api, target.repo_id, plan, folder, create_pr=create_pr)
     uploader.prepare()
     return uploader
+
+
+def create_target(api: "HfApi", plan: Plan, state: TargetState) -> None:
+    """Create the target the run found missing. If it exists by now, another run created it meanwhile: this run
+    was planned against a repository that was not there, so it stops rather than commit on top of the other."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    target = plan.require_recipe().require_target()
+    try:
+        api.create_repo(target.repo_id, private=target.private, exist_ok=False)
+    except HfHubHTTPError as err:
+        if err.response is None or err.response.status_code != 409:
+            raise
+        raise HubError(f"{target.repo_id} was created by another run while this run was going on: nothing was "
+                       "pushed; run again (it will find what that run published)") from None
+    state.head, state.exists = api.model_info(target.repo_id).sha, True
 
 
 def unchanged(plan: Plan, state: TargetState) -> bool:
@@ -255,8 +265,7 @@ def push(api: "HfApi", plan: Plan, state: TargetState, folder: Path, result: Pub
     operations += [CommitOperationDelete(path_in_repo=name) for name in result.deleted]
     with hub_call(api, target.repo_id, action="push"):
         if not state.exists:
-            api.create_repo(target.repo_id, private=target.private, exist_ok=True)
-            state.head = api.model_info(target.repo_id).sha
+            create_target(api, plan, state)
         sent_before = {name for name, op in prebuilt.items() if op._is_uploaded}  # a streaming publish's shards
         info = commit_once(api, plan, target.repo_id, operations, parent=state.head, create_pr=create_pr)
         result.commit, result.pr_url = info.oid, info.pr_url
@@ -264,7 +273,11 @@ def push(api: "HfApi", plan: Plan, state: TargetState, folder: Path, result: Pub
             result.io.bytes_uploaded += sum(op.upload_info.size for op in operations
                                             if isinstance(op, CommitOperationAdd) and op.path_in_repo not in sent_before
                                             and not (op._remote_oid is not None and op._remote_oid == op._local_oid))
-        if info.oid == state.head:  # every file already matched (e.g. --force with nothing changed)
+        adds = [op for op in operations if isinstance(op, CommitOperationAdd)]
+        if info.oid == state.head or (len(adds) == len(operations) and all(
+                op._remote_oid is not None and op._remote_oid == op._local_oid for op in adds)):
+            # every file already matched (--force with nothing changed, or another run published these very
+            # bytes meanwhile): huggingface_hub made no commit
             result.changed = False
         if tag:
             api.create_tag(target.repo_id, tag=tag, revision=info.oid, tag_message=f"chatvector {recipe.display_name}")
@@ -275,34 +288,28 @@ def commit_once(api: "HfApi", plan: Plan, repo_id: str, operations: list, *, par
     """`create_commit`, tried again after a transient failure (429, 5xx, a dropped connection). A retry that
     finds the parent moved (412) checks whether the head is this very commit (the first try landed but its
     answer was lost) before it reports a conflict. A pull request is retried only on 429 (not created then)."""
-    import time
     from types import SimpleNamespace
 
-    from huggingface_hub.errors import HfHubHTTPError
-
-    from chatvector.hub import first_line, retry_settings, transient_wait
+    from chatvector.retry import with_retries
 
     recipe = plan.require_recipe()
     message, description = commit_message(recipe, plan), commit_description(recipe, plan)
-    attempts = retry_settings()[0]
-    n = 0
-    while True:
-        n += 1
-        try:
-            return api.create_commit(repo_id, operations, commit_message=message, commit_description=description,
-                                     parent_commit=parent, create_pr=create_pr)
-        except Exception as err:  # noqa: BLE001 - re-raised unless transient
-            status = getattr(getattr(err, "response", None), "status_code", None)
-            if n > 1 and status == 412 and not create_pr and isinstance(err, HfHubHTTPError):
-                landed = read_target(api, repo_id)  # did the first try land, its answer lost?
-                if (landed.provenance or {}).get("fingerprint", {}).get("sha256") == plan.fingerprint["sha256"]:
-                    return SimpleNamespace(oid=landed.head, pr_url=None)
-            wait = transient_wait(err, n)
-            if wait is None or n == attempts or (create_pr and status != 429):
-                raise
-            log.warning("the commit to %s failed (%s); trying again in %.1f s [%d/%d]", repo_id, first_line(err),
-                        wait, n, attempts - 1)
-        time.sleep(wait)
+
+    def landed(err: BaseException, tries: int):
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status == 412 and not create_pr:
+            state = read_target(api, repo_id)  # did an earlier try land, its answer lost?
+            if (state.provenance or {}).get("fingerprint", {}).get("sha256") == plan.fingerprint["sha256"]:
+                return SimpleNamespace(oid=state.head, pr_url=None)
+        return None
+
+    def may_retry(err: BaseException) -> bool:  # a pull request: only when it was surely not created
+        return not create_pr or getattr(getattr(err, "response", None), "status_code", None) == 429
+
+    return with_retries(lambda: api.create_commit(repo_id, operations, commit_message=message,
+                                                  commit_description=description, parent_commit=parent,
+                                                  create_pr=create_pr),
+                        f"the commit to {repo_id}", recover=landed, retry_if=may_retry)
 
 
 def commit_message(recipe: Recipe, plan: Plan) -> str:
@@ -319,16 +326,20 @@ def commit_description(recipe: Recipe, plan: Plan) -> str:
 
 
 @contextlib.contextmanager
-def _staging(out_dir: Path | None) -> Iterator[Path]:
-    """Where the model is assembled: a temp folder, moved to --out (when given) once the run succeeded."""
-    parent = Path(out_dir).parent if out_dir is not None else None
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{Path(out_dir).name}.partial-" if out_dir else "chatvector-publish-",
-                                dir=parent))
-    try:
-        yield tmp
-        if out_dir is not None:
-            replace_dir(tmp, Path(out_dir))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _staging(plan: Plan, repo_id: str, out_dir: Path | None) -> Iterator[Path]:
+    """Where the model is assembled: beside --out (moved there once the run succeeded), else the target's
+    workspace under the HF cache (chatvector.workspace: swept by the next run if this one is killed), emptied
+    when the run ends (a streaming publish's journal stays when it fails, to resume)."""
+    if out_dir is not None:
+        with staged_folder(Path(out_dir)) as folder:
+            yield folder
+        return
+    with target_workspace(plan, repo_id) as work:
+        folder = work / "model"
+        folder.mkdir()
+        try:
+            yield folder
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finished(work)

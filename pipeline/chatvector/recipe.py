@@ -5,6 +5,14 @@
     raise recipe.error_at("coefficients.layers.\"40\"", "layer 40 does not exist")
 
 The dataclasses hold every default; `recipes/README.md` documents the format for users.
+
+Recipes are bounded, each bound refused with one line naming the file, line and field: the file is at most
+`MAX_RECIPE_BYTES`; the YAML's nesting, value count and alias expansion are bounded by
+`chatvector.yamlsource` (`MAX_DEPTH`, `MAX_VALUES`, `MAX_TEXT`: an alias bomb is refused, not expanded);
+lists by the `MAX_*` counts below; strings by `MAX_STRING` characters (paths `MAX_PATH`, `name`
+`MAX_NAME`, `commit_message` `MAX_COMMIT_MESSAGE`). Text that lands in the model card's title, tables or
+metadata (`name`, the `card` strings, tags, languages) is one line without control characters; the card
+escapes it as well (`chatvector.card`).
 """
 
 from __future__ import annotations
@@ -33,10 +41,13 @@ from chatvector.errors import Problem as PlanProblem
 from chatvector.errors import RecipeError
 from chatvector.yamlsource import (
     INVALID,
+    MAX_PATH,
+    MAX_STRING,
     FieldPath,
     FieldReader,
     Invalid,
     Problem,
+    YamlLimitError,
     YamlSyntaxError,
     format_path,
     load_yaml,
@@ -49,6 +60,17 @@ FETCH_MODES = ("auto", "snapshot", "stream")  # how Hub inputs are read: see cha
 CHAT_TEMPLATE_SOURCES = ("chat", "cp")
 DEFAULT_REVISION = "main"
 DEFAULT_SHARD_SIZE = 5 * 10**9
+
+# Bounds (see the module docstring; recipes/README.md lists them for users)
+MAX_RECIPE_BYTES = 10**6  # 1 MB
+MAX_RULES = 1_000  # module rules; layer entries (a map's ranges or a list's values); gradient anchors
+MAX_VECTORS = 100
+MAX_SPECIAL_TOKENS = 1_000
+MAX_CARD_LIST = 100  # card.tags, card.language
+MAX_NAME = 200  # characters of `name`
+MAX_COMMIT_MESSAGE = 10_000  # characters
+MAX_LINK = 2_000  # characters of card.license_link
+MAX_REPORTED = 100  # problems listed; the rest are counted
 
 # ---------------------------------------------------------------------------------------------------
 # The typed recipe
@@ -278,13 +300,17 @@ def load_recipe(path: str | PathLike[str]) -> Recipe:
     each as "FILE:LINE: FIELD.PATH: message", in file order."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_RECIPE_BYTES + 1)  # a bounded read: a huge file or /dev/zero is not read whole
+            size = os.fstat(file.fileno()).st_size if len(data) > MAX_RECIPE_BYTES else len(data)
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such recipe file") from None
     except IsADirectoryError:
         raise RecipeError(f"{path}: is a folder, not a recipe file") from None
     except OSError as err:
         raise RecipeError(f"{path}: cannot read the recipe: {err.strerror}") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise RecipeError(_too_big(path, size))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -296,8 +322,12 @@ def load_recipe(path: str | PathLike[str]) -> Recipe:
 def parse_recipe(text: str, path: str | PathLike[str] = "recipe.yaml") -> Recipe:
     """`load_recipe` for text already in memory; `path` names it in messages and anchors relative paths."""
     path = Path(path)
+    if len(text) > MAX_RECIPE_BYTES // 4 and len(encoded := text.encode("utf-8")) > MAX_RECIPE_BYTES:
+        raise RecipeError(_too_big(path, len(encoded)))
     try:
         doc = load_yaml(text)
+    except YamlLimitError as err:
+        raise RecipeError(_format(path, Problem(err.path, err.line, err.message))) from None
     except YamlSyntaxError as err:
         raise RecipeError(f"{path}:{err.line}: {err.message}") from None
     if doc is None:
@@ -306,8 +336,17 @@ def parse_recipe(text: str, path: str | PathLike[str] = "recipe.yaml") -> Recipe
     fields = _top_level(reader, doc.data)
     problems = sorted(doc.problems + reader.problems, key=lambda problem: problem.line)
     if problems:
-        raise RecipeError("\n".join(_format(path, problem) for problem in problems))
+        lines = [_format(path, problem) for problem in problems[:MAX_REPORTED]]
+        if len(problems) > MAX_REPORTED:
+            lines.append(f"{path}: ... and {len(problems) - MAX_REPORTED} more problems")
+        raise RecipeError("\n".join(lines))
     return Recipe(**fields, path=path, text=text, field_lines=doc.lines)
+
+
+def _too_big(path: Path, size: int) -> str:
+    """"recipe.yaml: the file is 2.5 MB; recipes are at most 1 MB" (bytes when MB would round to the limit)."""
+    shown = f"{size / 10**6:.1f} MB" if size / 10**6 >= 1.05 else f"{size} bytes"
+    return f"{path}: the file is {shown}; recipes are at most {MAX_RECIPE_BYTES // 10**6} MB"
 
 
 def _format(path: Path, problem: Problem) -> str:
@@ -350,8 +389,32 @@ def _choice(choices: tuple[str, ...]) -> Read:
     return lambda r, value, path: r.choice(value, path, choices)
 
 
-def _string(r: FieldReader, value: object, path: FieldPath) -> str | Invalid:
-    return r.string(value, path)
+def _line(max_length: int = MAX_STRING) -> Read:
+    """One line of text without control characters (see FieldReader.line)."""
+    return lambda r, value, path: r.line(value, path, max_length)
+
+
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+def _license_link(r: FieldReader, value: object, path: FieldPath) -> str | Invalid:
+    """An http(s) URL or a file in the repository (`LICENSE`): the Hub shows it as a link."""
+    text = r.line(value, path, MAX_LINK)
+    if text is INVALID:
+        return text
+    scheme = _URL_SCHEME.match(text)
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        return r.error(path, f"expected an http(s) URL or a file in the repository (such as LICENSE), "
+                             f"got a {scheme.group(1)}: link")
+    return text
+
+
+def _at_most(r: FieldReader, value: list | dict, path: FieldPath, limit: int, what: str) -> bool:
+    """False, after recording a problem, when `value` has more than `limit` entries."""
+    if len(value) <= limit:
+        return True
+    r.error(path, f"{len(value)} {what}; at most {limit} are allowed")
+    return False
 
 
 def _repo_id(r: FieldReader, value: object, path: FieldPath) -> str | Invalid:
@@ -365,7 +428,7 @@ def _revision(r: FieldReader, value: object, path: FieldPath) -> str | Invalid:
 
 
 def _folder(r: FieldReader, value: object, path: FieldPath) -> Path | Invalid:
-    text = r.string(value, path)  # not checked for existence: fetching reports a missing folder
+    text = r.string(value, path, MAX_PATH)  # not checked for existence: fetching reports a missing folder
     return text if text is INVALID else r.base_dir / Path(text).expanduser()
 
 
@@ -393,11 +456,15 @@ def _vector(r: FieldReader, value: object, path: FieldPath) -> Vector | Invalid:
 def _vectors(r: FieldReader, value: object, path: FieldPath) -> tuple[Vector, ...] | Invalid:
     if not isinstance(value, list) or not value:
         return r.expected(path, "a non-empty list of {base, chat, weight} mappings", value)
+    if not _at_most(r, value, path, MAX_VECTORS, "vectors"):
+        return INVALID
     vectors = [_vector(r, item, path + (index,)) for index, item in enumerate(value)]
     return INVALID if any(vector is INVALID for vector in vectors) else tuple(vectors)
 
 
 def _special_tokens(r: FieldReader, value: object, path: FieldPath) -> tuple[str, ...] | Invalid:
+    if isinstance(value, list) and not _at_most(r, value, path, MAX_SPECIAL_TOKENS, "special tokens"):
+        return INVALID
     tokens = r.strings(value, path)
     if tokens is INVALID:
         return INVALID
@@ -448,6 +515,8 @@ def _numbers(r: FieldReader, value: list, path: FieldPath) -> tuple[float, ...] 
 
 
 def _layers(r: FieldReader, value: object, path: FieldPath) -> LayerSpec | Invalid:
+    if isinstance(value, (dict, list)) and not _at_most(r, value, path, MAX_RULES, "layer entries"):
+        return INVALID
     if isinstance(value, dict):
         return _layer_ranges(r, value, path)
     if isinstance(value, list) and value:
@@ -460,6 +529,8 @@ def _layers(r: FieldReader, value: object, path: FieldPath) -> LayerSpec | Inval
 def _gradient(r: FieldReader, value: object, path: FieldPath) -> Gradient | Invalid:
     if not isinstance(value, list) or len(value) < 2:
         return r.expected(path, "a list of at least 2 numbers", value)
+    if not _at_most(r, value, path, MAX_RULES, "gradient anchors"):
+        return INVALID
     numbers = _numbers(r, value, path)
     return numbers if numbers is INVALID else Gradient(numbers)
 
@@ -481,6 +552,8 @@ _module_rule = _section(ModuleRule, {"match": _regex, "value": FieldReader.numbe
 def _modules(r: FieldReader, value: object, path: FieldPath) -> tuple[ModuleRule, ...] | Invalid:
     if not isinstance(value, list):
         return r.expected(path, "a list of {match, value} rules (the first match wins)", value)
+    if not _at_most(r, value, path, MAX_RULES, "module rules"):
+        return INVALID
     rules = [_module_rule(r, item, path + (index,)) for index, item in enumerate(value)]
     return INVALID if any(rule is INVALID for rule in rules) else tuple(rules)
 
@@ -501,7 +574,7 @@ def _coefficients(r: FieldReader, value: object, path: FieldPath) -> Coefficient
 # ---- the top level
 
 _TOP_LEVEL: dict[str, Read] = {
-    "name": _optional(_string),
+    "name": _optional(_line(MAX_NAME)),
     "base": _source,
     "chat": _source,
     "vectors": _vectors,
@@ -516,18 +589,19 @@ _TOP_LEVEL: dict[str, Read] = {
     "card": _section(
         Card,
         {
-            "license": _optional(_string),
-            "license_name": _optional(_string),
-            "license_link": _optional(_string),
-            "language": lambda r, value, path: r.strings(value, path, one_is_enough=True),
-            "tags": FieldReader.strings,
+            "license": _optional(_line()),
+            "license_name": _optional(_line()),
+            "license_link": _optional(_license_link),
+            "language": lambda r, value, path: r.strings(value, path, one_is_enough=True, single_line=True,
+                                                         max_items=MAX_CARD_LIST),
+            "tags": lambda r, value, path: r.strings(value, path, single_line=True, max_items=MAX_CARD_LIST),
             "extra": _free_mapping,
             "template": _optional(FieldReader.file),
         },
     ),
     "merge": _section(MergeSettings, {"device": _choice(DEVICES), "fetch": _choice(FETCH_MODES)}),
     "trust_remote_code": FieldReader.boolean,
-    "commit_message": _optional(_string),
+    "commit_message": _optional(lambda r, value, path: r.string(value, path, MAX_COMMIT_MESSAGE)),
 }
 
 

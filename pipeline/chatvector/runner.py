@@ -319,7 +319,10 @@ def staged_folder(out_dir: Path) -> Iterator[Path]:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for leftover in out_dir.parent.glob(f".{out_dir.name}.partial-*"):  # from a run that was killed
-        log.info("removing %s, left by an interrupted run", leftover)
+        from chatvector.units import human_bytes
+        from chatvector.workspace import disk_usage
+
+        log.info("removing %s (%s), left by an interrupted run", leftover, human_bytes(disk_usage(leftover)))
         shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:

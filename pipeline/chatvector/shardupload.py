@@ -1,6 +1,6 @@
 """A streaming publish's output side: each output shard leaves the disk as soon as it is written.
 
-    uploader = ShardUploader(api, repo_id, plan, work, create_pr=False, spot=SpotCheck(...))
+    uploader = ShardUploader(api, repo_id, plan, work / "model", create_pr=False, spot=SpotCheck(...))
     run_merge(..., on_file=uploader.on_file, disk_budget=uploader.budget, skip_files=uploader.skip_files)
     uploader.finish()                     # every shard checked and pre-uploaded, or the upload's error
     push(..., prebuilt=uploader.operations)   # the one commit that makes them visible
@@ -15,8 +15,8 @@ file, by the Hub's rules) stays on disk for the commit.
 The journal (`journal.jsonl` in the work folder, one JSON line per shard uploaded and per input checked)
 makes a rerun of the same plan after a crash or Ctrl-C resume: shards whose objects the Hub still holds
 (asked with the LFS batch API) are neither computed nor uploaded again, and their hollow files are
-recreated from the journal. The work folder is named after the plan's fingerprint: a changed plan starts
-afresh (and removes the older folders of that target).
+recreated from the journal. The work folder (chatvector.workspace) is named after the plan's fingerprint: a
+changed plan starts afresh, and the next run sweeps the older folders of that target.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import queue
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -45,14 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 JOURNAL = "journal.jsonl"
 SAMPLE = 512  # what huggingface_hub's UploadInfo keeps of a file's start
-
-
-def work_folder(plan: Plan, repo_id: str) -> Path:
-    """Where a streaming publish of `plan` to `repo_id` keeps its shard and journal, across runs."""
-    from huggingface_hub import constants
-
-    owner, _, name = repo_id.partition("/")
-    return Path(constants.HF_HOME) / "chatvector" / "publish" / f"{owner}--{name}" / plan.fingerprint["sha256"][:16]
 
 
 @dataclass(frozen=True)
@@ -125,12 +116,11 @@ class Journal:
 class ShardUploader:
     """See the module docstring. Not reusable: one publish."""
 
-    def __init__(self, api: "HfApi", repo_id: str, plan: Plan, work: Path, *, create_pr: bool,
+    def __init__(self, api: "HfApi", repo_id: str, plan: Plan, folder: Path, *, create_pr: bool,
                  spot: "SpotCheck | None" = None, verified_inputs=None):
         self.api, self.repo_id, self.plan, self.create_pr, self.spot = api, repo_id, plan, create_pr, spot
-        self.work = Path(work)
-        self.folder = self.work / "model"
-        self.journal = Journal(self.work, plan.fingerprint["sha256"])
+        self.folder = Path(folder)  # empty: the model is written here; the journal lies beside it
+        self.journal = Journal(self.folder.parent, plan.fingerprint["sha256"])
         self.verified_inputs = verified_inputs or (lambda: {})  # {key: sha256} checked so far
         from chatvector.merge.writer import DiskBudget  # (the engine's package loads torch: only now)
 
@@ -149,13 +139,8 @@ class ShardUploader:
 
     # -- before the merge ------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """A fresh model folder; from the journal, the shards the Hub still holds (skipped, hollow files
-        recreated) and the inputs already checked."""
-        for old in self.work.parent.glob("*"):  # runs of other plans for this target: never resumed
-            if old != self.work and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder.mkdir(parents=True)
+        """From the journal, the shards the Hub still holds (skipped, their hollow files recreated) and the
+        inputs already checked; then the upload thread starts."""
         shards, inputs = self.journal.read()
         held = self._held_by_hub(list(shards.values())) if shards else set()
         for name in sorted(held):
@@ -230,8 +215,13 @@ class ShardUploader:
         op = _operation(record, path)
         start = time.perf_counter()
         self._first = self._first or start
-        with hub_call(self.api, self.repo_id, action="push"):
-            self.api.preupload_lfs_files(self.repo_id, additions=[op], create_pr=self.create_pr, free_memory=False)
+        try:
+            with hub_call(self.api, self.repo_id, action="push"):
+                self.api.preupload_lfs_files(self.repo_id, additions=[op], create_pr=self.create_pr,
+                                             free_memory=False)
+        except PipelineError as err:
+            raise MergeError(f"uploading {name} failed: {str(err).removesuffix('; run again later')}; nothing "
+                             "was committed: run the same command again to resume") from None
         self.records[name] = record
         if op._upload_mode == "lfs":
             self.bytes_uploaded += size
@@ -268,10 +258,6 @@ class ShardUploader:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-
-    def done(self) -> None:
-        """The commit landed: the work folder is no longer needed."""
-        shutil.rmtree(self.work, ignore_errors=True)
 
     @property
     def error(self) -> BaseException | None:

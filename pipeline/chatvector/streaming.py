@@ -85,10 +85,10 @@ class RangeClient:
 
     def __init__(self, headers: Mapping[str, str] | None = None, *, max_retries: int | None = None,
                  base_wait: float | None = None, max_wait: float | None = None):
-        from chatvector.hub import retry_settings
+        from chatvector.retry import policy
 
-        attempts, first = retry_settings()  # CHATVECTOR_HTTP_ATTEMPTS / _BACKOFF, as for the other calls
-        base_wait = first if base_wait is None else base_wait
+        rules = policy()  # CHATVECTOR_HTTP_ATTEMPTS / _BACKOFF, as for the other calls
+        attempts, base_wait = rules.attempts, rules.first_wait if base_wait is None else base_wait
         self.headers = dict(headers or {})
         self.retry = {"max_retries": attempts - 1 if max_retries is None else max_retries,
                       "base_wait_time": base_wait, "max_wait_time": 8 * base_wait if max_wait is None else max_wait}

@@ -6,12 +6,21 @@ Each endpoint is a function `(hub, request, ...) -> Response`; `routes.py` maps 
 from __future__ import annotations
 
 import hashlib
-import json
 from urllib.parse import parse_qs, urlencode
 
 from chatvector import cardrules
 from chatvector.localhub.hub import PREFIX, Hub, valid_name
-from chatvector.localhub.protocol import FINE_GRAINED, HubHTTPError, Request, Response, Token, require_write
+from chatvector.localhub.protocol import (
+    FINE_GRAINED,
+    MAX_JSON_BODY,
+    HubHTTPError,
+    Request,
+    Response,
+    Token,
+    body_field,
+    require_write,
+    unsafe_char,
+)
 from chatvector.localhub.storage import FileEntry, StoreError, lfs_pointer
 
 
@@ -48,8 +57,8 @@ def create_repo(hub: Hub, req: Request) -> Response:
     user = req.user
     if user is None:
         raise HubHTTPError(401, "You must be authenticated with a write token to create a repo.")
-    name, org = body.get("name"), body.get("organization") or user.name
-    repo_type = body.get("type") or "model"
+    name, org = body_field(body, "name", str), body_field(body, "organization", str) or user.name
+    repo_type = body_field(body, "type", str) or "model"
     if repo_type not in PREFIX or not isinstance(name, str) or not valid_name(name) or not valid_name(org):
         raise HubHTTPError(400, f"Invalid repo name or type: {org}/{name} ({repo_type})")
     hub.check_create(req, repo_type, org)  # before the existence check: no 409 leaks a private repo
@@ -58,7 +67,7 @@ def create_repo(hub: Hub, req: Request) -> Response:
     if hub.store.get_repo(repo_type, full) is not None:
         return Response(409, json={"error": f"You already created this {repo_type} repo", "url": url},
                         headers={"X-Error-Message": f"You already created this {repo_type} repo"})
-    private = body.get("visibility", "private" if body.get("private") else "public") != "public"
+    private = body_field(body, "visibility", str, "private" if body.get("private") else "public") != "public"
     try:
         hub.store.create_repo(repo_type, full, private, user.name)
     except StoreError as err:  # lost a race with another create
@@ -69,8 +78,8 @@ def create_repo(hub: Hub, req: Request) -> Response:
 def delete_repo(hub: Hub, req: Request) -> Response:
     body = req.body.json()
     user = require_write(req)
-    full = f"{body.get('organization') or user.name}/{body.get('name')}"
-    repo = hub.repo_for_write(req, body.get("type") or "model", full)
+    full = f"{body_field(body, 'organization', str) or user.name}/{body_field(body, 'name', str)}"
+    repo = hub.repo_for_write(req, body_field(body, "type", str) or "model", full)
     hub.store.delete_repo(repo)
     return Response(json={})
 
@@ -89,8 +98,9 @@ def settings(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
 
 def validate_yaml(hub: Hub, req: Request) -> Response:
     body = req.body.json()
-    repo_type = body.get("repoType") if body.get("repoType") in PREFIX else "model"
-    errors, warnings = cardrules.validate_card(body.get("content") or "", repo_type=repo_type)
+    repo_type = body_field(body, "repoType", str)
+    repo_type = repo_type if repo_type in PREFIX else "model"
+    errors, warnings = cardrules.validate_card(body_field(body, "content", str, ""), repo_type=repo_type)
     payload = {"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]}
     if errors:
         return Response(400, json=payload, headers={"X-Error-Message": errors[0]})
@@ -173,8 +183,8 @@ def tree(hub: Hub, req: Request, repo_type: str, name: str, revision: str, folde
 
 def _paginate(hub: Hub, req: Request, items: list) -> Response:
     """One page and, when more remain, an absolute `Link: <...>; rel="next"` (the client follows it verbatim)."""
-    start = int(req.param("cursor") or 0)
-    size = hub.config.page_size
+    start = req.int_param("cursor", 0)
+    size = min(req.int_param("limit", hub.config.page_size, minimum=1), hub.config.page_size)
     page = items[start:start + size]
     headers = {}
     if start + size < len(items):
@@ -186,9 +196,17 @@ def _paginate(hub: Hub, req: Request, items: list) -> Response:
 
 
 def paths_info(hub: Hub, req: Request, repo_type: str, name: str, revision: str) -> Response:
-    raw = req.body.read().decode()
     content_type = req.headers.get("Content-Type") or ""
-    wanted = json.loads(raw).get("paths", []) if "json" in content_type else parse_qs(raw).get("paths", [])
+    if "json" in content_type:
+        wanted = body_field(req.body.json(), "paths", list, [])
+    else:
+        try:
+            form = req.body.read_all(MAX_JSON_BODY, "form body").decode()
+            wanted = parse_qs(form).get("paths", [])
+        except UnicodeDecodeError:
+            raise HubHTTPError(400, "Invalid form body: not UTF-8") from None
+    if not all(isinstance(p, str) for p in wanted):
+        raise HubHTTPError(400, "Invalid 'paths' in the request body: expected an array of strings")
     repo = hub.repo_for_read(req, repo_type, name)
     sha = hub.resolve(repo, revision)
     files = hub.store.files(sha)
@@ -235,7 +253,8 @@ def branch(hub: Hub, req: Request, repo_type: str, name: str, branch_name: str) 
             raise HubHTTPError(403, "The main branch cannot be deleted")
         hub.store.delete_ref(repo, "branch", branch_name)
         return Response(json={})
-    start = hub.resolve(repo, body.get("startingPoint") or "main")
+    start = hub.resolve(repo, body_field(body, "startingPoint", str) or "main")
+    _check_ref_name(branch_name, "branch")
     hub.store.set_ref(repo, "branch", branch_name, start, must_not_exist=True)
     return Response(json={})
 
@@ -249,6 +268,16 @@ def tag(hub: Hub, req: Request, repo_type: str, name: str, revision_or_tag: str)
     tag_name = body.get("tag")
     if not isinstance(tag_name, str) or not tag_name:
         raise HubHTTPError(400, "Missing 'tag' in the request body")
+    _check_ref_name(tag_name, "tag")
     sha = hub.resolve(repo, revision_or_tag)
     hub.store.set_ref(repo, "tag", tag_name, sha, must_not_exist=True)
     return Response(json={})
+
+
+def _check_ref_name(name: str, kind: str) -> None:
+    """400 for a branch or tag name git refuses (git check-ref-format, the parts a client could get wrong)."""
+    bad = unsafe_char(name) or next((c for c in " ~^:?*[" if c in name), None)
+    if bad or ".." in name or "@{" in name or name.startswith("/") or name.endswith(("/", ".", ".lock")) \
+            or "//" in name:
+        detail = f": the character {bad!r} is not allowed" if bad else ""
+        raise HubHTTPError(400, f"Invalid {kind} name {name!r}{detail}")

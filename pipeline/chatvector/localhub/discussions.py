@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chatvector.localhub.hub import PREFIX, Hub
-from chatvector.localhub.protocol import HubHTTPError, Request, Response
+from chatvector.localhub.protocol import HubHTTPError, Request, Response, body_field
 
 
 def listing(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
@@ -28,10 +28,11 @@ def create(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
     body = req.body.json()
     repo = hub.repo_for_write(req, repo_type, name)
     assert req.user is not None
-    title = (body.get("title") or "").strip()
+    title = body_field(body, "title", str, "").strip()
     if not title:
         raise HubHTTPError(400, "A discussion needs a title")
-    num = hub.store.create_discussion(repo, title, body.get("description") or "", bool(body.get("pullRequest")),
+    description = body_field(body, "description", str, "")
+    num = hub.store.create_discussion(repo, title, description, bool(body.get("pullRequest")),
                                       req.user.name)
     return Response(json={"num": num, "url": f"{req.base_url}/{PREFIX[repo.type]}{repo.name}/discussions/{num}"})
 

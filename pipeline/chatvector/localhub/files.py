@@ -7,6 +7,7 @@ HEAD always reports the real size (`X-Linked-Size`): a HEAD saying 0 makes the c
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 from chatvector.localhub.hub import Hub
 from chatvector.localhub.protocol import HubHTTPError, Request, Response
@@ -28,7 +29,7 @@ def resolve(hub: Hub, req: Request, repo_type: str, name: str, revision: str, pa
         "X-Linked-Size": str(entry.size),
         "Accept-Ranges": "bytes",
         "Content-Type": "application/octet-stream",
-        "Content-Disposition": f'inline; filename="{path.rsplit("/", 1)[-1]}"',
+        "Content-Disposition": content_disposition(path.rsplit("/", 1)[-1]),
     }
     if entry.lfs:
         headers["X-Linked-Etag"] = f'"{entry.sha256}"'
@@ -39,6 +40,13 @@ def resolve(hub: Hub, req: Request, repo_type: str, name: str, revision: str, pa
     start, end = _parse_range(spec, entry.size)
     headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
     return Response(206, headers=headers, file=blob, offset=start, length=end - start + 1)
+
+
+def content_disposition(name: str) -> str:
+    """The Hub's `inline; filename*=UTF-8''...; filename="...";`: the name percent-encoded, and an ASCII fallback
+    (no quote, backslash or control character: '_' for each) that huggingface_hub reads."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
+    return f"inline; filename*=UTF-8''{quote(name, safe='')}; filename=\"{fallback}\";"
 
 
 def _parse_range(spec: str, size: int) -> tuple[int, int]:

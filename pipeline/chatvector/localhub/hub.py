@@ -14,8 +14,12 @@ Access follows the Hub's rules:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -49,12 +53,77 @@ class Upload:
     chunk_size: int | None
     parts: dict[int, Path] = field(default_factory=dict)
 
+    def discard(self) -> None:
+        """Delete the parts received so far."""
+        for path in list(self.parts.values()):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self.parts.clear()
+
+
+class Uploads:
+    """The pending LFS uploads by URL token. An upload expires TTL seconds after its last use (the batch call
+    that issued it, or a part received), and at most LIMIT are pending: issuing one more evicts the least
+    recently used. An expired or evicted upload's parts are deleted and its URL answers 404."""
+
+    def __init__(self, ttl: float = 3600.0, limit: int = 10_000, clock=time.monotonic):
+        if not ttl > 0 or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"LFS uploads need a ttl > 0 seconds and a limit >= 1, not ttl={ttl!r} limit={limit!r}")
+        self.ttl, self.limit, self._clock = ttl, limit, clock
+        self._items: OrderedDict[str, tuple[Upload, float]] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def __setitem__(self, token: str, upload: Upload) -> None:
+        with self._lock:
+            gone = self._expire()
+            self._items[token] = (upload, self._clock())
+            self._items.move_to_end(token)
+            while len(self._items) > self.limit:
+                gone.append(self._items.popitem(last=False)[1][0])
+        for old in gone:
+            old.discard()
+
+    def get(self, token: str) -> Upload | None:
+        """The pending upload of TOKEN (its clock restarts), None when unknown, expired or evicted."""
+        with self._lock:
+            gone = self._expire()
+            item = self._items.get(token)
+            if item is not None:
+                self._items[token] = (item[0], self._clock())
+                self._items.move_to_end(token)
+        for old in gone:
+            old.discard()
+        return item[0] if item is not None else None
+
+    def pop(self, token: str, default: Upload | None = None) -> Upload | None:
+        with self._lock:
+            item = self._items.pop(token, None)
+        return item[0] if item is not None else default
+
+    def _expire(self) -> list[Upload]:
+        """Drop the uploads unused for TTL seconds (the lock is held); the caller discards them."""
+        deadline = self._clock() - self.ttl
+        gone = []
+        while self._items:
+            token, (upload, used) = next(iter(self._items.items()))
+            if used > deadline:
+                break
+            del self._items[token]
+            gone.append(upload)
+        return gone
+
 
 @dataclass
 class HubConfig:
     lfs_threshold: int = 10 * 1024 * 1024
     multipart_chunk_size: int = 64 * 1024 * 1024
     page_size: int = 1000
+    upload_ttl: float = 3600.0  # seconds an LFS upload URL stays valid after its last use
+    max_uploads: int = 10_000  # pending LFS uploads kept at most (the least recently used go first)
 
 
 class Hub:
@@ -67,7 +136,7 @@ class Hub:
             if org.name in self.orgs:
                 raise ValueError(f"organization {org.name} is given twice")
             self.orgs[org.name] = org
-        self.uploads: dict[str, Upload] = {}
+        self.uploads = Uploads(config.upload_ttl, config.max_uploads)
 
     # -- who is who ----------------------------------------------------------------------------------------
     def role(self, user: str, namespace: str) -> str | None:

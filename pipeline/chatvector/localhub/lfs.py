@@ -1,7 +1,11 @@
 """Git LFS uploads: the batch endpoint, basic and multipart transfers, and verify.
 
 The client sends the bytes without its token (huggingface_hub drops auth on LFS PUTs), so each upload URL
-carries an unguessable one-time token issued by the batch call to a write-token holder.
+carries an unguessable one-time token issued by the batch call to a write-token holder. Tokens expire an hour
+(HubConfig.upload_ttl) after their last use and at most HubConfig.max_uploads are pending (hub.Uploads).
+
+Bodies are held to what the batch call declared: a basic PUT to the object's size, a part to the chunk size (413
+beyond, without reading the rest); JSON bodies to protocol.MAX_JSON_BODY.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import os
 import re
 
 from chatvector.localhub.hub import PREFIX, Hub, Upload, new_upload_token
-from chatvector.localhub.protocol import HubHTTPError, Request, Response
+from chatvector.localhub.protocol import HubHTTPError, Request, Response, body_field
 from chatvector.localhub.storage import StoreError
 
 _OID = re.compile(r"^[0-9a-f]{64}$")
+_PART = re.compile(r"[0-9]{1,9}")
+MAX_BATCH_OBJECTS = 1000  # objects in one batch call (huggingface_hub sends at most 256)
 
 
 def batch(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
@@ -24,11 +30,18 @@ def batch(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
     repo = hub.repo_for_write(req, repo_type, name)
     if body.get("operation") != "upload":
         raise HubHTTPError(400, "Only the upload operation is supported")
+    wanted = body_field(body, "objects", list, [])
+    if len(wanted) > MAX_BATCH_OBJECTS:
+        raise HubHTTPError(413, f"Payload too large: {len(wanted)} objects in one batch, at most {MAX_BATCH_OBJECTS}")
+    if not all(isinstance(obj, dict) for obj in wanted):
+        raise HubHTTPError(400, "Invalid 'objects' in the request body: each must be {\"oid\": ..., \"size\": ...}")
     objects = []
-    for obj in body.get("objects") or []:
+    for obj in wanted:
         oid, size = obj.get("oid"), obj.get("size")
-        if not isinstance(oid, str) or not _OID.match(oid) or not isinstance(size, int) or size < 0:
-            objects.append({"oid": str(oid), "size": size or 0, "error": {"code": 422, "message": "Invalid oid or size"}})
+        if (not isinstance(oid, str) or not _OID.fullmatch(oid) or not isinstance(size, int) or isinstance(size, bool)
+                or size < 0):
+            objects.append({"oid": str(oid)[:100], "size": size if isinstance(size, int) else 0,
+                            "error": {"code": 422, "message": "Invalid oid or size"}})
             continue
         if hub.store.has_blob(oid, size):
             objects.append({"oid": oid, "size": size})  # no actions: already stored
@@ -69,6 +82,7 @@ def upload_put(hub: Hub, req: Request, token: str) -> Response:
     upload = _pending(hub, token)
     if upload.chunk_size is not None:
         raise HubHTTPError(404, "Unknown upload action: this upload is multipart")
+    req.body.limit(upload.size, f"LFS object {upload.oid}")
     return _store(hub, token, upload, req.body.iter_chunks())
 
 
@@ -77,7 +91,11 @@ def upload_part(hub: Hub, req: Request, token: str, number: str) -> Response:
     upload = _pending(hub, token)
     if not upload.chunk_size:
         raise HubHTTPError(404, "Unknown upload action: this upload is not multipart")
-    return _put_part(hub, upload, int(number), req)
+    parts = math.ceil(upload.size / upload.chunk_size)
+    if not _PART.fullmatch(number) or not 1 <= int(number) <= parts:
+        raise HubHTTPError(400, f"Invalid part number {number!r}: must be an integer from 1 to {parts}")
+    req.body.limit(upload.chunk_size, f"part {number} of LFS object {upload.oid}")
+    return _put_part(hub, token, upload, int(number), req)
 
 
 def upload_complete(hub: Hub, req: Request, token: str) -> Response:
@@ -94,19 +112,32 @@ def _store(hub: Hub, token: str, upload: Upload, chunks) -> Response:
     return Response(json={})
 
 
-def _put_part(hub: Hub, upload: Upload, number: int, req: Request) -> Response:
+def _put_part(hub: Hub, token: str, upload: Upload, number: int, req: Request) -> Response:
     part = hub.store.tmp_dir / f"part-{upload.oid}-{number}-{os.getpid()}-{id(upload)}"
     md5 = hashlib.md5()
-    with open(part, "wb") as fh:
-        for chunk in req.body.iter_chunks():
-            md5.update(chunk)
-            fh.write(chunk)
+    try:
+        with open(part, "wb") as fh:
+            for chunk in req.body.iter_chunks():
+                md5.update(chunk)
+                fh.write(chunk)
+    except BaseException:  # a part cut short is no part (a retry of it writes the same file)
+        upload.parts.pop(number, None)
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+        raise
     upload.parts[number] = part
+    if hub.uploads.get(token) is not upload:  # expired or evicted while the part came in
+        upload.discard()
+        raise HubHTTPError(404, "Unknown or expired upload URL")
     return Response(json={}, headers={"ETag": f'"{md5.hexdigest()}"'})
 
 
 def _complete(hub: Hub, token: str, upload: Upload, body: dict) -> Response:
-    numbers = sorted(int(p["partNumber"]) for p in body.get("parts") or [])
+    listed = body_field(body, "parts", list, [])
+    if not all(isinstance(p, dict) and isinstance(p.get("partNumber"), (int, str)) and not isinstance(
+            p.get("partNumber"), bool) and _PART.fullmatch(str(p["partNumber"])) for p in listed):
+        raise HubHTTPError(400, "Invalid 'parts' in the request body: each part needs a positive integer partNumber")
+    numbers = sorted(int(p["partNumber"]) for p in listed)
     expected = math.ceil(upload.size / (upload.chunk_size or 1))
     if numbers != list(range(1, expected + 1)) or any(n not in upload.parts for n in numbers):
         raise HubHTTPError(400, f"Multipart upload of {upload.oid} is missing parts")

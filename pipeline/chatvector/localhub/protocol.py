@@ -29,6 +29,59 @@ class HubHTTPError(Exception):
         self.headers = headers or {}
 
 
+# Characters no path, file name or ref may hold: C0 and C1 controls (CR, LF, NUL...), DEL, and the Unicode line
+# and paragraph separators (some parsers split lines on them).
+UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def unsafe_char(text: str) -> str | None:
+    """The first control character (or backslash) in TEXT, None when there is none."""
+    found = UNSAFE_CHARS.search(text)
+    if found:
+        return found.group()
+    return "\\" if "\\" in text else None
+
+
+def repo_path(path: object, *, folder: bool = False) -> str:
+    """PATH as a file (or, FOLDER, a folder) path in a repo, normalized ('.' and empty segments dropped); 400 for
+    what the Hub refuses: no path, control characters, backslashes, an absolute path, a '..' or '.git' segment."""
+    if not isinstance(path, str) or not [p for p in path.split("/") if p not in ("", ".")]:
+        raise HubHTTPError(400, f"Invalid path in repo: {path!r} (a path is needed)")
+    reason = None
+    bad = unsafe_char(path)
+    if bad:
+        reason = f"the character {bad!r} is not allowed in a path"
+    elif path.startswith("/"):
+        reason = "an absolute path (starting with '/') is not allowed"
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if reason is None and ".." in parts:
+        reason = "a '..' segment is not allowed"
+    if reason is None and ".git" in parts:
+        reason = "files under a '.git/' folder cannot be committed"
+    if reason is None and not folder and path.endswith("/"):
+        reason = "a file path cannot end with '/'"
+    if reason:
+        raise HubHTTPError(400, f"Invalid path in repo {path!r}: {reason}")
+    return "/".join(parts)
+
+
+def body_field(body: dict, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+    """BODY[KEY] when it is of KIND (DEFAULT when absent or null); 400 when it is something else."""
+    value = body.get(key)
+    if value is None:
+        return default
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        expected = " or ".join(_JSON_TYPE.get(k, k.__name__) for k in kinds)
+        raise HubHTTPError(400, f"Invalid {key!r} in the request body: expected {expected}, got "
+                                f"{_JSON_TYPE.get(type(value), type(value).__name__)}")
+    return value
+
+
+_JSON_TYPE = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array",
+              dict: "an object"}
+
+
 def repo_not_found(name: str) -> HubHTTPError:
     return HubHTTPError(404, f"Repository Not Found for url: {name}.", "RepoNotFound")
 
@@ -201,25 +254,92 @@ def parse_org_spec(spec: str) -> Org:
     return Org(name, members)
 
 
+MAX_JSON_BODY = 16 * 1024 * 1024  # a JSON request body (preupload, LFS batch, paths-info...): the client sends KBs
+_MAX_CHUNK_LINE = 4096  # a chunk-size line, extensions included
+_MAX_TRAILERS = 64 * 1024  # all trailer lines of a chunked body together
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def too_large(what: str, size: int | str, limit: int) -> HubHTTPError:
+    return HubHTTPError(413, f"Payload too large: the {what} is {size} bytes, more than the {limit} this endpoint "
+                             "accepts")
+
+
 class BodyReader:
-    """Reads exactly the request body (Content-Length or chunked), so keep-alive connections stay in sync."""
+    """Reads exactly the request body (Content-Length or chunked), so keep-alive connections stay in sync.
+
+    The framing is checked when the reader is made (HubHTTPError 400 for a bad Content-Length, 501 for a transfer
+    coding other than chunked) and while reading (400 for a malformed chunk or a body that ends early, 413 past
+    `limit()`). After any of those the stream is out of step: `must_close` is set and the connection must close.
+    """
 
     def __init__(self, rfile, headers):
         self._rfile = rfile
-        self._chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
-        self._remaining = int(headers.get("Content-Length") or 0)
+        self.must_close = False
+        self.length: int | None = None  # the declared Content-Length (None: chunked)
+        self._cap: int | None = None
+        self._cap_what = "request body"
+        self._consumed = 0
         self._chunk_left = 0
+        encodings = [e.strip().lower() for v in headers.get_all("Transfer-Encoding") or [] for e in v.split(",")]
+        lengths = {v.strip() for v in headers.get_all("Content-Length") or []}
+        try:
+            if encodings:
+                if encodings != ["chunked"]:
+                    raise HubHTTPError(501, f"Transfer-Encoding {', '.join(encodings)!r} is not supported (only "
+                                            "chunked)")
+                if lengths:
+                    raise HubHTTPError(400, "Bad request: both Transfer-Encoding and Content-Length are set")
+                self._chunked = True
+            else:
+                if len(lengths) > 1:
+                    raise HubHTTPError(400, "Bad request: conflicting Content-Length headers")
+                value = lengths.pop() if lengths else "0"
+                if not _DIGITS.fullmatch(value):
+                    raise HubHTTPError(400, f"Bad request: Content-Length {value!r} is not a valid number of bytes")
+                self._chunked = False
+                self.length = int(value)
+        except HubHTTPError:
+            self.must_close = True
+            raise
+        self._remaining = self.length or 0
         self._done = not self._chunked and self._remaining == 0
 
+    def limit(self, cap: int, what: str = "request body") -> None:
+        """Refuse (413) a body of more than CAP bytes: at once when the declared length says so, else as soon as
+        reading passes CAP (the rest is never read)."""
+        self._cap, self._cap_what = cap, what
+        if self.length is not None and self.length > cap:
+            self.must_close = True
+            raise too_large(what, self.length, cap)
+
+    def _broken(self, message: str) -> HubHTTPError:
+        self.must_close = True
+        self._done = True
+        return HubHTTPError(400, f"Bad request: {message}")
+
+    def _count(self, n: int) -> None:
+        self._consumed += n
+        if self._cap is not None and self._consumed > self._cap:
+            self.must_close = True
+            self._done = True
+            raise too_large(self._cap_what, f"more than {self._cap}", self._cap)
+
     def read(self, n: int = -1) -> bytes:
-        if self._done:
+        if self._done or n == 0:
             return b""
         if self._chunked:
             return self._read_chunked(n)
         want = self._remaining if n < 0 else min(n, self._remaining)
-        data = self._rfile.read(want)
+        if self._cap is not None:
+            want = min(want, self._cap - self._consumed + 1)  # one byte past the cap is enough to refuse
+        data = self._rfile.read(want)  # (a buffered read: short only at the end of the stream)
         self._remaining -= len(data)
-        if not data or self._remaining == 0:
+        self._count(len(data))
+        if len(data) < want:
+            raise self._broken(f"the body ended after {self.length - self._remaining} of {self.length} bytes")
+        if self._remaining == 0:
             self._done = True
         return data
 
@@ -227,43 +347,79 @@ class BodyReader:
         out = bytearray()
         while not self._done and (n < 0 or len(out) < n):
             if self._chunk_left == 0:
-                size_line = self._rfile.readline(65537).split(b";", 1)[0].strip()
-                self._chunk_left = int(size_line or b"0", 16)
+                line = self._rfile.readline(_MAX_CHUNK_LINE + 1)
+                if not line.endswith(b"\n"):
+                    raise self._broken("the chunked body ended or has a chunk-size line that is too long")
+                size = line.split(b";", 1)[0].strip()
+                if not _HEX.fullmatch(size):
+                    raise self._broken(f"malformed chunk size {size[:40]!r} in the chunked body")
+                self._chunk_left = int(size, 16)
                 if self._chunk_left == 0:
-                    while self._rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    self._done = True
+                    self._read_trailers()
                     break
             take = self._chunk_left if n < 0 else min(self._chunk_left, n - len(out))
+            if self._cap is not None:
+                take = min(take, self._cap - self._consumed + 1)
             data = self._rfile.read(take)
+            self._count(len(data))
+            if len(data) < take:
+                raise self._broken("the chunked body ended in the middle of a chunk")
             out += data
             self._chunk_left -= len(data)
-            if self._chunk_left == 0:
-                self._rfile.readline(3)  # CRLF after the chunk
+            if self._chunk_left == 0 and self._rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise self._broken("a chunk of the chunked body is not followed by CRLF")
         return bytes(out)
+
+    def _read_trailers(self) -> None:
+        seen = 0
+        while True:
+            line = self._rfile.readline(_MAX_TRAILERS + 1)
+            seen += len(line)
+            if not line.endswith(b"\n") or seen > _MAX_TRAILERS:
+                raise self._broken("the chunked body's trailer section is unterminated or too long")
+            if line in (b"\r\n", b"\n"):
+                self._done = True
+                return
 
     def iter_chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
         while chunk := self.read(size):
             yield chunk
 
-    def iter_lines(self) -> Iterator[bytes]:
-        """Lines of the body; a line may be large (inline base64 content) but never exceeds the body."""
+    def iter_lines(self, max_line: int | None = None, what: str = "line") -> Iterator[bytes]:
+        """Lines of the body; a line may be large (inline base64 content) but never exceeds the body, nor MAX_LINE
+        bytes when given (413, and the rest of the body is not read)."""
         buf = b""
         for chunk in self.iter_chunks(4 << 20):
             buf += chunk
             *lines, buf = buf.split(b"\n")
-            yield from lines
+            for line in lines:
+                if max_line is not None and len(line) > max_line:
+                    self.must_close = not self._done
+                    raise too_large(what, len(line), max_line)
+                yield line
+            if max_line is not None and len(buf) > max_line:
+                self.must_close = not self._done
+                raise too_large(what, f"more than {max_line}", max_line)
         if buf:
             yield buf
 
-    def json(self) -> Any:
-        raw = self.read()
-        if not raw:
+    def read_all(self, cap: int = MAX_JSON_BODY, what: str = "request body") -> bytes:
+        """The whole body, at most CAP bytes (413 beyond)."""
+        self.limit(cap, what)
+        return self.read()
+
+    def json(self, cap: int = MAX_JSON_BODY) -> dict:
+        """The body as a JSON object ({} when empty); 400 when it is not one, 413 past CAP bytes."""
+        raw = self.read_all(cap, "JSON body")
+        if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
-        except ValueError as err:
+            value = json.loads(raw)
+        except (ValueError, RecursionError) as err:
             raise HubHTTPError(400, f"Invalid JSON body: {err}") from None
+        if not isinstance(value, dict):
+            raise HubHTTPError(400, f"Invalid JSON body: expected an object, got {type(value).__name__}")
+        return value
 
     def drain(self) -> None:
         for _ in self.iter_chunks():
@@ -285,6 +441,15 @@ class Request:
 
     def param(self, name: str, default: str | None = None) -> str | None:
         return self.query.get(name, [default])[-1]
+
+    def int_param(self, name: str, default: int, minimum: int = 0) -> int:
+        """Query parameter NAME as an integer of at least MINIMUM (DEFAULT when absent or empty); 400 otherwise."""
+        raw = self.param(name)
+        if raw is None or raw == "":
+            return default
+        if not _DIGITS.fullmatch(raw) or int(raw) < minimum:
+            raise HubHTTPError(400, f"Invalid query parameter {name}={raw!r}: must be an integer of at least {minimum}")
+        return int(raw)
 
 
 @dataclass

@@ -8,7 +8,7 @@ argument `key`:
     (none)     one segment, unquoted
     rest       every remaining segment (maybe none), each unquoted, joined with '/'
     rest1      the same, at least one segment
-    int        one segment of digits
+    int        one segment of ASCII digits
     plural     `models|datasets|spaces|kernels` → the repo type (`/api/...` routes)
     web_type   `datasets|spaces|kernels` → the repo type (web routes, where models have no prefix)
     repo       two raw segments `namespace/name`
@@ -47,7 +47,7 @@ def _rest1(s: list[str], i: int) -> Match:
 
 
 def _int(s: list[str], i: int) -> Match:
-    return (s[i], i + 1) if i < len(s) and s[i].isdigit() else None
+    return (s[i], i + 1) if i < len(s) and s[i].isascii() and s[i].isdigit() else None
 
 
 def _plural(s: list[str], i: int) -> Match:
@@ -147,7 +147,7 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "{name:model_git_repo}/info/lfs/objects/verify", lfs.verify, repo_type="model"),
     # Upload URLs handed out by the LFS batch endpoint; the token in the path is the credential.
     _r("PUT", "lfs-upload/{token}", lfs.upload_put),
-    _r("PUT", "lfs-upload/{token}/part/{number:int}", lfs.upload_part),
+    _r("PUT", "lfs-upload/{token}/part/{number}", lfs.upload_part),  # a bad number is 400, not 404
     _r("POST", "lfs-upload/{token}/complete", lfs.upload_complete),
 )
 

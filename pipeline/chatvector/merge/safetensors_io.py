@@ -25,8 +25,13 @@ import torch
 
 from chatvector.conventions import DTYPE_BY_CODE, MERGEABLE_CODES
 from chatvector.errors import MergeError
+from chatvector.sources import (  # the one header validator, shared with the plan
+    MAX_HEADER_BYTES,  # noqa: F401 - the safetensors library's limit, checked there
+    HeaderProblem,
+    check_safetensors_header,
+    header_length,
+)
 
-MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library itself enforces
 PAGE = mmap.PAGESIZE
 
 
@@ -81,51 +86,18 @@ def read_header(path: Path) -> Header:
 
 def parse_header(path: Path | str, size: int, read) -> Header:
     """The header of a `size`-byte safetensors file whose bytes `read(start, n)` returns (a local file, or
-    ranges of a remote one); `path` names it in messages."""
-    head = read(0, 8) if size >= 8 else b""
-    if len(head) < 8:
-        raise MergeError(f"{path}: not a safetensors file ({size} bytes, too short for a header)")
-    (n,) = struct.unpack("<Q", head)
-    if n > MAX_HEADER_BYTES or 8 + n > size:
-        raise MergeError(
-            f"{path}: not a safetensors file (header length {n} does not fit a {size}-byte file);"
-            " the file may be truncated or not safetensors at all"
-        )
-    raw = read(8, n)
+    ranges of a remote one); `path` names it in messages. Checked as strictly as the safetensors library
+    checks it, by the same validator the plan uses (chatvector.sources.check_safetensors_header): the
+    header length, the JSON, every dtype, shape and offset, and tensors that cover the data section
+    exactly, without overlaps or gaps. Raises MergeError naming the file and the problem."""
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MergeError(f"{path}: header is not valid JSON ({e}); the file is corrupt") from None
-    if not isinstance(doc, dict):
-        raise MergeError(f"{path}: header is not a JSON object; the file is corrupt")
-    data_start = 8 + n
-    data_len = size - data_start
-    if not isinstance(doc.pop("__metadata__", None) or {}, dict):
-        raise MergeError(f"{path}: __metadata__ is not an object")
-    tensors: dict[str, TensorInfo] = {}
-    for name, entry in doc.items():
-        try:
-            dtype = entry["dtype"]
-            shape = tuple(int(d) for d in entry["shape"])
-            begin, end = (int(x) for x in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise MergeError(f"{path}: tensor {name!r} has a malformed header entry: {entry!r}") from None
-        if dtype not in DTYPE_BY_CODE:
-            raise MergeError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
-        if any(d < 0 for d in shape):
-            raise MergeError(f"{path}: tensor {name!r} has a negative dimension in {list(shape)}")
-        info = TensorInfo(dtype, shape, data_start + begin)
-        if not 0 <= begin <= end <= data_len:
-            raise MergeError(
-                f"{path}: tensor {name!r} lies at bytes [{begin}, {end}) of a {data_len}-byte data"
-                " section; the file is truncated or corrupt"
-            )
-        if end - begin != info.numel * info.itemsize:
-            raise MergeError(
-                f"{path}: tensor {name!r} ({dtype} {list(shape)}) should take"
-                f" {info.numel * info.itemsize} bytes but its offsets span {end - begin}"
-            )
-        tensors[name] = info
+        head = read(0, 8) if size >= 8 else b""
+        data_start = 8 + header_length(size, head)
+        entries = check_safetensors_header(size, lambda start, n: head[start:start + n] if start + n <= 8
+                                           else read(start, n))
+    except HeaderProblem as e:
+        raise MergeError(f"{path}: {e}") from None
+    tensors = {name: TensorInfo(e.dtype, e.shape, data_start + e.begin) for name, e in entries.items()}
     return Header(path, tensors, size)
 
 
