@@ -52,12 +52,13 @@ def env_for(hub_url: str, home: Path) -> dict[str, str]:
 _TRIPLETS: dict[TripletSpec, dict[str, Path]] = {}  # generated once per spec for the tests below
 
 
-def seed_on(url: str, tmp_path: Path, spec: TripletSpec) -> dict[str, str]:
+def seed_on(url: str, tmp_path: Path, spec: TripletSpec, prefix: str = "") -> dict[str, str]:
+    """The triplet of `spec` (generated once per process) uploaded as alice/{prefix}{role}: {role: repo_id}."""
     api = HfApi(endpoint=url, token=WRITE_TOKEN.secret)
     if spec not in _TRIPLETS:
         _TRIPLETS[spec] = write_triplet(tmp_path / "models", spec)
     folders = _TRIPLETS[spec]
-    repos = {role: f"alice/{role}" for role in folders}
+    repos = {role: f"alice/{prefix}{role}" for role in folders}
     for role, folder in folders.items():
         upload_model(api, folder, repos[role])
     return repos

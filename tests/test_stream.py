@@ -20,17 +20,16 @@ from huggingface_hub import HfApi, snapshot_download
 
 from chatvector.cli import main
 from chatvector.localhub import LocalHub
-from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
+from chatvector.testing.tinymodels import TripletSpec
 from tests.conftest import WRITE_TOKEN
-from tests.hubkit import env_for, folder_bytes, published_equals_snapshot, recipe, run_main
+from tests.hubkit import env_for, folder_bytes, published_equals_snapshot, recipe, run_main, seed_on
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 def seed(tmp_path: Path, spec: TripletSpec, api: HfApi, tag: str) -> dict[str, str]:
-    folders = write_triplet(tmp_path / f"models-{tag}", spec)
-    repos = {role: f"alice/stream-{tag}-{role}-{uuid.uuid4().hex[:6]}" for role in folders}
-    for role, folder in folders.items():
-        upload_model(api, folder, repos[role])
-    return repos
+    """The triplet on the session Hub under fresh names."""
+    return seed_on(api.endpoint, tmp_path, spec, prefix=f"stream-{tag}-{uuid.uuid4().hex[:6]}-")
 
 
 @pytest.fixture
