@@ -248,7 +248,7 @@ def test_target_that_is_a_source_is_refused(tmp_path, sources, monkeypatch, caps
     assert list(hub.requests)[mark:] == []
 
 
-def test_target_holding_foreign_files_needs_force(tmp_path, sources, monkeypatch, capsys, api):
+def test_target_holding_foreign_files_needs_overwrite(tmp_path, sources, monkeypatch, capsys, api):
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
     target = new_target()
     api.create_repo(target)
@@ -257,9 +257,11 @@ def test_target_holding_foreign_files_needs_force(tmp_path, sources, monkeypatch
     recipe = recipe_for(tmp_path, sources, target)
     assert main(["publish", str(recipe)]) == 2
     assert (f"{target} already holds files chatvector did not publish (e.g. config.json); choose another "
-            "target.repo_id, or pass --force to replace them") in capsys.readouterr().err
+            "target.repo_id, or pass --overwrite to replace them") in capsys.readouterr().err
     assert api.model_info(target).sha == head
-    assert main(["publish", str(recipe), "--force"]) == 0
+    assert main(["publish", str(recipe), "--force"]) == 2  # --force is "although unchanged", not "overwrite"
+    assert "pass --overwrite to replace them" in capsys.readouterr().err and api.model_info(target).sha == head
+    assert main(["publish", str(recipe), "--overwrite"]) == 0
     assert api.file_exists(target, "chatvector.json")
 
 
@@ -280,7 +282,8 @@ def test_existing_tag_is_refused_before_anything_is_pushed(tmp_path, sources, mo
     assert "would tag a commit that is not on main" in capsys.readouterr().err
 
 
-def test_comment_only_recipe_edit_is_a_noop(tmp_path, sources, monkeypatch, capsys, api):
+def test_comment_only_recipe_edit_is_a_noop_and_tag_pr_force_say_what_they_did(tmp_path, sources, monkeypatch,
+                                                                               capsys, api, hub):
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
     target = new_target()
     recipe = recipe_for(tmp_path, sources, target)
@@ -288,10 +291,23 @@ def test_comment_only_recipe_edit_is_a_noop(tmp_path, sources, monkeypatch, caps
     head = api.model_info(target).sha
     recipe.write_text("# a new comment, nothing else changed\n" + recipe.read_text())
     capsys.readouterr()
-    assert main(["publish", str(recipe), "--tag", "v2"]) == 0
+    mark = len(hub.requests)
+    assert main(["publish", str(recipe), "--tag", "v2"]) == 0  # a release of what the target holds: no merge
     out = capsys.readouterr().out
-    assert out.startswith("nothing changed:") and "(no tag was created; --force publishes anyway)" in out
+    assert out.startswith("nothing changed:") and out.rstrip().endswith("; tagged it v2")
     assert api.model_info(target).sha == head
+    assert {t.name: t.target_commit for t in api.list_repo_refs(target).tags} == {"v2": head}
+    assert weight_downloads(list(hub.requests)[mark:]) == []
+    assert main(["publish", str(recipe), "--tag", "v2"]) == 2  # the tag exists: refused, as with changes
+    assert f"--tag v2: {target} already has that tag" in capsys.readouterr().err
+    assert main(["publish", str(recipe), "--create-pr"]) == 0
+    out = capsys.readouterr().out
+    assert "(no pull request was created: there is nothing new to propose; --force merges and pushes anyway)" in out
+    assert main(["publish", str(recipe), "--force", "--tag", "t3"]) == 0  # merged and pushed again: the card
+    out = capsys.readouterr().out  # quotes the recipe, whose new comment makes this a real commit, tagged
+    new_head = api.model_info(target).sha
+    assert out.startswith(f"published {target} at {new_head} ") and out.rstrip().endswith(", tagged t3")
+    assert {t.name: t.target_commit for t in api.list_repo_refs(target).tags}["t3"] == new_head != head
 
 
 def test_readme_only_upstream_commit_is_a_noop(tmp_path, sources, monkeypatch, capsys, api, hub):

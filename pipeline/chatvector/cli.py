@@ -194,13 +194,19 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     publish.add_argument("--dry-run", action="store_true",
                          help="do everything but the push; show the files and the card it would commit")
     publish.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
-    publish.add_argument("--tag", metavar="TAG", help="tag the new commit")
+    publish.add_argument("--tag", metavar="TAG",
+                         help="tag the new commit; when nothing changed, tag the head that holds this output "
+                              "(no merge)")
     publish.add_argument("--out", metavar="DIR", help="keep the assembled model folder here")
     _device_option(publish)
     _fetch_option(publish)
     _plan_option(publish)
     _format_option(publish)
-    publish.add_argument("--force", action="store_true", help="publish even when nothing upstream changed")
+    publish.add_argument("--force", action="store_true",
+                         help="merge and push even when nothing upstream changed (the target's chatvector.json "
+                              "records this output already)")
+    publish.add_argument("--overwrite", action="store_true",
+                         help="replace files of the target that chatvector did not publish (refused otherwise)")
     publish.set_defaults(func=_cmd_publish)
 
 
@@ -214,7 +220,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     recipe.require_target()
     result = publish(recipe, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag, plan_file=args.plan,
                      out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force,
-                     fetch=args.fetch)
+                     fetch=args.fetch, overwrite=args.overwrite)
     if args.format == "json":
         _print_json({"repo_id": result.repo_id, "changed": result.changed, "dry_run": args.dry_run,
                      "commit": result.commit, "pull_request": result.pr_url, "tag": result.tag, "url": result.url,
@@ -227,10 +233,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         print(f"nothing changed: the open pull request {result.pr_url} already proposes this output "
               f"(at {result.commit}); nothing was pushed")
     elif not result.changed:
-        skipped = [what for what, asked in (("tag", args.tag), ("pull request", args.create_pr)) if asked]
+        did = [f"tagged it {result.tag}"] if result.tag else []
+        skipped = [what for what, asked in (("tag", args.tag and not result.tag), ("pull request", args.create_pr))
+                   if asked]
         print(f"nothing changed: {result.url} at {result.commit} already holds this recipe's output "
-              "for the same inputs; nothing was pushed"
-              + (f" (no {' or '.join(skipped)} was created; --force publishes anyway)" if skipped else ""))
+              "for the same inputs; nothing was pushed" + "".join(f"; {d}" for d in did)
+              + (f" (no {' or '.join(skipped)} was created: there is nothing new to propose; --force merges and "
+                 "pushes anyway)" if skipped else ""))
     elif args.dry_run:
         print(f"dry run: would commit to {result.url}")
         for name, size in result.added.items():

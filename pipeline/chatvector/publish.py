@@ -77,9 +77,13 @@ class TargetState:
 def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = None,
             plan_file: str | Path | None = None, dry_run: bool = False, create_pr: bool = False,
             tag: str | None = None, out_dir: Path | None = None, device: str | None = None,
-            force: bool = False, fetch: str | None = None) -> PublishResult:
+            force: bool = False, fetch: str | None = None, overwrite: bool = False) -> PublishResult:
     """Publish a recipe's merge to its target; see the module docstring. fetch: "auto", "snapshot" or
-    "stream" (default: the recipe's merge.fetch); see chatvector.fetchmode."""
+    "stream" (default: the recipe's merge.fetch); see chatvector.fetchmode.
+
+    Each flag means one thing: `force` publishes although nothing changed upstream; `overwrite` replaces
+    files of the target chatvector did not publish; `tag` tags the new commit, or the head when nothing
+    changed (no merge: the head holds this output already)."""
     target = recipe.require_target()
     with timed("import"):
         api = api or connect()
@@ -97,11 +101,14 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
         problems = preflight.check_card(planned, api.endpoint)
         state = found["state"] = read_target(api, target.repo_id)
         if unchanged(planned, state) and not force:
-            return problems  # nothing will be downloaded or written
-        if not force and state.foreign_files:
+            if tag is not None and not dry_run and tag in state.tags:
+                problems.append(Problem(f"--tag {tag}: {target.repo_id} already has that tag; choose another "
+                                        "name"))
+            return problems  # nothing will be downloaded or written (a --tag tags the head)
+        if not overwrite and state.foreign_files:
             problems.append(Problem(f"{target.repo_id} already holds files chatvector did not publish (e.g. "
-                                    f"{state.foreign_files[0]}); choose another target.repo_id, or pass --force "
-                                    "to replace them"))
+                                    f"{state.foreign_files[0]}); choose another target.repo_id, or pass "
+                                    "--overwrite to replace them"))
         if tag is not None and not dry_run and tag in state.tags:
             problems.append(Problem(f"--tag {tag}: {target.repo_id} already has that tag; choose another name"))
         write_dir = Path(out_dir).parent if out_dir is not None else work_folder(planned, target.repo_id)
@@ -119,7 +126,13 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
     url = f"{api.endpoint}/{target.repo_id}"
     if not force and unchanged(plan, state):
         log.debug("nothing changed: %s@%s already holds this output", target.repo_id, state.head)
-        return PublishResult(target.repo_id, changed=False, commit=state.head, url=url)
+        result = PublishResult(target.repo_id, changed=False, commit=state.head, url=url)
+        if tag and not dry_run and not create_pr:  # a release of what the target holds: no merge needed
+            with hub_call(api, target.repo_id, action="write"):
+                api.create_tag(target.repo_id, tag=tag, revision=state.head,
+                               tag_message=f"chatvector {recipe.display_name}")
+            result.tag = tag
+        return result
     if create_pr and not force and state.exists:
         proposed = open_pr_with_same_inputs(api, target.repo_id, plan)
         if proposed is not None:
