@@ -28,9 +28,23 @@ HF_TOKEN (or `hf auth login`). Point HF_ENDPOINT at a local Hub to work offline.
 """
 
 
+def _common_options() -> argparse.ArgumentParser:
+    """Options every command takes after its name too (`chatvector plan -v x.yaml`), as `hf` does."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log debug messages (libraries' too, with logger names) and show tracebacks")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings, errors and the result: no progress lines or bars")
+    common.add_argument("--token", metavar="TOKEN", default=argparse.SUPPRESS,
+                        help="the Hub token to use (default: HF_TOKEN, else the one `hf auth login` saved); "
+                             "never printed")
+    return common
+
+
 def _command(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
     """A subcommand whose description keeps its line breaks (it holds examples)."""
-    return sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    return sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[_common_options()],
+                          **kwargs)
 
 
 def _device_option(parser: argparse.ArgumentParser) -> None:
@@ -115,8 +129,8 @@ def _fetch_option(parser: argparse.ArgumentParser) -> None:
                              "fit on the free disk, and says why")
 
 
-def _print_io(io) -> None:
-    if io is not None:
+def _print_io(io, quiet: bool = False) -> None:
+    if io is not None and not quiet:
         print(io.summary(), file=sys.stderr)
 
 
@@ -151,7 +165,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     from chatvector.runner import merge
 
     outcome = merge(load_recipe(args.recipe), Path(args.out), device=args.device, plan_file=args.plan,
-                    fetch=args.fetch)
+                    fetch=args.fetch, progress=not args.quiet)
     checks = outcome.provenance["verification"]["checks"]
     files = sorted(p.name for p in outcome.out_dir.iterdir() if p.is_file())
     if args.format == "json":
@@ -159,7 +173,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
                      "checks": checks, "fingerprint": outcome.provenance["fingerprint"]["sha256"],
                      "io": outcome.io.to_dict() if outcome.io else None})
     else:
-        _print_io(outcome.io)
+        _print_io(outcome.io, args.quiet)
         print(f"wrote {outcome.out_dir} ({len(files)} files, merged on {outcome.device} in {outcome.seconds:.1f} s; "
               f"{sum(c['ok'] for c in checks)}/{len(checks)} checks passed)")
     return 0
@@ -220,7 +234,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     recipe.require_target()
     result = publish(recipe, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag, plan_file=args.plan,
                      out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force,
-                     fetch=args.fetch, overwrite=args.overwrite)
+                     fetch=args.fetch, overwrite=args.overwrite, progress=not args.quiet)
     if args.format == "json":
         _print_json({"repo_id": result.repo_id, "changed": result.changed, "dry_run": args.dry_run,
                      "commit": result.commit, "pull_request": result.pr_url, "tag": result.tag, "url": result.url,
@@ -228,7 +242,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
                      "out_dir": str(result.out_dir) if result.out_dir else None,
                      "io": result.io.to_dict() if result.io else None})
         return 0
-    _print_io(result.io)
+    _print_io(result.io, args.quiet)
     if not result.changed and result.pr_url:
         print(f"nothing changed: the open pull request {result.pr_url} already proposes this output "
               f"(at {result.commit}); nothing was pushed")
@@ -281,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chatvector", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"chatvector {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages (also after COMMAND)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="only warnings, errors and the result (also after COMMAND)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_plan(sub)
     _add_merge(sub)
@@ -320,13 +336,13 @@ def run() -> None:
     os._exit(code)
 
 
-def configure_logging(verbose: bool) -> None:
+def configure_logging(verbose: bool, quiet: bool = False) -> None:
     """chatvector's own INFO lines (what it chose, progress); libraries only from WARNING on, and their retry
     chatter (huggingface_hub's "HTTP Error 429 thrown...", "Retrying in 1s") only with -v: a failure that
     survives the retries is our one line, which says how often it was tried."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("chatvector").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("chatvector").setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "filelock", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.getLogger("huggingface_hub").setLevel(logging.DEBUG if verbose else logging.ERROR)
@@ -358,7 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     prepare_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    if getattr(args, "token", None):  # one place: every client the command builds reads it from here
+        import os
+
+        os.environ["HF_TOKEN"] = args.token
+    if args.quiet:
+        import os
+
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when huggingface_hub loads, after this line
+    configure_logging(args.verbose, args.quiet)
     from chatvector import stages
 
     stages.reset()

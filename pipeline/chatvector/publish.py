@@ -77,7 +77,8 @@ class TargetState:
 def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = None,
             plan_file: str | Path | None = None, dry_run: bool = False, create_pr: bool = False,
             tag: str | None = None, out_dir: Path | None = None, device: str | None = None,
-            force: bool = False, fetch: str | None = None, overwrite: bool = False) -> PublishResult:
+            force: bool = False, fetch: str | None = None, overwrite: bool = False,
+            progress: bool = True) -> PublishResult:
     """Publish a recipe's merge to its target; see the module docstring. fetch: "auto", "snapshot" or
     "stream" (default: the recipe's merge.fetch); see chatvector.fetchmode.
 
@@ -144,7 +145,8 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
     with _staging(plan, target.repo_id, out_dir) as folder:
         uploader = start_streaming_upload(api, plan, state, folder, create_pr=create_pr) if streaming else None
         try:
-            build = build_model(plan, folder, api=api, device=device, fetch=choice, uploader=uploader)
+            build = build_model(plan, folder, api=api, device=device, fetch=choice, uploader=uploader,
+                                progress=progress)
             with timed("card"):
                 write_card(plan, build.provenance, folder)
             added = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}

@@ -1,0 +1,51 @@
+"""Options every command takes after its name (`-v`, `-q`, `--token`), as the Hub's own `hf` CLI does."""
+
+from __future__ import annotations
+
+import uuid
+
+from huggingface_hub import HfApi
+
+from chatvector.cli import main
+from chatvector.testing.tinymodels import TripletSpec, write_triplet
+from tests.conftest import READ_TOKEN, WRITE_TOKEN
+
+
+def local_recipe(tmp_path, target: str | None = None) -> str:
+    write_triplet(tmp_path / "m", TripletSpec(arch="llama"))
+    text = "base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\n"
+    if target:
+        text += f"target: {{repo_id: {target}}}\ncard: {{license: mit}}\n"
+    (tmp_path / "r.yaml").write_text(text)
+    return str(tmp_path / "r.yaml")
+
+
+def test_verbose_works_before_and_after_the_command(tmp_path, capsys):
+    recipe = local_recipe(tmp_path)
+    for argv in (["-v", "plan", recipe], ["plan", "-v", recipe], ["plan", recipe, "--verbose"]):
+        assert main(argv) == 0
+        assert "\nstages: " in "\n" + capsys.readouterr().err, argv  # -v ends with the stage times
+    assert main(["plan", recipe]) == 0
+    assert "stages: " not in capsys.readouterr().err
+
+
+def test_quiet_leaves_only_the_result(tmp_path, capsys):
+    recipe = local_recipe(tmp_path)
+    assert main(["merge", recipe, "--out", str(tmp_path / "a")]) == 0
+    loud = capsys.readouterr()
+    assert "fetch: snapshot" in loud.err and loud.out.startswith("wrote ")
+    assert main(["merge", "-q", recipe, "--out", str(tmp_path / "b")]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.out.startswith("wrote ") and "fetch:" not in quiet.err and "merge:" not in quiet.err
+
+
+def test_token_option_is_the_token_used_and_never_printed(tmp_path, capsys, monkeypatch, api):
+    target = f"alice/token-option-{uuid.uuid4().hex[:6]}"
+    recipe = local_recipe(tmp_path, target)
+    monkeypatch.setenv("HF_TOKEN", READ_TOKEN.secret)  # the environment's token may only read
+    assert main(["publish", recipe]) == 2
+    assert "the token of bob is read-only" in capsys.readouterr().err
+    assert main(["publish", recipe, "--token", WRITE_TOKEN.secret]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith(f"published {target} at ") and WRITE_TOKEN.secret not in out.out + out.err
+    assert HfApi(token=WRITE_TOKEN.secret).file_exists(target, "chatvector.json")
