@@ -697,6 +697,12 @@ def test_cli_serve_prints_url_and_serves(tmp_path):
         line = proc.stdout.readline().strip()
         assert line.startswith("Serving on http://127.0.0.1:")
         url = line.removeprefix("Serving on ")
+        usage = [proc.stdout.readline().rstrip("\n") for _ in range(6)]
+        assert usage == [
+            "# to use this server, paste into the client's shell (before huggingface_hub is imported):",
+            f"export HF_ENDPOINT={url}", "export HF_HUB_DISABLE_XET=1",
+            "# export HF_TOKEN=<SECRET given with --token dave>", "# export HF_TOKEN=<SECRET given with --token faye>",
+            "# export HF_TOKEN=<SECRET given with --fine-grained-token gus>"]  # gus has repo.write on gus/own
         client = HfApi(endpoint=url, token="hf_dave_secret")
         assert client.create_repo("dave/cli").repo_id == "dave/cli"
         assert client.create_repo("lab/shared").repo_id == "lab/shared"
@@ -716,10 +722,30 @@ def test_cli_serve_prints_url_and_serves(tmp_path):
         proc.terminate()
         _, stderr = proc.communicate(timeout=10)
     assert "POST /api/repos/create 200 user=dave" in stderr  # each request echoed to stderr
+    assert "warning" not in stderr  # write tokens were given
     assert "POST /api/repos/create 403 user=faye" in stderr
     log_text = (tmp_path / "cli-hub" / "access.log").read_text()
     for secret in ("hf_dave_secret", "hf_faye_secret", "hf_gus_secret"):
-        assert secret not in stderr + log_text
+        assert secret not in stderr + log_text + "\n".join(usage)
+
+
+@pytest.mark.parametrize("tokens", [[], ["--token", "ida=hf_ida_secret:read"],
+                                    ["--fine-grained-token", "jo=hf_jo_secret:org:lab=repo.content.read"]])
+def test_cli_serve_warns_without_a_write_token(tmp_path, tokens):
+    """No token that can write: the export lines still come, no HF_TOKEN line, and one warning on stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "chatvector", "hub", "serve", "--root", str(tmp_path / "ro"),
+                             *tokens], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        url = proc.stdout.readline().strip().removeprefix("Serving on ")
+        assert [proc.stdout.readline().rstrip("\n") for _ in range(3)][1:] == [
+            f"export HF_ENDPOINT={url}", "export HF_HUB_DISABLE_XET=1"]
+        assert proc.stderr.readline().rstrip("\n") == (
+            "warning: no write token (--token NAME=SECRET:write or a fine-grained token with repo.write): the server"
+            " accepts reads only; uploads and publishes will be refused")
+    finally:
+        proc.terminate()
+        stdout, stderr = proc.communicate(timeout=10)
+    assert "HF_TOKEN" not in stdout and "hf_" not in stdout + stderr
 
 
 def test_cli_help_teaches_every_command(capsys):

@@ -66,6 +66,8 @@ def test_stream_merge_writes_the_bytes_snapshot_writes(kind, tmp_path, cli, api,
     weights = [q for q in streamed if q.method == "GET" and q.path.endswith(".safetensors")]
     assert weights and all(q.range for q in weights)  # every weight byte came through a range request
     assert not list((tmp_path / "cache").rglob("*.safetensors"))  # and none went to disk
+    reads = [(q.path, q.range) for q in weights if not q.range.startswith("bytes=0-")]  # (header probes aside)
+    assert len(reads) == len(set(reads))  # each byte read once, also of a base and chat two vectors share
     code, _, err = cli("merge", str(r), "--out", str(tmp_path / "snapshot"), "--fetch", "snapshot")
     assert code == 0, err
     assert folder_bytes(tmp_path / "stream") == folder_bytes(tmp_path / "snapshot")

@@ -35,7 +35,7 @@ def _common_options() -> argparse.ArgumentParser:
                         help="log debug messages (libraries' too, with logger names) and show tracebacks")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="only warnings, errors and the result: no progress lines or bars")
-    common.add_argument("--token", metavar="TOKEN", default=argparse.SUPPRESS,
+    common.add_argument("--token", metavar="TOKEN", dest="hub_token", default=argparse.SUPPRESS,
                         help="the Hub token to use (default: HF_TOKEN, else the one `hf auth login` saved); "
                              "never printed")
     return common
@@ -374,10 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     prepare_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "token", None):  # one place: every client the command builds reads it from here
+    if getattr(args, "hub_token", None):  # one place: every client the command builds reads it from here
         import os
 
-        os.environ["HF_TOKEN"] = args.token
+        os.environ["HF_TOKEN"] = args.hub_token
     if args.quiet:
         import os
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import sys
 from pathlib import Path
 
@@ -76,12 +77,24 @@ def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> int:
     again = publish(recipe, api=api)
     print(f"  {'nothing changed' if not again.changed else 'published again?!'}: head stays {again.commit[:10]}")
 
-    card = root / "out" / "README.md"
-    print(f"\nDone. Model: {hub.url}/{target.repo_id}\n      Card:  {card}\n"
-          f"      Hub state: {root / 'hub'} (serve it again on the same address, which the card's links use:\n"
-          f"        chatvector hub serve --root {root / 'hub'} --port {hub.url.rsplit(':', 1)[1]}"
-          " --token demo=SECRET:write)")
+    print("\n" + final_message(hub.url, target.repo_id, root), flush=True)
     return 0 if not again.changed else 1
+
+
+def final_message(url: str, repo_id: str, root: Path) -> str:
+    """The demo's last words. Its local Hub stops when the demo exits, so no link is given as live: the message
+    says the server has stopped, gives the command that serves the same state on the same address (the card's
+    links use it), and then the links, which open once that command runs. The model's link is its repo info
+    (JSON): the local Hub has no web pages."""
+    port = url.rsplit(":", 1)[1]
+    return (f"Done. Published {repo_id}; its card is {root / 'out' / 'README.md'}\n"
+            f"The demo's local Hub ({url}) stopped when the demo ended, so the links below do not open now.\n"
+            "To browse the result, serve the demo's Hub state again on the same address (SECRET: any token of your"
+            " choice, to push to it):\n"
+            f"  chatvector hub serve --root {shlex.quote(str(root / 'hub'))} --port {port} --token demo=SECRET:write\n"
+            "then open:\n"
+            f"  Model: {url}/api/models/{repo_id}\n"
+            f"  Card:  {url}/{repo_id}/resolve/main/README.md")
 
 
 def chat_once(repo_id: str, message: str) -> str:

@@ -71,10 +71,15 @@ class RunInputs:
         if self.stream is None:
             return local
 
+        fetched: dict[tuple, object] = {}  # two vectors sharing a base or chat: their rows are read once
+
         def read(role: str, t, rows: list[int]):
             if self.plan.sources[role].is_local:
                 return local(role, t, rows)
-            return _remote_rows(self.stream, str(self.source(role, t.files[role])), t.name, rows)
+            key = (str(self.source(role, t.files[role])), t.name, tuple(rows))
+            if key not in fetched:
+                fetched[key] = _remote_rows(self.stream, key[0], t.name, rows)
+            return fetched[key].clone()
 
         return read
 

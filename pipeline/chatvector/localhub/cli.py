@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from chatvector.errors import PipelineError
@@ -12,6 +13,12 @@ Serve the Hugging Face Hub HTTP API (the part huggingface_hub uses) from the fol
 
 Point a client at it with HF_ENDPOINT=http://HOST:PORT (set before importing
 huggingface_hub) and HF_HUB_DISABLE_XET=1 when files above the LFS threshold are uploaded.
+After its first line (`Serving on http://HOST:PORT`, which scripts parse), the server prints the lines
+to paste into the client's shell: `export HF_ENDPOINT=...`, `export HF_HUB_DISABLE_XET=1` and, for each
+token that can write, `# export HF_TOKEN=<SECRET given with --token NAME>`. The secret itself is never
+printed: a server's output often ends up in a log file, so the line names the token and you fill in the
+secret you chose. Without a token that can write (--token NAME=SECRET:write, or a fine-grained token
+with repo.write) it warns on stderr that every upload and publish will be refused.
 
 Namespaces are enforced as on the Hub: a write token writes to its user's namespace and to the
 organizations where the user is admin or write (contributor: new repos, and the ones it created);
@@ -128,9 +135,37 @@ def _cmd_hub_serve(args: argparse.Namespace) -> int:
     except OSError as err:  # port in use, unknown host, --root not a folder
         raise PipelineError(f"cannot serve {args.root} on {args.host}:{args.port}: {err.strerror or err}") from None
     knobs = _describe_knobs(net)
-    print(f"Serving on {hub.url}{' (' + knobs + ')' if knobs else ''}", flush=True)
+    print(f"Serving on {hub.url}{' (' + knobs + ')' if knobs else ''}", flush=True)  # first line: scripts parse it
+    print("\n".join(usage_lines(hub.url, tokens)), flush=True)
+    if not any(_can_write(t) for t in tokens):
+        print("warning: no write token (--token NAME=SECRET:write or a fine-grained token with repo.write): the "
+              "server accepts reads only; uploads and publishes will be refused", file=sys.stderr, flush=True)
     hub.serve_forever()  # logs each request (never a token) to stderr and ROOT/access.log
     return 0
+
+
+def usage_lines(url: str, tokens: list) -> list[str]:
+    """The lines to paste into a client's shell to use the server at URL.
+
+    Decision: a token's secret is never printed, not even to the terminal. The server's stdout is often
+    redirected to a file (`... > hub.log &`, a service manager), and the only thing a printed secret would save
+    is retyping what the user typed a moment ago; so the HF_TOKEN line names the token, not its secret."""
+    lines = ["# to use this server, paste into the client's shell (before huggingface_hub is imported):",
+             f"export HF_ENDPOINT={url}", "export HF_HUB_DISABLE_XET=1"]
+    for t in tokens:
+        if _can_write(t):
+            flag = "--fine-grained-token" if t.fine_grained is not None else "--token"
+            lines.append(f"# export HF_TOKEN=<SECRET given with {flag} {t.name}>")
+    return lines
+
+
+def _can_write(token) -> bool:
+    """Whether the token can write anywhere: scope write, or a fine-grained token granting repo.write somewhere."""
+    from chatvector.localhub.protocol import REPO_WRITE
+
+    if token.fine_grained is not None:
+        return any(REPO_WRITE in s.permissions for s in token.fine_grained.scoped)
+    return token.scope == "write"
 
 
 def _network_knobs(args: argparse.Namespace) -> dict:
