@@ -201,6 +201,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
         "(or `hf auth login`); the token is never printed.\n\n"
         "Examples:\n  chatvector publish recipes/x.yaml --dry-run --out ./preview\n"
         "  chatvector publish recipes/x.yaml --fetch stream   # a 70B merge on a 14 GB-disk runner\n"
+        "  chatvector merge recipes/x.yaml --out ./m && chatvector publish recipes/x.yaml --from ./m  # those bytes\n"
         "  chatvector publish recipes/x.yaml --create-pr\n  chatvector publish recipes/x.yaml --tag v1\n"
         "  chatvector publish recipes/x.yaml --plan plan.json   # exactly the commits a reviewed plan pinned",
     )
@@ -212,6 +213,9 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
                          help="tag the new commit; when nothing changed, tag the head that holds this output "
                               "(no merge)")
     publish.add_argument("--out", metavar="DIR", help="keep the assembled model folder here")
+    publish.add_argument("--from", metavar="DIR", dest="from_dir",
+                         help="push the folder `chatvector merge RECIPE --out DIR` wrote (after checking that it was "
+                              "merged from this plan and verifying every file again) instead of merging")
     _device_option(publish)
     _fetch_option(publish)
     _plan_option(publish)
@@ -234,7 +238,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     recipe.require_target()
     result = publish(recipe, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag, plan_file=args.plan,
                      out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force,
-                     fetch=args.fetch, overwrite=args.overwrite, progress=not args.quiet)
+                     fetch=args.fetch, overwrite=args.overwrite, progress=not args.quiet,
+                     from_dir=Path(args.from_dir) if args.from_dir else None)
     if args.format == "json":
         _print_json({"repo_id": result.repo_id, "changed": result.changed, "dry_run": args.dry_run,
                      "commit": result.commit, "pull_request": result.pr_url, "tag": result.tag, "url": result.url,

@@ -27,7 +27,7 @@ from chatvector.hub import connect, hub_call, translate
 from chatvector.plan import Plan
 from chatvector.provenance import read_provenance
 from chatvector.recipe import Recipe
-from chatvector.runner import IOStats, build_model, preload_engine, prepare, staged_folder
+from chatvector.runner import Build, IOStats, build_model, preload_engine, prepare, staged_folder
 from chatvector.stages import timed
 from chatvector.workspace import finished, target_workspace, work_folder
 
@@ -78,19 +78,22 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             plan_file: str | Path | None = None, dry_run: bool = False, create_pr: bool = False,
             tag: str | None = None, out_dir: Path | None = None, device: str | None = None,
             force: bool = False, fetch: str | None = None, overwrite: bool = False,
-            progress: bool = True) -> PublishResult:
+            progress: bool = True, from_dir: Path | None = None) -> PublishResult:
     """Publish a recipe's merge to its target; see the module docstring. fetch: "auto", "snapshot" or
     "stream" (default: the recipe's merge.fetch); see chatvector.fetchmode.
 
     Each flag means one thing: `force` publishes although nothing changed upstream; `overwrite` replaces
     files of the target chatvector did not publish; `tag` tags the new commit, or the head when nothing
-    changed (no merge: the head holds this output already)."""
+    changed (no merge: the head holds this output already). `from_dir`: push the folder `chatvector merge` wrote
+    for this very plan (its chatvector.json must record the plan's fingerprint; every file is verified again)
+    instead of merging."""
     target = recipe.require_target()
     with timed("import"):
         api = api or connect()
     with timed("preflight"):
         early = preflight.check_target_is_not_a_source(recipe) + preflight.check_tag(tag, create_pr)
         early += preflight.check_out_dir(Path(out_dir)) if out_dir is not None else []
+        early += check_from_dir(from_dir, out_dir) if from_dir is not None else []
         early += preflight.check_device(recipe, device) + preflight.check_card_template(recipe)
         if not early and not dry_run:
             early += preflight.check_write_access(api, target.repo_id)
@@ -113,6 +116,9 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
         if tag is not None and not dry_run and tag in state.tags:
             problems.append(Problem(f"--tag {tag}: {target.repo_id} already has that tag; choose another name"))
         write_dir = Path(out_dir).parent if out_dir is not None else work_folder(planned, target.repo_id)
+        if from_dir is not None:  # nothing is downloaded or merged: the folder is there
+            found["fetch"] = None
+            return problems + check_from_plan(planned, Path(from_dir))
         choice = found["fetch"] = choose_fetch(planned, fetch or recipe.merge.fetch, write_dir)
         if choice.mode == "stream":
             streaming = not dry_run and out_dir is None  # else the shards stay: the output is written whole
@@ -139,14 +145,19 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
         if proposed is not None:
             return PublishResult(target.repo_id, changed=False, commit=proposed[1], pr_url=proposed[0], url=url)
 
-    preload_engine()  # torch loads while the weights download
     choice = found["fetch"]
-    streaming = choice.mode == "stream" and not dry_run and out_dir is None
+    streaming = choice is not None and choice.mode == "stream" and not dry_run and out_dir is None
+    if from_dir is None:
+        preload_engine()  # torch loads while the weights download
     with _staging(plan, target.repo_id, out_dir) as folder:
         uploader = start_streaming_upload(api, plan, state, folder, create_pr=create_pr) if streaming else None
         try:
-            build = build_model(plan, folder, api=api, device=device, fetch=choice, uploader=uploader,
-                                progress=progress)
+            if from_dir is not None:
+                with timed("verify"):
+                    build = adopt_merged_folder(plan, Path(from_dir), folder)
+            else:
+                build = build_model(plan, folder, api=api, device=device, fetch=choice, uploader=uploader,
+                                    progress=progress)
             with timed("card"):
                 write_card(plan, build.provenance, folder)
             added = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
@@ -178,6 +189,53 @@ def start_streaming_upload(api: "HfApi", plan: Plan, state: TargetState, folder:
     uploader = ShardUploader(api, target.repo_id, plan, folder, create_pr=create_pr)
     uploader.prepare()
     return uploader
+
+
+def check_from_dir(from_dir: Path, out_dir: Path | None) -> list[Problem]:
+    """--from DIR, before any Hub request: a folder holding a merge's provenance."""
+    from_dir = Path(from_dir)
+    if out_dir is not None:
+        return [Problem("--from and --out: the folder to publish is --from's already; leave out --out")]
+    if not (from_dir / PROVENANCE_FILE).is_file():
+        return [Problem(f"--from {from_dir}: no {PROVENANCE_FILE} there; give the folder `chatvector merge RECIPE "
+                        "--out DIR` wrote")]
+    return []
+
+
+def check_from_plan(plan: Plan, from_dir: Path) -> list[Problem]:
+    """--from DIR was merged from this very plan (the fingerprint its provenance records)."""
+    recorded = ((read_provenance(from_dir / PROVENANCE_FILE) or {}).get("fingerprint") or {}).get("sha256")
+    if recorded != plan.fingerprint["sha256"]:
+        return [Problem(f"--from {from_dir}: it was merged from another plan (fingerprint {str(recorded)[:12]}…, "
+                        f"now {plan.fingerprint['sha256'][:12]}…: the recipe, an input or the tool changed since); "
+                        "merge again, or pin the plan it was made from with --plan")]
+    return []
+
+
+def adopt_merged_folder(plan: Plan, from_dir: Path, folder: Path) -> Build:
+    """The merged folder, checked again (every file's sha256 against its provenance, then the whole verification
+    with a full scan of the values), linked into `folder` for the card and the push (the folder is not changed)."""
+    import os
+
+    from chatvector.errors import VerificationError
+    from chatvector.provenance import sha256_file
+    from chatvector.verify import verify_model_folder
+
+    provenance = read_provenance(from_dir / PROVENANCE_FILE) or {}
+    recorded = (provenance.get("output") or {}).get("files") or {}
+    for name, sha256 in sorted(recorded.items()):
+        path = from_dir / name
+        if not path.is_file():
+            raise VerificationError(f"--from {from_dir}: {name} is missing (the merge wrote it); merge again")
+        if sha256_file(path) != sha256:
+            raise VerificationError(f"--from {from_dir}: {name} changed since the merge (its sha256 differs from "
+                                    f"{PROVENANCE_FILE}'s); merge again")
+    report = verify_model_folder(from_dir, {t.name: (t.shape, t.out_dtype) for t in plan.tensors})
+    report.raise_for_failures()
+    for path in sorted(from_dir.iterdir()):
+        if path.is_file() and path.name not in (CARD_FILE, CHART_FILE):
+            os.symlink(path.resolve(), folder / path.name)
+    return Build(folder, provenance, "none (--from)", 0.0, None)
 
 
 def create_target(api: "HfApi", plan: Plan, state: TargetState) -> None:
