@@ -49,3 +49,16 @@ def test_token_option_is_the_token_used_and_never_printed(tmp_path, capsys, monk
     out = capsys.readouterr()
     assert out.out.startswith(f"published {target} at ") and WRITE_TOKEN.secret not in out.out + out.err
     assert HfApi(token=WRITE_TOKEN.secret).file_exists(target, "chatvector.json")
+
+
+def test_commit_message_and_private_options(tmp_path, capsys, monkeypatch, api):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    target = f"alice/options-{uuid.uuid4().hex[:6]}"
+    recipe = local_recipe(tmp_path, target)
+    assert main(["publish", recipe, "--private", "--commit-message", "Release 1: Korean chat"]) == 0
+    info = HfApi(token=WRITE_TOKEN.secret).model_info(target)
+    assert info.private is True
+    assert HfApi(token=WRITE_TOKEN.secret).list_repo_commits(target)[0].title == "Release 1: Korean chat"
+    capsys.readouterr()
+    assert main(["publish", recipe]) == 0  # the message is not part of what is published: nothing changed
+    assert capsys.readouterr().out.startswith("nothing changed:")

@@ -91,10 +91,11 @@ def _print_json(doc: dict) -> None:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
     from chatvector import preflight
     from chatvector.hub import connect
-    from chatvector.plan_report import render
+    from chatvector.plan_report import merge_facts, publish_facts, render, render_fetch_and_disk, render_publish
     from chatvector.recipe import load_recipe
     from chatvector.runner import prepare
 
@@ -105,10 +106,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         if recipe.target else []
     plan = prepare(recipe, api, early=early,
                    checks=lambda p: preflight.check_card(p, api.endpoint) if p is not None and recipe.target else [])
+    # What publishing (or merging, without a target: beside ./) would do, from metadata only.
+    facts = publish_facts(plan, api) if recipe.target else None
     if args.json or args.format == "json":
-        print(json.dumps(plan.to_dict(), indent=2, ensure_ascii=False))
+        doc = plan.to_dict()
+        if facts is not None:  # ignored when the file is read back as a lock (--plan)
+            doc["publish"] = facts
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
-        print(render(plan))
+        extra = render_publish(facts) if facts is not None else render_fetch_and_disk(merge_facts(plan, Path.cwd()))
+        print(render(plan) + "\n\n" + "\n".join(extra))
     return 0
 
 
@@ -213,6 +220,11 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
                          help="tag the new commit; when nothing changed, tag the head that holds this output "
                               "(no merge)")
     publish.add_argument("--out", metavar="DIR", help="keep the assembled model folder here")
+    publish.add_argument("--commit-message", metavar="TEXT", default=None,
+                         help="the commit's title (default: the recipe's commit_message, else \"chatvector: NAME "
+                              "(base@sha, chat@sha, cp@sha)\")")
+    publish.add_argument("--private", action="store_true",
+                         help="create the target private when it does not exist (as target.private: true does)")
     publish.add_argument("--from", metavar="DIR", dest="from_dir",
                          help="push the folder `chatvector merge RECIPE --out DIR` wrote (after checking that it was "
                               "merged from this plan and verifying every file again) instead of merging")
@@ -236,7 +248,11 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)
     recipe.require_target()
-    result = publish(recipe, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag, plan_file=args.plan,
+    if args.commit_message is not None:  # (not part of the plan's fingerprint: the output is the same)
+        import dataclasses
+
+        recipe = dataclasses.replace(recipe, commit_message=args.commit_message)
+    result = publish(recipe, private=args.private, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag, plan_file=args.plan,
                      out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force,
                      fetch=args.fetch, overwrite=args.overwrite, progress=not args.quiet,
                      from_dir=Path(args.from_dir) if args.from_dir else None)

@@ -65,6 +65,7 @@ class TargetState:
     files: dict  # path → RepoSibling (size, blob_id, lfs)
     provenance: dict | None
     tags: set[str] = field(default_factory=set)
+    private: bool = False  # how to create it, when it does not exist
 
     @property
     def foreign_files(self) -> list[str]:
@@ -78,7 +79,7 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             plan_file: str | Path | None = None, dry_run: bool = False, create_pr: bool = False,
             tag: str | None = None, out_dir: Path | None = None, device: str | None = None,
             force: bool = False, fetch: str | None = None, overwrite: bool = False,
-            progress: bool = True, from_dir: Path | None = None) -> PublishResult:
+            progress: bool = True, from_dir: Path | None = None, private: bool = False) -> PublishResult:
     """Publish a recipe's merge to its target; see the module docstring. fetch: "auto", "snapshot" or
     "stream" (default: the recipe's merge.fetch); see chatvector.fetchmode.
 
@@ -86,7 +87,7 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
     files of the target chatvector did not publish; `tag` tags the new commit, or the head when nothing
     changed (no merge: the head holds this output already). `from_dir`: push the folder `chatvector merge` wrote
     for this very plan (its chatvector.json must record the plan's fingerprint; every file is verified again)
-    instead of merging."""
+    instead of merging. `private`: create a missing target private (as `target.private: true`)."""
     target = recipe.require_target()
     with timed("import"):
         api = api or connect()
@@ -130,6 +131,7 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
 
     plan = prepare(recipe, api, plan=plan, plan_file=plan_file, early=early, checks=checks)
     state = found["state"]
+    state.private = private or target.private  # for a target this run creates
     url = f"{api.endpoint}/{target.repo_id}"
     if not force and unchanged(plan, state):
         log.debug("nothing changed: %s@%s already holds this output", target.repo_id, state.head)
@@ -245,7 +247,7 @@ def create_target(api: "HfApi", plan: Plan, state: TargetState) -> None:
 
     target = plan.require_recipe().require_target()
     try:
-        api.create_repo(target.repo_id, private=target.private, exist_ok=False)
+        api.create_repo(target.repo_id, private=target.private or state.private, exist_ok=False)
     except HfHubHTTPError as err:
         if err.response is None or err.response.status_code != 409:
             raise
