@@ -210,8 +210,8 @@ def test_validate_card_text_rejects_a_card_without_metadata_or_with_bad_metadata
 def test_body_has_title_formula_and_pinned_source_links():
     text = render_card(sample_provenance(), RECIPE_TEXT)
     assert "\n# Tiny-Llama-Chat\n" in text
-    assert "out = cp + 1.0 · (chat − base)" in text
-    assert "The formula shows the default coefficient λ = 1.0; the schedule below sets other values" in text
+    assert "out = cp + λ · (chat − base),  λ from 0.0 to 1.0 by tensor" in text
+    assert "λ depends on the tensor: the schedule below sets it per layer or module, from 0.0 to 1.0" in text
     url = f"http://127.0.0.1:8765/demo/tiny-chat/tree/{SHA['chat']}"
     assert f"| chat | [demo/tiny-chat]({url}) | `v1.0` | [`{SHA['chat'][:10]}`]({url}) |" in text
     assert f"http://127.0.0.1:8765/demo/tiny-cp/tree/{SHA['cp']}" in text
@@ -239,6 +239,8 @@ def test_several_vectors_show_each_weighted_term():
 def test_negative_weight_subtracts():
     p = sample_provenance()
     p["vectors"][0]["weight"] = -0.5
+    assert "out = cp + λ · (chat − base),  λ from -0.5 to 0.0 by tensor" in render_card(p, RECIPE_TEXT)
+    p["coefficients"] = {"default": 1.0, "layers": [], "modules": []}
     assert "out = cp − 0.5 · (chat − base)" in render_card(p, RECIPE_TEXT)
 
 
@@ -284,7 +286,7 @@ def test_usage_snippet_loads_the_target_repo():
     p["hub"]["endpoint"] = "https://huggingface.co/"
     text = render_card(p, RECIPE_TEXT)
     assert "## Usage\n\nThe repository is private: log in first (`hf auth login`)" in text
-    assert "token that can read it.\n\n```python\n" in text
+    assert "token that can read it.\n\n```bash\npip install" in text
 
 
 def test_verification_table_and_sample_cannot_break_the_markdown():
@@ -346,7 +348,8 @@ def test_custom_template_sees_the_context_and_extra(tmp_path):
     p = sample_provenance()
     p["card"]["extra"] = {"team": "NLP"}
     text = render_card(p, RECIPE_TEXT, template)
-    assert text.endswith("---\n\n# Tiny-Llama-Chat for NLP\n\nout = cp + 1.0 · (chat − base)\n")
+    assert text.endswith("---\n\n# Tiny-Llama-Chat for NLP\n\n"
+                         "out = cp + λ · (chat − base),  λ from 0.0 to 1.0 by tensor\n")
     assert metadata(text)["license"] == "mit"
 
 

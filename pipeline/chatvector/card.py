@@ -179,8 +179,11 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
     verification = p.get("verification")
     license_, license_source = _license(p)
     target = p.get("target") or {}
-    formula, terms = _formula(vectors, default)
-    uniform = not modules and all(v == default for v in layers)
+    lam_range = _coefficient_range(default, layers, modules)
+    uniform = lam_range[0] == lam_range[1] == default
+    formula, terms = _formula(vectors, default, None if uniform else lam_range)
+    compact = len(layers) >= COMPACT_LAYERS
+    shown_layers = [_round3(v) for v in layers] if compact else layers
     return {
         "provenance": p,
         "name": p["recipe"]["name"],
@@ -192,14 +195,22 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
         "formula": formula,
         "formula_terms": terms,
         "formula_note": None if uniform
-        else (f"The formula shows the default coefficient λ = {_num(default)}"
-              + (" times each vector's weight" if len(vectors) > 1 else "")
-              + "; the schedule below sets other values per layer or module, where λ(t) replaces the default."),
+        else (f"λ depends on the tensor: the schedule below sets it per layer or module, from {_num(lam_range[0])} "
+              f"to {_num(lam_range[1])}, and the default coefficient {_num(default)} applies elsewhere"
+              + ("; each vector's λ is its weight times that coefficient" if len(vectors) > 1 else "") + "."),
+        "vector_count": len(vectors),
+        "multi": len(vectors) > 1,
         "sources": _sources(p, endpoint),
         "default": _num(default),
-        "layer_rows": _layer_runs(layers),
+        "layer_rows": _layer_runs(shown_layers, terms),
         "layer_count": len(layers),
-        "module_rules": [{"match": str(r["match"]), "value": _num(r["value"])} for r in modules],
+        "layers_compact": compact,
+        "gradient_anchors": _gradient_anchors(recipe_text),
+        "module_rules": [{"match": str(r["match"]), "value": _num(r["value"]),
+                          "lams": [_num(float(r["value"]) * t["weight_value"]) for t in terms]} for r in modules],
+        "vocabulary_lines": _vocabulary_lines(p, terms, default, modules),
+        "attributions": _attributions(p),
+        "citation": CITATION,
         "chart_file": chart_file if layers else None,
         "special_tokens": list(p.get("special_tokens") or []),
         "vocabulary": p.get("vocabulary"),
@@ -246,16 +257,171 @@ def _role_label(role: str) -> str:
     return role
 
 
-def _formula(vectors: list[dict], default: float) -> tuple[str, list[dict]]:
-    """"out = cp + 0.8 · (chat − base)", each vector's λ = weight × default; and the terms, one a vector."""
+def _formula(vectors: list[dict], default: float,
+             lam_range: tuple[float, float] | None = None) -> tuple[str, list[dict]]:
+    """"out = cp + 0.8 · (chat − base)", each vector's λ = weight × default; and the terms, one a vector.
+
+    With a schedule that varies (`lam_range`, the coefficient's least and greatest value over the tensors),
+    the headline names each λ and its range: "out = cp + λ · (chat − base), λ from 0.0 to 1.0 by tensor"."""
     terms, text = [], "out = cp"
-    for v in vectors:
-        lam = float(v.get("weight", 1.0)) * default
+    ranges = []
+    for i, v in enumerate(vectors):
+        weight = float(v.get("weight", 1.0))
+        lam = weight * default
         chat, base = _role_label(v["chat"]), _role_label(v["base"])
-        text += f" {'−' if lam < 0 else '+'} {_num(abs(lam))} · ({chat} − {base})"
-        terms.append({"chat": chat, "base": base, "lam": _num(lam), "weight": _num(v.get("weight", 1.0)),
+        if lam_range is None:
+            text += f" {'−' if lam < 0 else '+'} {_num(abs(lam))} · ({chat} − {base})"
+        else:
+            name = "λ" + (str(i + 1).translate(_SUBSCRIPTS) if len(vectors) > 1 else "")
+            low, high = sorted((weight * lam_range[0], weight * lam_range[1]))
+            text += f" + {name} · ({chat} − {base})"
+            ranges.append(f"{name} from {_num(low)} to {_num(high)}")
+        terms.append({"chat": chat, "base": base, "lam": _num(lam), "weight": _num(weight),
+                      "weight_value": weight, "label": f"{chat} − {base}",
                       "chat_role": v["chat"], "base_role": v["base"]})
+    if ranges:
+        text += ",  " + ", ".join(ranges) + " by tensor"
     return text, terms
+
+
+# Tensors outside the layer stack, as the engine names them (embeddings, final norm, output head).
+_NON_LAYER_TENSORS = ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight")
+_VOCAB_TENSORS = (("embed_tokens", "model.embed_tokens.weight"), ("lm_head", "lm_head.weight"))
+COMPACT_LAYERS = 32  # from this many layers, the λ table shows 3 significant digits
+
+
+def _coefficient(name: str, default: float, layer_value: float | None, modules: list[dict]) -> tuple[float, str]:
+    """λ for a tensor as chatvector.coefficients decides it: first module rule, else layer value, else default."""
+    for number, rule in enumerate(modules):
+        try:
+            hit = re.search(str(rule["match"]), name)
+        except re.error:
+            hit = None
+        if hit:
+            return float(rule["value"]), f"module rule {number + 1}"
+    if layer_value is not None:
+        return layer_value, "layer"
+    return default, "default"
+
+
+def _coefficient_range(default: float, layers: list[float], modules: list[dict]) -> tuple[float, float]:
+    """Least and greatest coefficient over the tensors a decoder has: each layer's tensors (a module rule
+    may match some of them), the embeddings, the final norm and lm_head."""
+    values = [_coefficient(n, default, None, modules)[0] for n in _NON_LAYER_TENSORS]
+    values += [float(r["value"]) for r in modules]
+    values += layers or [default]
+    return min(values), max(values)
+
+
+def _round3(v: float) -> float:
+    """Three significant digits (the compact λ table of a deep model)."""
+    return float(f"{float(v):.3g}")
+
+
+def _gradient_anchors(recipe_text: str) -> list[str] | None:
+    """The recipe's `coefficients.gradient` anchors, as number texts; None when it has none."""
+    try:
+        import yaml
+
+        doc = yaml.safe_load(recipe_text)
+        anchors = doc["coefficients"]["gradient"]
+        return [_num(float(a)) for a in anchors] if isinstance(anchors, list) and len(anchors) >= 2 else None
+    except Exception:  # noqa: BLE001 - a recipe without a gradient (or not plain YAML) shows none
+        return None
+
+
+def _vocabulary_lines(p: dict, terms: list[dict], default: float, modules: list[dict]) -> list[Markup]:
+    """What happened to the vocabulary rows, computed from the coefficients the engine applied to
+    `embed_tokens` and `lm_head` (a rule setting λ = 0 there leaves every row as cp has it)."""
+    vocab = p.get("vocabulary")
+    kept = {str(t.get("name")): str(t.get("why") or "") for t in p.get("kept_tensors") or []}
+    multi = len(terms) > 1
+    vec = "the vectors are" if multi else "the vector is"
+    who = "the chat models" if multi else "the chat model"
+    applied, zero = [], []
+    for short, name in _VOCAB_TENSORS:
+        lam, reason = _coefficient(name, default, None, modules)
+        is_kept = any(k.endswith(short + ".weight") for k in kept)
+        lams = [lam * t["weight_value"] for t in terms]
+        if is_kept or not any(lams):
+            zero.append((short, reason))
+        else:
+            applied.append((short, lams))
+
+    def names(items: list) -> str:
+        return " and ".join(_code_span(short) for short, _ in items)
+
+    def lam_text(items: list) -> str:
+        values = sorted({tuple(lams) for _, lams in items})
+        if len(values) != 1:
+            return ""
+        return " (" + ", ".join(f"{t['label']}: λ = {_num(v)}" if multi else f"λ = {_num(v)}"
+                                for t, v in zip(terms, values[0])) + ")"
+
+    lines = []
+    shared = vocab.get("shared_tokens") if vocab else None
+    extra = vocab.get("cp_extra_tokens") if vocab else None
+    if applied:
+        where = "those" if len(applied) == 2 else f"those in {names(applied)}"
+        if vocab:
+            lines.append(f"cp and {who} share {_md_text(shared)} token rows; {vec} added to {where}"
+                         f"{_md_text(lam_text(applied))}.")
+        else:
+            lines.append(f"The vocabularies match row for row; {vec} added to every row"
+                         f"{'' if len(applied) == 2 else ' of ' + names(applied)}{_md_text(lam_text(applied))}.")
+    elif vocab:
+        lines.append(f"cp and {who} share {_md_text(shared)} token rows, but no vector is added to any of them.")
+    if zero:
+        reasons = sorted({r for _, r in zero if r != "default"})
+        why = f" (set by {', '.join(reasons)})" if reasons else ""
+        lines.append(f"{names(zero)} {'take' if len(zero) > 1 else 'takes'} λ = 0{why}: "
+                     f"{'no vector is' if multi else 'the vector is not'} added to "
+                     f"{'their' if len(zero) > 1 else 'its'} rows, which keep cp's values.")
+    if vocab:
+        if extra:
+            lines.append(f"The {_md_text(extra)} rows only cp has (its extended vocabulary) keep cp's values.")
+        else:
+            lines.append("cp has no rows beyond the shared vocabulary.")
+    return [Markup(line) for line in lines]
+
+
+# Notices the sources' licences require a derivative to carry, keyed by the Hub's license id.
+ATTRIBUTIONS = {
+    "llama2": "Llama 2 is licensed under the LLAMA 2 Community License, "
+              "Copyright (c) Meta Platforms, Inc. All Rights Reserved.",
+    "llama3": "Built with Meta Llama 3",
+    "llama3.1": "Built with Llama",
+    "llama3.2": "Built with Llama",
+    "llama3.3": "Built with Llama",
+    "gemma": "Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms",
+}
+
+CITATION = """\
+@inproceedings{huang-etal-2024-chat,
+    title = "Chat Vector: A Simple Approach to Equip {LLM}s with Instruction Following and Model Alignment in New Languages",
+    author = "Huang, Shih-Cheng and Li, Pin-Zu and Hsu, Yu-chi and Chen, Kuang-Ming and Lin, Yu Tung and Hsiao, Shih-Kai and Tsai, Richard and Lee, Hung-yi",
+    booktitle = "Proceedings of the 62nd Annual Meeting of the Association for Computational Linguistics (Volume 1: Long Papers)",
+    year = "2024",
+    address = "Bangkok, Thailand",
+    publisher = "Association for Computational Linguistics",
+    eprint = "2310.04799",
+    archivePrefix = "arXiv",
+}"""
+
+
+def _attributions(p: dict) -> list[dict]:
+    """[{license, notice, roles}]: one per licence among the sources (and the output) that asks for a notice."""
+    found: dict[str, list[str]] = {}
+    inputs = p.get("inputs") or {}
+    for role in _roles(p):
+        lic = str((inputs.get(role) or {}).get("license") or "").strip().lower()
+        if lic in ATTRIBUTIONS:
+            found.setdefault(lic, []).append(_role_label(role))
+    out_license = str((p.get("card") or {}).get("license") or "").strip().lower()
+    if out_license in ATTRIBUTIONS:
+        found.setdefault(out_license, [])
+    return [{"license": lic, "notice": ATTRIBUTIONS[lic], "roles": list(dict.fromkeys(roles))}
+            for lic, roles in found.items()]
 
 
 def _sources(p: dict, endpoint: str) -> list[dict]:
@@ -285,9 +451,11 @@ def _sources(p: dict, endpoint: str) -> list[dict]:
     return rows
 
 
-def _layer_runs(values: list[float]) -> list[dict]:
-    """Consecutive layers with one λ as one row: [{"layers": "0–3", "value": "0.5"}, ...]."""
-    return [{"layers": str(a) if a == b else f"{a}–{b}", "value": _num(v)} for a, b, v in layer_runs(values)]
+def _layer_runs(values: list[float], terms: list[dict] | None = None) -> list[dict]:
+    """Consecutive layers with one λ as one row: [{"layers": "0–3", "value": "0.5", "lams": [...]}, ...];
+    `lams`: each vector's effective λ (weight × value)."""
+    return [{"layers": str(a) if a == b else f"{a}–{b}", "value": _num(v),
+             "lams": [_num(v * t["weight_value"]) for t in terms or []]} for a, b, v in layer_runs(values)]
 
 
 def _num(v: float) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from chatvector.coefficients import layer_runs
 from chatvector.plan import Plan
 from chatvector.units import human_bytes
@@ -61,3 +63,153 @@ def render(plan: Plan) -> str:
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+# -- what `publish` / `merge` would do with this plan (`chatvector plan`) ---------------------------------------
+def short(sha: str | None) -> str:
+    return (sha or "local")[:7]
+
+
+def publish_facts(plan: Plan, api) -> dict:
+    """What `chatvector publish` would do with this plan, read from the target's metadata (no weights): the
+    target (created? private?), the commit (or why nothing would change), the fetch mode and the disk."""
+    from chatvector.publish import SMALL_FILES_ROOM, commit_message, read_target, unchanged
+    from chatvector.workspace import work_folder
+
+    recipe = plan.require_recipe()
+    target = recipe.require_target()
+    facts: dict = {"target": {"repo_id": target.repo_id, "private": bool(target.private), "exists": None,
+                              "head": None, "error": None},
+                   "would": "commit", "commit_message": commit_message(recipe, plan), "why": []}
+    try:
+        state = read_target(api, target.repo_id)
+    except Exception as err:  # noqa: BLE001 - the plan still stands; publish would report it
+        facts["target"]["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
+        facts["why"] = ["the target could not be read"]
+        state = None
+    if state is not None:
+        facts["target"].update(exists=state.exists, head=state.head)
+        if state.exists and unchanged(plan, state):
+            facts.update(would="nothing", why=["the target's chatvector.json records this plan's fingerprint"])
+            facts["fetch"], facts["disk"] = None, None
+            return facts
+        facts["why"] = changes(plan, state)
+    write_dir = work_folder(plan, target.repo_id)
+    facts.update(_fetch_and_disk(plan, recipe.merge.fetch, write_dir,
+                                 stream_writes=plan.largest_file_bytes + SMALL_FILES_ROOM))
+    return facts
+
+
+def merge_facts(plan: Plan, write_dir: Path) -> dict:
+    """The fetch mode and disk of `chatvector merge` writing beside `write_dir` (the --out folder's parent)."""
+    return _fetch_and_disk(plan, plan.require_recipe().merge.fetch, write_dir, stream_writes=None)
+
+
+def _fetch_and_disk(plan: Plan, asked: str, write_dir: Path, stream_writes: int | None) -> dict:
+    from chatvector import preflight
+    from chatvector.fetchmode import choose_fetch
+
+    choice = choose_fetch(plan, asked, write_dir)
+    stream = choice.mode == "stream"
+    groups = preflight.disk_needs(plan, write_dir, downloads=0 if stream else None,
+                                  writes=stream_writes if stream else None)
+    needs = [{"what": n.what, "folder": str(n.folder), "bytes": n.nbytes, "free": free,
+              "enough": free >= sum(m.nbytes for m in group)} for group, free in groups for n in group]
+    return {"fetch": {"mode": choice.mode, "why": choice.why},
+            "disk": {"write_dir": str(write_dir), "needs": needs, "reads_bytes": plan.download_bytes}}
+
+
+def changes(plan: Plan, state) -> list[str]:
+    """Why publishing this plan would make a commit: what differs between the target's provenance and the plan."""
+    if not state.exists:
+        return ["the target does not exist yet"]
+    if state.provenance is None:
+        why = ["the target has no chatvector.json (chatvector did not publish it)"]
+        if state.foreign_files:
+            why.append(f"publish refuses without --overwrite: it holds files chatvector did not publish (e.g. "
+                       f"{state.foreign_files[0]})")
+        return why
+    recorded = state.provenance.get("fingerprint") or {}
+    now = plan.fingerprint
+    if recorded.get("sha256") == now["sha256"]:
+        missing = _missing_output(state)
+        return [f"the target no longer holds the output its chatvector.json records ({missing})"]
+    why = []
+    if recorded.get("tool_version") != now["tool_version"]:
+        why.append(f"chatvector {recorded.get('tool_version') or '?'} → {now['tool_version']}")
+    if recorded.get("recipe_sha256") != now["recipe_sha256"]:
+        why.append(f"the recipe changed (normalized sha256 {short(recorded.get('recipe_sha256'))} → "
+                   f"{short(now['recipe_sha256'])})")
+    old_inputs, new_inputs = recorded.get("inputs") or {}, now["inputs"]
+    old_sources = state.provenance.get("inputs") or {}
+    for role in sorted(set(old_inputs) | set(new_inputs)):
+        if role not in old_inputs:
+            why.append(f"{role} is new")
+            continue
+        if role not in new_inputs:
+            why.append(f"{role} is gone")
+            continue
+        old, new = old_inputs[role] or {}, new_inputs[role]
+        if old == new:
+            continue
+        files = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        source = plan.sources.get(role)
+        old_sha, new_sha = (old_sources.get(role) or {}).get("sha"), source.sha if source else None
+        commits = f" {short(old_sha)} → {short(new_sha)}" if old_sha != new_sha else ""
+        why.append(f"{role} changed:{commits} ({shown})")
+    old_licenses, new_licenses = recorded.get("licenses") or {}, now.get("licenses") or {}
+    for role in sorted(set(new_licenses)):
+        if role in old_licenses and old_licenses[role] != new_licenses[role]:
+            why.append(f"{role}'s license {old_licenses[role] or 'none'} → {new_licenses[role] or 'none'}")
+    return why or [f"the plan's fingerprint changed ({short(recorded.get('sha256'))} → {short(now['sha256'])})"]
+
+
+def _missing_output(state) -> str:
+    output = (state.provenance or {}).get("output") or {}
+    blob_ids = output.get("git_blob_ids") or {}
+    for name, sha256 in sorted((output.get("files") or {}).items()):
+        remote = state.files.get(name)
+        if remote is None:
+            return f"{name} is gone"
+        if (remote.lfs.sha256 != sha256) if remote.lfs is not None else (blob_ids.get(name) != remote.blob_id):
+            return f"{name} changed"
+    return "an output file differs"
+
+
+def render_publish(facts: dict) -> list[str]:
+    t = facts["target"]
+    private = ", private" if t["private"] else ""
+    if t["error"]:
+        lines = [f"Target: {t['repo_id']}: could not read it ({t['error']}); publish would tell"]
+    elif not t["exists"]:
+        lines = [f"Target: {t['repo_id']} (will be created{private})"]
+    else:
+        lines = [f"Target: {t['repo_id']} at {short(t['head'])} (exists)"]
+    if facts["would"] == "nothing":
+        lines.append(f"Publish would: do nothing — {facts['why'][0]}")
+        return lines
+    lines.append(f"Publish would: commit \"{facts['commit_message']}\""
+                 + (" — " + "; ".join(facts["why"]) if facts["why"] else ""))
+    return lines + render_fetch_and_disk(facts)
+
+
+def render_fetch_and_disk(facts: dict) -> list[str]:
+    fetch, disk = facts["fetch"], facts["disk"]
+    lines = [f"Fetch: {fetch['mode']} ({fetch['why']})"]
+    writes = [n for n in disk["needs"] if n["what"] == "writes"]
+    downloads = [n for n in disk["needs"] if n["what"] == "downloads"]
+    written = sum(n["bytes"] for n in writes)
+    text = f"Disk: needs {human_bytes(written)} in {disk['write_dir']}"
+    if downloads:
+        text += f" (downloads {human_bytes(downloads[0]['bytes'])} into the HF cache {downloads[0]['folder']})"
+    elif fetch["mode"] == "stream":
+        text += f" (streams {human_bytes(disk['reads_bytes'])}: nothing into the HF cache)"
+    elif disk["reads_bytes"]:
+        text += " (downloads nothing: the inputs are in the HF cache)"
+    short_of = [n for n in disk["needs"] if not n["enough"]]
+    if short_of:
+        text += f"; not enough free: {human_bytes(short_of[0]['free'])} free on {short_of[0]['folder']}'s disk"
+    elif disk["needs"]:
+        text += f"; {human_bytes(min(n['free'] for n in disk['needs']))} free"
+    return lines + [text]

@@ -215,6 +215,17 @@ def check_card(plan: "Plan", endpoint: str | None) -> list[Problem]:
 
 
 # -- publishing ------------------------------------------------------------------------------------------
+def check_out_is_not_in_a_source(recipe: Recipe, out_dir: Path) -> list[Problem]:
+    """--out inside a `path:` source's folder would mix the output with an input checkpoint."""
+    out = Path(out_dir).resolve()
+    for role, source in recipe.sources():
+        if source.path is not None and out != Path(source.path).resolve() and out.is_relative_to(
+                Path(source.path).resolve()):
+            return [Problem(f"--out {out_dir}: inside the folder of the recipe's {role} ({source.path}); a model "
+                            "folder must not hold another: choose a folder outside it")]
+    return []
+
+
 def check_target_is_not_a_source(recipe: Recipe) -> list[Problem]:
     target = recipe.require_target()
     return [recipe.problem("target.repo_id", f"{target.repo_id} is also the recipe's {role}; publishing there "

@@ -93,7 +93,8 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
         api = api or connect()
     with timed("preflight"):
         early = preflight.check_target_is_not_a_source(recipe) + preflight.check_tag(tag, create_pr)
-        early += preflight.check_out_dir(Path(out_dir)) if out_dir is not None else []
+        early += (preflight.check_out_dir(Path(out_dir)) + preflight.check_out_is_not_in_a_source(recipe, Path(out_dir))
+                  if out_dir is not None else [])
         early += check_from_dir(from_dir, out_dir) if from_dir is not None else []
         early += preflight.check_device(recipe, device) + preflight.check_card_template(recipe)
         if not early and not dry_run:

@@ -136,7 +136,8 @@ def merge(recipe: Recipe, out_dir: Path, *, api: "HfApi | None" = None, plan: Pl
     with timed("import"):
         api = api or connect()
     with timed("preflight"):
-        early = preflight.check_out_dir(out_dir) + preflight.check_device(recipe, device)
+        early = (preflight.check_out_dir(out_dir) + preflight.check_out_is_not_in_a_source(recipe, out_dir)
+                 + preflight.check_device(recipe, device))
     if not early:
         preload_engine()  # torch loads while the plan is made
     chosen: dict[str, FetchChoice] = {}

@@ -1,0 +1,155 @@
+"""The card says what the recipe and the engine did: one test per statement, over a matrix of recipes."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatvector.card import render_card
+from tests.test_card import RECIPE_TEXT, sample_provenance, two_vector_provenance
+
+GRADIENT_RECIPE = RECIPE_TEXT.replace('  layers: {"0-1": 0.5, "3": 0.8}\n', "  gradient: [0.2, 1.0]\n")
+
+
+def uniform() -> dict:
+    p = sample_provenance()
+    p["coefficients"] = {"default": 0.8, "layers": [], "modules": []}
+    return p
+
+
+def body(p: dict, recipe: str = RECIPE_TEXT) -> str:
+    return render_card(p, recipe).split("\n---\n", 1)[1]
+
+
+def test_default_only_recipe_shows_one_number():
+    text = body(uniform())
+    assert "out = cp + 0.8 · (chat − base)\n" in text
+    assert "by tensor" not in text and "λ depends on the tensor" not in text
+    assert "Every layer takes the default." in text
+
+
+def test_layer_map_shows_the_actual_range_in_the_headline():
+    p = sample_provenance()
+    p["coefficients"] = {"default": 1.0, "layers": [0.5, 0.5, 1.0, 0.8], "modules": []}
+    assert "out = cp + λ · (chat − base),  λ from 0.5 to 1.0 by tensor" in body(p)
+
+
+def test_module_rule_widens_the_range_and_overrides_layers():
+    text = body(sample_provenance())  # norm -> 0.0
+    assert "λ from 0.0 to 1.0 by tensor" in text
+    assert "Module rules override the layer values and the default" in text
+    assert "| `norm` | 0.0 |" in text
+
+
+def test_gradient_anchors_are_listed():
+    p = sample_provenance()
+    p["coefficients"] = {"default": 1.0, "layers": [0.2, 0.466667, 0.733333, 1.0], "modules": []}
+    text = body(p, GRADIENT_RECIPE)
+    assert "follow a gradient with anchors 0.2, 1.0, spread evenly from layer 0 to layer 3" in text
+    assert "λ from 0.2 to 1.0 by tensor" in text
+    assert "gradient" not in body(p)  # a layer map has no anchors
+
+
+def test_zero_on_embeddings_says_the_vector_is_not_added_to_the_shared_rows():
+    p = sample_provenance()
+    p["coefficients"]["modules"].insert(0, {"match": "embed_tokens|lm_head", "value": 0.0})
+    text = body(p)
+    vocab = text.split("## Vocabulary")[1].split("## Usage")[0]
+    assert "added to those" not in vocab
+    assert "but no vector is added to any of them" in vocab
+    assert "`embed_tokens` and `lm_head` take λ = 0 (set by module rule 1): the vector is not added" in vocab
+
+
+def test_zero_on_lm_head_only_names_the_tensor_that_gets_the_vector():
+    p = sample_provenance()
+    p["coefficients"]["modules"] = [{"match": "lm_head", "value": 0.0}]
+    vocab = body(p).split("## Vocabulary")[1]
+    assert "the vector is added to those in `embed_tokens` (λ = 1.0)" in vocab
+    assert "`lm_head` takes λ = 0 (set by module rule 1)" in vocab
+
+
+def test_kept_embedding_tensor_counts_as_not_added():
+    p = uniform()
+    p["kept_tensors"] = [{"name": "model.embed_tokens.weight", "why": "coefficient 0 (default)"},
+                         {"name": "lm_head.weight", "why": "coefficient 0 (default)"}]
+    vocab = body(p).split("## Vocabulary")[1]
+    assert "added to those" not in vocab and "keep cp's values" in vocab
+
+
+def test_extended_vocabulary_rows_keep_cps_values():
+    text = body(sample_provenance())
+    assert "cp and the chat model share 405 token rows; the vector is added to those (λ = 1.0)." in text
+    assert "The 285 rows only cp has (its extended vocabulary) keep cp's values." in text
+    assert "on the rows cp added to the vocabulary" in text  # limitations
+
+
+def test_matching_vocabularies():
+    p = uniform()
+    p["vocabulary"] = None
+    assert "The vocabularies match row for row; the vector is added to every row (λ = 0.8)." in body(p)
+
+
+def test_special_tokens_copied_from_the_chat_model():
+    text = body(sample_provenance())
+    assert "rows were copied from the chat model:" in text
+
+
+def test_two_vectors_use_plural_wording_and_per_vector_lambdas():
+    p = two_vector_provenance()
+    text = body(p)
+    assert "This merge adds 2 chat vectors to cp" in text
+    assert "the vectors are added to" in text
+    assert "the chat model share" not in text and "the vector is added" not in text
+    assert "cp and the chat models share 405 token rows; the vectors are added to those " \
+           "(chat₁ − base₁: λ = 0.56, chat₂ − base₂: λ = 0.24)." in text
+    assert "rows were copied from the first chat model (chat₁)" in text
+    assert "the first chat model's (chat₁) chat template" in text
+    assert "Each vector's λ: chat₁ − base₁ 0.56, chat₂ − base₂ 0.24." in text
+
+
+def test_two_vectors_with_a_schedule_show_each_vectors_range_and_columns():
+    p = two_vector_provenance()
+    p["coefficients"] = {"default": 1.0, "layers": [0.5, 1.0], "modules": [{"match": "norm", "value": 0.0}]}
+    text = body(p)
+    assert "out = cp + λ₁ · (chat₁ − base₁) + λ₂ · (chat₂ − base₂),  λ₁ from 0.0 to 0.7, " \
+           "λ₂ from 0.0 to 0.3 by tensor" in text
+    assert "| module rule (regex, first match wins) | λ | λ of chat₁ − base₁ | λ of chat₂ − base₂ |" in text
+    assert "| `norm` | 0.0 | 0.0 | 0.0 |" in text
+    assert "| 0 | 0.5 | 0.35 | 0.15 |" in text and "| 1 | 1.0 | 0.7 | 0.3 |" in text
+
+
+def test_many_layers_are_compacted_to_three_significant_digits():
+    p = sample_provenance()
+    values = [0.5] * 16 + [0.7001, 0.6999] + [1 / 3] * 14
+    p["coefficients"] = {"default": 1.0, "layers": values, "modules": []}
+    text = body(p)
+    assert "32 layers; layers with equal λ (to 3 significant digits) share a row." in text
+    assert "| 0–15 | 0.5 |\n| 16–17 | 0.7 |\n| 18–31 | 0.333 |\n" in text
+
+
+@pytest.mark.parametrize("license_, notice", [
+    ("llama2", "Llama 2 is licensed under the LLAMA 2 Community License, Copyright (c) Meta Platforms, Inc. "
+               "All Rights Reserved."),
+    ("llama3", "Built with Meta Llama 3"),
+    ("llama3.1", "Built with Llama"),
+    ("gemma", "Gemma Terms of Use"),
+])
+def test_license_attribution_is_carried(license_, notice):
+    p = sample_provenance()
+    p["inputs"]["chat"]["license"] = license_
+    assert notice in body(p)
+
+
+def test_no_attribution_table_without_such_a_license():
+    p = sample_provenance()
+    p["inputs"]["chat"]["license"] = "apache-2.0"
+    assert "| license | notice | sources |" not in body(p)
+
+
+def test_install_line_device_map_bibtex_and_limitations():
+    text = body(sample_provenance())
+    assert "```bash\npip install -U transformers accelerate torch\n```" in text
+    assert 'from_pretrained(model_id, dtype="auto", device_map="auto")' in text
+    assert "## Limitations and risks" in text
+    assert "```bibtex\n@inproceedings{huang-etal-2024-chat," in text
+    assert "Chat Vector: A Simple Approach to Equip {LLM}s with Instruction Following and Model Alignment" in text
+    assert "Association for Computational Linguistics" in text and 'year = "2024"' in text
