@@ -238,8 +238,9 @@ def check_tag(tag: str | None, create_pr: bool) -> list[Problem]:
         return []
     try:
         check_revision(tag)
-    except ValueError as err:
-        return [Problem(f"--tag {tag!r}: {err}")]
+    except ValueError:
+        return [Problem(f"--tag {tag!r}: not a valid tag name: a tag may hold letters, digits and . - _ / (no "
+                        "spaces, no control characters, none of ~ ^ : ? * [ \\, no '..'); e.g. --tag v1.0")]
     if len(tag) == 40 and all(c in "0123456789abcdef" for c in tag):
         return [Problem(f"--tag {tag!r}: not a usable tag name (it looks like a commit hash)")]
     if create_pr:
