@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from huggingface_hub import HfApi
 
 from chatvector.cli import main
-from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
+from chatvector.testing.tinymodels import TripletSpec, write_triplet
 from tests.conftest import HUB, OTHER_WRITER, READ_TOKEN, WRITE_TOKEN
-from tests.hubkit import env_for
+from tests.hubkit import env_for, seed_on
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,12 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> dict[str, str]:
     """A tiny llama triplet on the session hub: {role: repo_id}."""
-    folders = write_triplet(tmp_path_factory.mktemp("mistakes"), TripletSpec(arch="llama", extra_cp_tokens=20))
-    api = HfApi(token=WRITE_TOKEN.secret)
-    repos = {role: f"alice/mistake-{role}" for role in folders}
-    for role, folder in folders.items():
-        upload_model(api, folder, repos[role])
-    return repos
+    return seed_on(HUB.url, tmp_path_factory.mktemp("mistakes"), TripletSpec(arch="llama", extra_cp_tokens=20),
+                   prefix="mistake-")
 
 
 def recipe_text(repos: dict[str, str], target_repo: str, **lines: str | None) -> str:

@@ -8,22 +8,18 @@ import uuid
 from pathlib import Path
 
 import pytest
-from huggingface_hub import HfApi
 
 from chatvector.cli import main
 from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
-from tests.conftest import WRITE_TOKEN, weight_downloads
+from tests.conftest import HUB, WRITE_TOKEN, weight_downloads
+from tests.hubkit import seed_on
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> dict[str, str]:
     """A tiny llama triplet under fresh names (cp gets new commits in a test): {role: repo_id}."""
-    folders = write_triplet(tmp_path_factory.mktemp("says"), TripletSpec(arch="llama", extra_cp_tokens=20))
-    api = HfApi(token=WRITE_TOKEN.secret)
-    repos = {role: f"alice/says-{uuid.uuid4().hex[:6]}-{role}" for role in folders}
-    for role, folder in folders.items():
-        upload_model(api, folder, repos[role])
-    return repos
+    return seed_on(HUB.url, tmp_path_factory.mktemp("says"), TripletSpec(arch="llama", extra_cp_tokens=20),
+                   prefix=f"says-{uuid.uuid4().hex[:6]}-")
 
 
 def recipe_for(tmp_path: Path, sources: dict[str, str], target: str, private: bool = False) -> Path:

@@ -14,18 +14,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatvector.cli import main
 from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
-from tests.conftest import READ_TOKEN, WRITE_TOKEN, weight_downloads
+from tests.conftest import HUB, READ_TOKEN, WRITE_TOKEN, weight_downloads
+from tests.hubkit import seed_on
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> dict[str, str]:
     """A tiny llama triplet on the hub under fresh names: {role: repo_id}."""
-    folders = write_triplet(tmp_path_factory.mktemp("pub"), TripletSpec(arch="llama", extra_cp_tokens=20))
-    api = HfApi(token=WRITE_TOKEN.secret)
-    repos = {role: f"alice/pub-{role}" for role in folders}
-    for role, folder in folders.items():
-        upload_model(api, folder, repos[role])
-    return repos
+    return seed_on(HUB.url, tmp_path_factory.mktemp("pub"), TripletSpec(arch="llama", extra_cp_tokens=20),
+                   prefix="pub-")
 
 
 def recipe_for(tmp_path: Path, sources: dict[str, str], target: str, extra: str = "") -> Path:
