@@ -357,12 +357,21 @@ def run() -> None:
     os._exit(code)
 
 
+class _PlainFormatter(logging.Formatter):
+    """`message` for progress lines, `warning: message` for warnings and errors (no logger names)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
 def configure_logging(verbose: bool, quiet: bool = False) -> None:
     """chatvector's own INFO lines (what it chose, progress); libraries only from WARNING on, and their retry
     chatter (huggingface_hub's "HTTP Error 429 thrown...", "Retrying in 1s") only with -v: a failure that
     survives the retries is our one line, which says how often it was tried."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()  # (stderr) plain words by default; -v: levels and logger names
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose else _PlainFormatter())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     logging.getLogger("chatvector").setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "filelock", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)

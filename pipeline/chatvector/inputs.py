@@ -221,7 +221,7 @@ def fetch(plan: Plan, api: "HfApi", *, weights: bool = True) -> dict[str, Path]:
             names = sorted(wanted[source.key])
             n_weights = sum(map(_is_weights, names))
             if n_weights:
-                log.info("fetching %d weight file(s) of %s", n_weights, source.label)
+                log.info("downloading %d weight file(s) of %s@%s", n_weights, source.repo_id, source.sha[:7])
             with hub_call(api, source.repo_id, field=role, revision=source.sha), tuned_downloads():
                 by_key[source.key] = Path(api.snapshot_download(source.repo_id, revision=source.sha,
                                                                 allow_patterns=names))

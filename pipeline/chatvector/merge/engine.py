@@ -30,6 +30,7 @@ from chatvector.merge.safetensors_io import Header, InputFile, InputReader, Loca
 from chatvector.merge.sharding import file_layout, index_json, is_owned_output, plan_shards
 from chatvector.merge.validate import check_jobs, load_headers, source_key, used_tensors
 from chatvector.merge.writer import ALIGN, DiskBudget, FileWriter
+from chatvector.units import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ def run_merge(
     engine: Backend | None = None
     watch = FiniteWatch()
     to_write = sum(j.nbytes for shard, name in zip(shards, names) if name not in skip_files for j in shard)
-    bar = tqdm(total=to_write, unit="B", unit_scale=True, unit_divisor=1024, desc="merge", disable=not progress)
+    # bytes in the units the plan prints them in (kB = 1000 B); each file's header is added as it opens
+    bar = tqdm(total=to_write, unit="B", unit_scale=True, unit_divisor=1000, desc="merge", disable=not progress)
     try:
         order = [j for shard, name in zip(shards, names) if name not in skip_files for j in file_layout(shard)]
         needed = used_tensors(order)
@@ -141,6 +143,7 @@ def run_merge(
             layout = file_layout(shard)
             entries = [(j.name, j.out_dtype.code, tuple(j.shape), j.nbytes) for j in layout]
             head, starts = build_header(entries, meta)
+            bar.total += len(head)  # the writer counts the header's bytes too: the bar ends at its total
             writer.open_file(name, len(head) + sum(e[3] for e in entries))
             blocks = plan_blocks(layout, starts, head, block_bytes, cp_dtype)
             block = next(blocks)
@@ -180,8 +183,9 @@ def run_merge(
     _remove_stale_outputs(out_dir, set(files) | set(skip_files))
     seconds = time.perf_counter() - t0
     direct = tuple(n for n in names if n in writer.direct_files)
-    log.info("merged %d tensors (%.2f GB) into %d file(s) in %s on %s (%s backend) in %.1f s%s", len(jobs), total / 1e9,
-             len(names), out_dir, dev, backend_cls.name, seconds, _write_note(direct, names, direct_io))
+    log.info("merged %d tensors (%s) into %d file(s) in %s on %s (%s backend) in %.1f s%s", len(jobs),
+             human_bytes(total), len(names), out_dir, dev, backend_cls.name, seconds,
+             _write_note(direct, names, direct_io))
     return MergeResult(files=files, total_bytes=total, device=str(dev), seconds=seconds, backend=backend_cls.name,
                        direct_io_files=direct, nonfinite=watch.report(), scanned_values=watch.values,
                        scanned_tensors=len(watch.names))
