@@ -365,6 +365,25 @@ class _PlainFormatter(logging.Formatter):
         return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
 
 
+def _refuse_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]) -> None:
+    """argparse's "unrecognized arguments", from the command's own parser, with the closest option of that
+    command and where its options are listed (exit 2)."""
+    import difflib
+
+    command = getattr(args, "command", None)
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    target = sub.choices.get(command, parser) if sub is not None and command else parser
+    options = [o for a in target._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for arg in unknown:
+        close = difflib.get_close_matches(arg.split("=", 1)[0], options, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{arg}: did you mean {close[0]}?")
+    where = f"chatvector {command} --help" if command else "chatvector --help"
+    target.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else "")
+                 + f"; {where} lists the options")
+
+
 def configure_logging(verbose: bool, quiet: bool = False) -> None:
     """chatvector's own INFO lines (what it chose, progress); libraries only from WARNING on, and their retry
     chatter (huggingface_hub's "HTTP Error 429 thrown...", "Retrying in 1s") only with -v: a failure that
@@ -403,7 +422,9 @@ def _unexpected(err: Exception, verbose: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     prepare_environment()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(parser, args, unknown)
     if getattr(args, "hub_token", None):  # one place: every client the command builds reads it from here
         import os
 
