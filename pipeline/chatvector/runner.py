@@ -168,7 +168,6 @@ class IOStats:
     disk_high_water: int | None = None  # most output bytes on disk at once (a streaming publish)
     window_bytes: int | None = None  # the stream's prefetch window
     peak_window_bytes: int | None = None
-    engine_bytes: int | None = None  # the merge's own buffers
     peak_memory: int = 0  # the process's peak resident memory
     resumed_shards: int = 0
 
@@ -232,14 +231,13 @@ def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = 
             stats.window_bytes, stats.peak_window_bytes = s.window, s.peak_window
             stages.record("download", s.seconds)
         else:
-            stats.bytes_downloaded = preflight_download_bytes(plan)
+            stats.bytes_downloaded = plan.download_bytes
         if uploader is not None:
             with timed("upload"):  # only what is left after the merge: the rest overlapped it
                 uploader.finish()
             stats.bytes_uploaded, stats.disk_high_water = uploader.bytes_uploaded, uploader.budget.high_water
             stats.resumed_shards = len(uploader.skip_files)
             stages.record("upload-overlapped", uploader.upload_seconds)
-        stats.engine_bytes = getattr(result, "buffer_bytes", None)
         log.debug("merge and its overlapped stages took %.1f s", time.perf_counter() - merge_start)
     finally:
         inputs.close()
@@ -262,10 +260,6 @@ def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = 
     stats.peak_memory = peak_memory()
     log.debug("%s", stats.summary())
     return Build(folder, provenance, result.device, time.perf_counter() - t0, stats)
-
-
-def preflight_download_bytes(plan: Plan) -> int:
-    return sum(plan.sources[role].files[f].size for role, files in plan.download_files.items() for f in files)
 
 
 def peak_memory() -> int:
