@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from chatvector.conventions import SMALL_FILE_BYTES
 from chatvector.errors import MergeError, PipelineError
 from chatvector.plan import Plan
+from chatvector.units import human_bytes
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitOperationAdd, HfApi
@@ -232,8 +233,10 @@ class ShardUploader:
         self._journal_inputs()
         self.upload_seconds = time.perf_counter() - self._first
         self.budget.give(size)  # a small file the Hub keeps in git stays for the commit (small by definition)
-        log.info("uploaded %s (%.1f MB)%s", name, size / 1e6, "" if op._upload_mode == "lfs" else
-                 ", kept for the commit (the Hub stores it in git)")
+        if op._upload_mode == "lfs":
+            log.info("uploaded %s (%s)", name, human_bytes(size))
+        else:
+            log.info("kept %s (%s) for the commit: the Hub stores a file this small in git", name, human_bytes(size))
 
     def _journal_inputs(self) -> None:
         checked = {k: v for k, v in self.verified_inputs().items() if k not in self._journaled_inputs}
