@@ -127,7 +127,7 @@ def test_many_layers_are_compacted_to_three_significant_digits():
 
 
 @pytest.mark.parametrize("license_, notice", [
-    ("llama2", "Llama 2 is licensed under the LLAMA 2 Community License, Copyright (c) Meta Platforms, Inc. "
+    ("llama2", "Llama 2 is licensed under the LLAMA 2 Community License, Copyright © Meta Platforms, Inc. "
                "All Rights Reserved."),
     ("llama3", "Built with Meta Llama 3"),
     ("llama3.1", "Built with Llama"),
@@ -153,3 +153,18 @@ def test_install_line_device_map_bibtex_and_limitations():
     assert "```bibtex\n@inproceedings{huang-etal-2024-chat," in text
     assert "Chat Vector: A Simple Approach to Equip {LLM}s with Instruction Following and Model Alignment" in text
     assert "Association for Computational Linguistics" in text and 'year = "2024"' in text
+    assert 'doi = "10.18653/v1/2024.acl-long.590"' in text and 'pages = "10943--10959"' in text
+
+
+def test_tied_embeddings_say_the_head_reads_the_embedding_rows_and_no_lm_head_rule_applies():
+    p = sample_provenance()
+    p["tied_embeddings"] = True
+    p["coefficients"] = {"default": 0.8, "layers": [], "modules": [{"match": "lm_head", "value": 0.0}]}
+    text = body(p)
+    vocab = text.split("## Vocabulary")[1].split("## Usage")[0]
+    assert "The output head is tied to `embed_tokens` (`tie_word_embeddings`)" in vocab
+    assert "`lm_head` takes λ = 0" not in vocab  # there is no such tensor to take it
+    assert "the vector is added to those (λ = 0.8)." in vocab
+    p["tied_embeddings"] = False
+    untied = body(p).split("## Vocabulary")[1].split("## Usage")[0]
+    assert "tied" not in untied and "`lm_head` takes λ = 0 (set by module rule 1)" in untied

@@ -62,3 +62,22 @@ def test_commit_message_and_private_options(tmp_path, capsys, monkeypatch, api):
     capsys.readouterr()
     assert main(["publish", recipe]) == 0  # the message is not part of what is published: nothing changed
     assert capsys.readouterr().out.startswith("nothing changed:")
+
+
+def test_every_option_that_takes_a_value_says_its_default_in_help():
+    """As `hf upload --help` does: an option with a value is either required or its help names its default."""
+    import argparse
+
+    from chatvector.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    silent = []
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            takes_value = action.option_strings and action.nargs != 0 and not action.required
+            if takes_value and "default" not in command.formatter_class("x")._get_help_string(action):
+                silent.append(f"{name} {action.option_strings[0]}")
+    assert silent == []
+    text = sub.choices["publish"].format_help()
+    assert "--revision BRANCH" in text and "else main)" in text

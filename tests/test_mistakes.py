@@ -79,7 +79,8 @@ CASES = {
                         r"digits, '-', '_' and '\.', not at either end; no '--' or '\.\.'\), got 'alice//chat'",
                         lines={"chat": "{repo_id: alice//chat}"}),
     "missing-repo": Case(["plan", R], E + r"chat\.repo_id: repository alice/mistake-chatt was not found on the Hub "
-                         r"\(or it is private and the token, if any, has no access\)",
+                         r"\(or it is private and the token, if any, has no access\) \(did you mean "
+                         r"'alice/mistake-chat'\?\)",
                          lines={"chat": "{repo_id: alice/mistake-chatt}"}),
     "wrong-revision": Case(["plan", R], E + r"chat\.revision: revision 'mian' does not exist in alice/mistake-chat "
                            r"\(did you mean 'main'\?\)", lines={"chat": "{repo_id: alice/mistake-chat, revision: mian}"}),
@@ -89,6 +90,10 @@ CASES = {
                         r"layers\)", lines={"coefficients": '{layers: {"40": 1.0}}'}),
     "layer-range": Case(["plan", R], E + r'coefficients\.layers\."2-9": layers 4-9 do not exist \(the cp model has 4 '
                         r"layers\)", lines={"coefficients": '{layers: {"2-9": 1.0}}'}),
+    "gradient-under-layers": Case(["plan", R], E + r"coefficients\.layers\.gradient: 'gradient' is not a layer "
+                                  r"range: it goes directly under coefficients \(coefficients\.gradient: \.\.\.\), "
+                                  r"beside layers, not inside it",
+                                  lines={"coefficients": "{layers: {gradient: [0.2, 1.0]}}"}),
     "layer-range-backwards": Case(["plan", R], E + r'coefficients\.layers\."3-1": range \'3-1\' ends before it starts; '
                                   r'write "1-3"', lines={"coefficients": '{layers: {"3-1": 1.0}}'}),
     "special-token": Case(["plan", R], E + r"special_tokens\[0\]: token '<\|eot_idd\|>' is not in cp's tokenizer "
@@ -137,7 +142,8 @@ CASES = {
     "no-token": Case(["publish", R], r"error: publishing to {target} needs a token with write access: set HF_TOKEN or "
                      r"run `hf auth login` \(or use --dry-run\)", token=None),
     "read-only-token": Case(["publish", R], r"error: the token of bob is read-only: publishing to {target} needs write "
-                            r"access", token=READ_TOKEN.secret),
+                            r"access; create a token with the write role at http://127\.0\.0\.1:\d+/settings/tokens "
+                            r"and set HF_TOKEN to it \(or use --dry-run\)", token=READ_TOKEN.secret),
     "foreign-namespace": Case(["publish", R], r"error: the token cannot write to carol/mine \(user alice, orgs: .*\): "
                               r"carol is not alice's namespace nor an org of theirs; change target\.repo_id or use a "
                               r"token of an account that may write there", lines={"target": "{repo_id: carol/mine}"}),
@@ -146,7 +152,7 @@ CASES = {
                          r"or use a token of an account that may write there", token=OTHER_WRITER.secret,
                          lines={"target": "{repo_id: my-org/x}"}),
     "target-is-a-source": Case(["publish", R], E + r"target\.repo_id: alice/mistake-cp is also the recipe's cp; "
-                               r"publishing there would overwrite an input", lines={"target": "{repo_id: alice/mistake-cp}"}),
+                               r"publishing there would overwrite an input; change target\.repo_id", lines={"target": "{repo_id: alice/mistake-cp}"}),
     "no-target": Case(["publish", R], r"error: {recipe}:1: target\.repo_id: no target repository: add `target: "
                       r"\{{repo_id: org/name\}}`", lines={"target": None}),
     "bad-tag": Case(["publish", R, "--tag", "v 1"], r"error: --tag 'v 1': not a valid tag name: a tag may hold "

@@ -192,7 +192,8 @@ def test_publish_needs_a_target(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("token, message", [
-    (READ_TOKEN.secret, "the token of bob is read-only: publishing to {target} needs write access"),
+    (READ_TOKEN.secret, "the token of bob is read-only: publishing to {target} needs write access; create a token "
+                        "with the write role at {endpoint}/settings/tokens and set HF_TOKEN to it (or use --dry-run)"),
     ("hf_not_a_token", "publishing to {target} needs a valid write token: set HF_TOKEN (the Hub answered 401)"),
     (None, "publishing to {target} needs a token with write access: set HF_TOKEN or run `hf auth login` "
            "(or use --dry-run)"),
@@ -206,7 +207,7 @@ def test_publishing_without_a_usable_token_fails_before_any_download(tmp_path, s
     mark = len(hub.requests)
     assert main(["publish", str(recipe_for(tmp_path, sources, target))]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: " + message.format(target=target)
+    assert err == "error: " + message.format(target=target, endpoint=hub.url)
     assert [r.path for r in list(hub.requests)[mark:]] in ([], ["/api/whoami-v2"])  # nothing else was asked
     assert not api.repo_exists(target) and (token is None or token not in err)
 

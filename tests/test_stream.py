@@ -73,6 +73,8 @@ def test_stream_merge_writes_the_bytes_snapshot_writes(kind, tmp_path, cli, api,
     assert folder_bytes(tmp_path / "stream") == folder_bytes(tmp_path / "snapshot")
     inputs = [json.loads((tmp_path / d / "chatvector.json").read_text())["inputs"] for d in ("stream", "snapshot")]
     assert inputs[0] == inputs[1]  # the same input hashes, computed while streaming
+    recorded = json.loads((tmp_path / "stream" / "chatvector.json").read_text())
+    assert recorded["tied_embeddings"] is (kind == "tied")  # what the card's vocabulary section says of lm_head
 
 
 def test_auto_says_what_it_chose_and_why(tmp_path, cli, api, sources_llama):

@@ -179,7 +179,7 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
     verification = p.get("verification")
     license_, license_source = _license(p)
     target = p.get("target") or {}
-    lam_range = _coefficient_range(default, layers, modules)
+    lam_range = _coefficient_range(default, layers, modules, tied=bool(p.get("tied_embeddings")))
     uniform = lam_range[0] == lam_range[1] == default
     formula, terms = _formula(vectors, default, None if uniform else lam_range)
     compact = len(layers) >= COMPACT_LAYERS
@@ -304,10 +304,12 @@ def _coefficient(name: str, default: float, layer_value: float | None, modules: 
     return default, "default"
 
 
-def _coefficient_range(default: float, layers: list[float], modules: list[dict]) -> tuple[float, float]:
+def _coefficient_range(default: float, layers: list[float], modules: list[dict], tied: bool = False
+                       ) -> tuple[float, float]:
     """Least and greatest coefficient over the tensors a decoder has: each layer's tensors (a module rule
-    may match some of them), the embeddings, the final norm and lm_head."""
-    values = [_coefficient(n, default, None, modules)[0] for n in _NON_LAYER_TENSORS]
+    may match some of them), the embeddings, the final norm and lm_head (not with tied embeddings)."""
+    outside = [n for n in _NON_LAYER_TENSORS if not (tied and n == "lm_head.weight")]
+    values = [_coefficient(n, default, None, modules)[0] for n in outside]
     values += [float(r["value"]) for r in modules]
     values += layers or [default]
     return min(values), max(values)
@@ -338,8 +340,9 @@ def _vocabulary_lines(p: dict, terms: list[dict], default: float, modules: list[
     multi = len(terms) > 1
     vec = "the vectors are" if multi else "the vector is"
     who = "the chat models" if multi else "the chat model"
+    tied = bool(p.get("tied_embeddings"))
     applied, zero = [], []
-    for short, name in _VOCAB_TENSORS:
+    for short, name in _VOCAB_TENSORS[:1] if tied else _VOCAB_TENSORS:  # tied: there is no lm_head tensor
         lam, reason = _coefficient(name, default, None, modules)
         is_kept = any(k.endswith(short + ".weight") for k in kept)
         lams = [lam * t["weight_value"] for t in terms]
@@ -350,6 +353,9 @@ def _vocabulary_lines(p: dict, terms: list[dict], default: float, modules: list[
 
     def names(items: list) -> str:
         return " and ".join(_code_span(short) for short, _ in items)
+
+    def those(items: list) -> str:
+        return "those" if len(items) == 2 or tied else f"those in {names(items)}"
 
     def lam_text(items: list) -> str:
         values = sorted({tuple(lams) for _, lams in items})
@@ -362,13 +368,14 @@ def _vocabulary_lines(p: dict, terms: list[dict], default: float, modules: list[
     shared = vocab.get("shared_tokens") if vocab else None
     extra = vocab.get("cp_extra_tokens") if vocab else None
     if applied:
-        where = "those" if len(applied) == 2 else f"those in {names(applied)}"
+        where = those(applied)
         if vocab:
             lines.append(f"cp and {who} share {_md_text(shared)} token rows; {vec} added to {where}"
                          f"{_md_text(lam_text(applied))}.")
         else:
             lines.append(f"The vocabularies match row for row; {vec} added to every row"
-                         f"{'' if len(applied) == 2 else ' of ' + names(applied)}{_md_text(lam_text(applied))}.")
+                         f"{'' if len(applied) == 2 or tied else ' of ' + names(applied)}"
+                         f"{_md_text(lam_text(applied))}.")
     elif vocab:
         lines.append(f"cp and {who} share {_md_text(shared)} token rows, but no vector is added to any of them.")
     if zero:
@@ -377,6 +384,10 @@ def _vocabulary_lines(p: dict, terms: list[dict], default: float, modules: list[
         lines.append(f"{names(zero)} {'take' if len(zero) > 1 else 'takes'} λ = 0{why}: "
                      f"{'no vector is' if multi else 'the vector is not'} added to "
                      f"{'their' if len(zero) > 1 else 'its'} rows, which keep cp's values.")
+    if tied:
+        lines.append("The output head is tied to `embed_tokens` (`tie_word_embeddings`): it reads the same rows, so "
+                     "what is said here of `embed_tokens` holds for it, and no rule can give `lm_head` a λ of its "
+                     "own.")
     if vocab:
         if extra:
             lines.append(f"The {_md_text(extra)} rows only cp has (its extended vocabulary) keep cp's values.")
@@ -388,7 +399,7 @@ def _vocabulary_lines(p: dict, terms: list[dict], default: float, modules: list[
 # Notices the sources' licences require a derivative to carry, keyed by the Hub's license id.
 ATTRIBUTIONS = {
     "llama2": "Llama 2 is licensed under the LLAMA 2 Community License, "
-              "Copyright (c) Meta Platforms, Inc. All Rights Reserved.",
+              "Copyright © Meta Platforms, Inc. All Rights Reserved.",
     "llama3": "Built with Meta Llama 3",
     "llama3.1": "Built with Llama",
     "llama3.2": "Built with Llama",
@@ -400,10 +411,15 @@ CITATION = """\
 @inproceedings{huang-etal-2024-chat,
     title = "Chat Vector: A Simple Approach to Equip {LLM}s with Instruction Following and Model Alignment in New Languages",
     author = "Huang, Shih-Cheng and Li, Pin-Zu and Hsu, Yu-chi and Chen, Kuang-Ming and Lin, Yu Tung and Hsiao, Shih-Kai and Tsai, Richard and Lee, Hung-yi",
+    editor = "Ku, Lun-Wei and Martins, Andre and Srikumar, Vivek",
     booktitle = "Proceedings of the 62nd Annual Meeting of the Association for Computational Linguistics (Volume 1: Long Papers)",
+    month = aug,
     year = "2024",
     address = "Bangkok, Thailand",
     publisher = "Association for Computational Linguistics",
+    url = "https://aclanthology.org/2024.acl-long.590/",
+    doi = "10.18653/v1/2024.acl-long.590",
+    pages = "10943--10959",
     eprint = "2310.04799",
     archivePrefix = "arXiv",
 }"""

@@ -41,10 +41,21 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their line breaks (they hold examples); every option's help ends with its default,
+    as `hf ... --help` shows them, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, [], argparse.SUPPRESS)
+        if action.option_strings and shown and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def _command(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
-    """A subcommand whose description keeps its line breaks (it holds examples)."""
-    return sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[_common_options()],
-                          **kwargs)
+    """A subcommand with the shared help layout and the options every command takes."""
+    return sub.add_parser(name, formatter_class=_HelpFormatter, parents=[_common_options()], **kwargs)
 
 
 def _device_option(parser: argparse.ArgumentParser) -> None:
@@ -68,11 +79,18 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
         "Example:\n  chatvector plan recipes/demo.yaml\n  chatvector plan recipes/demo.yaml --json > plan.json",
     )
     plan.add_argument("recipe", help="the recipe YAML file")
+    _revision_option(plan)
     plan.add_argument("--json", action="store_true",
                       help="print the plan as one JSON document: a lock for `merge|publish --plan` "
                            "(the same as --format json)")
     _format_option(plan)
     plan.set_defaults(func=_cmd_plan)
+
+
+def _revision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--revision", metavar="BRANCH", default=None,
+                        help="the target's branch to commit to; created from the default branch's head when "
+                             "missing (default: the recipe's target.revision, else main)")
 
 
 def _format_option(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +118,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from chatvector.runner import prepare
 
     recipe = load_recipe(args.recipe)
+    if args.revision is not None:
+        from chatvector.errors import RecipeError
+        from chatvector.publish import on_branch
+
+        recipe.require_target()
+        recipe, problems = on_branch(recipe, args.revision)
+        if problems:
+            raise RecipeError(problems[0].text)
     api = connect()
     # A recipe with a target is also checked for what publishing it needs and a token cannot change.
     early = preflight.check_target_is_not_a_source(recipe) + preflight.check_card_template(recipe) \
@@ -122,7 +148,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _plan_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", metavar="PLAN_JSON", default=None,
                         help="use this lock (from `chatvector plan RECIPE --json > plan.json`): exactly its commits "
-                             "and decisions; refused when the recipe or an input changed since")
+                             "and decisions; refused when the recipe or an input changed since (default: plan the recipe afresh)")
 
 
 def _fetch_option(parser: argparse.ArgumentParser) -> None:
@@ -215,19 +241,24 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     publish.add_argument("recipe", help="the recipe YAML file (needs `target.repo_id`)")
     publish.add_argument("--dry-run", action="store_true",
                          help="do everything but the push; show the files and the card it would commit")
-    publish.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
+    publish.add_argument("--create-pr", action="store_true",
+                         help="open a pull request against the branch (--revision, default main) instead of "
+                              "committing to it")
     publish.add_argument("--tag", metavar="TAG",
                          help="tag the new commit; when nothing changed, tag the head that holds this output "
-                              "(no merge)")
-    publish.add_argument("--out", metavar="DIR", help="keep the assembled model folder here")
+                              "(no merge) (default: no tag)")
+    publish.add_argument("--out", metavar="DIR",
+                         help="keep the assembled model folder here (default: assembled in the HF cache's chatvector "
+                              "workspace and removed after the push)")
     publish.add_argument("--commit-message", metavar="TEXT", default=None,
                          help="the commit's title (default: the recipe's commit_message, else \"chatvector: NAME "
                               "(base@sha, chat@sha, cp@sha)\")")
+    _revision_option(publish)
     publish.add_argument("--private", action="store_true",
                          help="create the target private when it does not exist (as target.private: true does)")
     publish.add_argument("--from", metavar="DIR", dest="from_dir",
                          help="push the folder `chatvector merge RECIPE --out DIR` wrote (after checking that it was "
-                              "merged from this plan and verifying every file again) instead of merging")
+                              "merged from this plan and verifying every file again) instead of merging (default: merge)")
     _device_option(publish)
     _fetch_option(publish)
     _plan_option(publish)
@@ -255,9 +286,10 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     result = publish(recipe, private=args.private, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag, plan_file=args.plan,
                      out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force,
                      fetch=args.fetch, overwrite=args.overwrite, progress=not args.quiet,
-                     from_dir=Path(args.from_dir) if args.from_dir else None)
+                     from_dir=Path(args.from_dir) if args.from_dir else None, revision=args.revision)
     if args.format == "json":
-        _print_json({"repo_id": result.repo_id, "changed": result.changed, "dry_run": args.dry_run,
+        _print_json({"repo_id": result.repo_id, "branch": result.branch, "changed": result.changed,
+                     "dry_run": args.dry_run, "branch_created": result.branch_created,
                      "commit": result.commit, "pull_request": result.pr_url, "tag": result.tag, "url": result.url,
                      "added": result.added, "deleted": result.deleted,
                      "out_dir": str(result.out_dir) if result.out_dir else None,
@@ -268,7 +300,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         print(f"nothing changed: the open pull request {result.pr_url} already proposes this output "
               f"(at {result.commit}); nothing was pushed")
     elif not result.changed:
-        did = [f"tagged it {result.tag}"] if result.tag else []
+        did = [f"created branch {result.branch_created} there"] if result.branch_created else []
+        did += [f"tagged it {result.tag}"] if result.tag else []
         skipped = [what for what, asked in (("tag", args.tag and not result.tag), ("pull request", args.create_pr))
                    if asked]
         print(f"nothing changed: {result.url} at {result.commit} already holds this recipe's output "
@@ -285,7 +318,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         print(f"{kept}\n{'-' * 80}\n{result.card.rstrip()}\n{'-' * 80}")
     else:
         where = f"pull request {result.pr_url}" if result.pr_url else result.url
-        print(f"published {result.repo_id} at {result.commit} ({len(result.added)} files, "
+        on = f" branch {result.branch}" if result.branch != "main" else ""
+        print(f"published {result.repo_id}{on} at {result.commit} ({len(result.added)} files, "
               f"{len(result.deleted)} deleted): {where}" + (f", tagged {result.tag}" if result.tag else ""))
     return 0
 

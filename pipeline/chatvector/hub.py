@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import errno
+import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -91,6 +92,20 @@ def hub_call(api: "HfApi", repo_id: str, *, action: str = "read", field: str | N
         raise translated from None
 
 
+def _closest_repo(api: "HfApi", repo_id: str) -> str:
+    """" (did you mean 'ns/name'?)" for the namespace's model repo closest to a missing `repo_id`; "" when
+    there is none or the listing fails (the hint is a courtesy: the message stands without it)."""
+    namespace, _, name = repo_id.partition("/")
+    if not name:
+        return ""
+    try:
+        names = [m.id for m in itertools.islice(api.list_models(author=namespace, limit=1000), 1000)]
+    except Exception:  # noqa: BLE001 - no hint then
+        return ""
+    close = difflib.get_close_matches(repo_id, names, n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def translate(api: "HfApi", err: BaseException, repo_id: str, *, action: str = "read", field: str | None = None,
               revision: str | None = None) -> HubError | None:
     """The HubError for one of huggingface_hub's errors, or None for an error that is not the Hub's."""
@@ -117,7 +132,7 @@ def translate(api: "HfApi", err: BaseException, repo_id: str, *, action: str = "
         if action == "push":
             return HubError(f"{repo_id} was not found on the Hub while pushing to it (deleted during the run?)")
         return located("repo_id", f"repository {repo_id} was not found on the Hub (or it is private and the "
-                                  "token, if any, has no access)")
+                                  f"token, if any, has no access){_closest_repo(api, repo_id)}")
     if isinstance(err, RevisionNotFoundError):
         hint = _closest_ref(api, repo_id, revision) if revision else ""
         return located("revision", f"revision '{revision}' does not exist in {repo_id}{hint}")

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 from chatvector.errors import MergeError
 from chatvector.hashing import InputHasher
-from chatvector.hub import hub_call, tuned_downloads
 from chatvector.plan import Plan
 
 if TYPE_CHECKING:
@@ -207,26 +206,19 @@ def _remote_rows(stream: "StreamReader", key: str, name: str, rows: list[int]):
 # -- snapshot mode's download, and the checks of both modes --------------------------------------------------
 def fetch(plan: Plan, api: "HfApi", *, weights: bool = True) -> dict[str, Path]:
     """Every file the plan reads (without its weight files: weights=False), at the plan's commits: {role: local
-    folder}. Hub sources are downloaded into the HF cache; local ones are read in place."""
-    folders: dict[str, Path] = {}
-    by_key: dict[str, Path] = {}
+    folder}. Hub sources are downloaded into the HF cache (a source two roles share, once), under one progress
+    bar in bytes (chatvector.downloads); local ones are read in place."""
+    from chatvector.downloads import download_all
+
     wanted: dict[str, set[str]] = {}
+    roles: dict[str, str] = {}  # a role naming each Hub source, for errors
     for role, source in plan.sources.items():
-        wanted.setdefault(source.key, set()).update(n for n in source.files if weights or not _is_weights(n))
-    for role, source in plan.sources.items():
-        if source.is_local:
-            folders[role] = Path(source.path).resolve()
-            continue
-        if source.key not in by_key:
-            names = sorted(wanted[source.key])
-            n_weights = sum(map(_is_weights, names))
-            if n_weights:
-                log.info("downloading %d weight file(s) of %s@%s", n_weights, source.repo_id, source.sha[:7])
-            with hub_call(api, source.repo_id, field=role, revision=source.sha), tuned_downloads():
-                by_key[source.key] = Path(api.snapshot_download(source.repo_id, revision=source.sha,
-                                                                allow_patterns=names))
-        folders[role] = by_key[source.key]
-    return folders
+        if not source.is_local:
+            wanted.setdefault(source.key, set()).update(n for n in source.files if weights or not _is_weights(n))
+            roles.setdefault(source.key, role)
+    by_key = download_all(api, plan, {key: sorted(names) for key, names in wanted.items()}, roles)
+    return {role: Path(source.path).resolve() if source.is_local else by_key[source.key]
+            for role, source in plan.sources.items()}
 
 
 def _is_weights(name: str) -> bool:

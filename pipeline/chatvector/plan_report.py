@@ -79,16 +79,16 @@ def publish_facts(plan: Plan, api) -> dict:
     recipe = plan.require_recipe()
     target = recipe.require_target()
     facts: dict = {"target": {"repo_id": target.repo_id, "private": bool(target.private), "exists": None,
-                              "head": None, "error": None},
+                              "branch": target.revision, "branch_exists": None, "head": None, "error": None},
                    "would": "commit", "commit_message": commit_message(recipe, plan), "why": []}
     try:
-        state = read_target(api, target.repo_id)
+        state = read_target(api, target.repo_id, target.revision)
     except Exception as err:  # noqa: BLE001 - the plan still stands; publish would report it
         facts["target"]["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
         facts["why"] = ["the target could not be read"]
         state = None
     if state is not None:
-        facts["target"].update(exists=state.exists, head=state.head)
+        facts["target"].update(exists=state.exists, head=state.head, branch_exists=state.branch_exists)
         if state.exists and unchanged(plan, state):
             facts.update(would="nothing", why=["the target's chatvector.json records this plan's fingerprint"])
             facts["fetch"], facts["disk"] = None, None
@@ -180,12 +180,17 @@ def _missing_output(state) -> str:
 def render_publish(facts: dict) -> list[str]:
     t = facts["target"]
     private = ", private" if t["private"] else ""
+    branch = t.get("branch") or "main"
+    on = f" branch {branch}" if branch != "main" else ""
+    new_branch = f"; branch {branch} will be created" if branch != "main" else ""
     if t["error"]:
-        lines = [f"Target: {t['repo_id']}: could not read it ({t['error']}); publish would tell"]
+        lines = [f"Target: {t['repo_id']}{on}: could not read it ({t['error']}); publish would tell"]
     elif not t["exists"]:
-        lines = [f"Target: {t['repo_id']} (will be created{private})"]
+        lines = [f"Target: {t['repo_id']} (will be created{private}{new_branch})"]
+    elif not t.get("branch_exists", True):
+        lines = [f"Target: {t['repo_id']} (exists; branch {branch} will be created at {short(t['head'])})"]
     else:
-        lines = [f"Target: {t['repo_id']} at {short(t['head'])} (exists)"]
+        lines = [f"Target: {t['repo_id']}{on} at {short(t['head'])} (exists)"]
     if facts["would"] == "nothing":
         lines.append(f"Publish would: do nothing — {facts['why'][0]}")
         return lines

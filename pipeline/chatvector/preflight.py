@@ -229,7 +229,7 @@ def check_out_is_not_in_a_source(recipe: Recipe, out_dir: Path) -> list[Problem]
 def check_target_is_not_a_source(recipe: Recipe) -> list[Problem]:
     target = recipe.require_target()
     return [recipe.problem("target.repo_id", f"{target.repo_id} is also the recipe's {role}; publishing there "
-                                             "would overwrite an input")
+                                             "would overwrite an input; change target.repo_id")
             for role, source in recipe.sources() if source.repo_id == target.repo_id][:1]
 
 
@@ -269,7 +269,9 @@ def check_write_access(api: "HfApi", repo_id: str) -> list[Problem]:
     access = (who.get("auth") or {}).get("accessToken") or {}
     role = access.get("role")
     if role == "read":
-        return [Problem(f"the token of {name} is read-only: publishing to {repo_id} needs write access")]
+        return [Problem(f"the token of {name} is read-only: publishing to {repo_id} needs write access; create a "
+                        f"token with the write role at {api.endpoint}/settings/tokens and set HF_TOKEN to it (or use "
+                        "--dry-run)")]
     namespace = repo_id.split("/", 1)[0]
     orgs = {o.get("name"): o.get("roleInOrg") for o in who.get("orgs") or [] if isinstance(o, dict)}
     if namespace != name and orgs.get(namespace) not in PUSH_ROLES:

@@ -74,6 +74,8 @@ def build_provenance(plan: Plan, *, endpoint: str | None, folders: dict[str, Pat
                          "modules": [{"match": m.match, "value": m.value} for m in plan.modules]},
         "special_tokens": [{"token": r.token, "cp_row": r.cp_row, "chat_row": r.chat_row} for r in plan.special_rows],
         "vocabulary": {"cp_extra_tokens": plan.cp_extra_tokens, "shared_tokens": plan.shared_tokens},
+        # the output's head is its input embedding (cp's config, which the output keeps): no lm_head tensor
+        "tied_embeddings": bool(plan.sources["cp"].tied),
         "kept_tensors": [{"name": t.name, "why": t.kept} for t in plan.tensors if t.kept],
         "output": {"dtype": plan.output.dtype, "files": outputs,
                    # small files may be stored without LFS, where the Hub lists only their git blob id

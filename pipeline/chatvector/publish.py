@@ -10,12 +10,14 @@ earlier stage publishes nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
+from urllib.parse import quote
 
 from chatvector import preflight
 from chatvector.card import render_card
@@ -26,7 +28,7 @@ from chatvector.fetchmode import choose_fetch
 from chatvector.hub import connect, hub_call, translate
 from chatvector.plan import Plan
 from chatvector.provenance import read_provenance
-from chatvector.recipe import Recipe
+from chatvector.recipe import Recipe, check_branch
 from chatvector.runner import Build, IOStats, build_model, preload_engine, prepare, staged_folder
 from chatvector.stages import timed
 from chatvector.workspace import finished, target_workspace, work_folder
@@ -55,6 +57,8 @@ class PublishResult:
     deleted: list[str] = field(default_factory=list)
     card: str = ""  # the README.md text
     url: str = ""
+    branch: str = "main"  # the branch committed to (target.revision)
+    branch_created: str | None = None  # the branch this run created (target.revision, when it was missing)
     io: "IOStats | None" = None  # bytes moved, disk and memory high-water marks
 
 
@@ -66,6 +70,8 @@ class TargetState:
     provenance: dict | None
     tags: set[str] = field(default_factory=set)
     private: bool = False  # how to create it, when it does not exist
+    branch: str = "main"  # the branch the run commits to
+    branch_exists: bool = True  # False: it is created at `head` (the default branch's) before the commit
 
     @property
     def foreign_files(self) -> list[str]:
@@ -79,7 +85,8 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             plan_file: str | Path | None = None, dry_run: bool = False, create_pr: bool = False,
             tag: str | None = None, out_dir: Path | None = None, device: str | None = None,
             force: bool = False, fetch: str | None = None, overwrite: bool = False,
-            progress: bool = True, from_dir: Path | None = None, private: bool = False) -> PublishResult:
+            progress: bool = True, from_dir: Path | None = None, private: bool = False,
+            revision: str | None = None) -> PublishResult:
     """Publish a recipe's merge to its target; see the module docstring. fetch: "auto", "snapshot" or
     "stream" (default: the recipe's merge.fetch); see chatvector.fetchmode.
 
@@ -87,12 +94,14 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
     files of the target chatvector did not publish; `tag` tags the new commit, or the head when nothing
     changed (no merge: the head holds this output already). `from_dir`: push the folder `chatvector merge` wrote
     for this very plan (its chatvector.json must record the plan's fingerprint; every file is verified again)
-    instead of merging. `private`: create a missing target private (as `target.private: true`)."""
+    instead of merging. `private`: create a missing target private (as `target.private: true`). `revision`: the
+    branch to commit to (as `target.revision`; default main), created from the default branch's head when missing."""
+    recipe, bad_branch = on_branch(recipe, revision)
     target = recipe.require_target()
     with timed("import"):
         api = api or connect()
     with timed("preflight"):
-        early = preflight.check_target_is_not_a_source(recipe) + preflight.check_tag(tag, create_pr)
+        early = bad_branch + preflight.check_target_is_not_a_source(recipe) + preflight.check_tag(tag, create_pr)
         early += (preflight.check_out_dir(Path(out_dir)) + preflight.check_out_is_not_in_a_source(recipe, Path(out_dir))
                   if out_dir is not None else [])
         early += check_from_dir(from_dir, out_dir) if from_dir is not None else []
@@ -105,7 +114,7 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
         if planned is None:
             return []
         problems = preflight.check_card(planned, api.endpoint)
-        state = found["state"] = read_target(api, target.repo_id)
+        state = found["state"] = read_target(api, target.repo_id, target.revision)
         if unchanged(planned, state) and not force:
             if tag is not None and not dry_run and tag in state.tags:
                 problems.append(Problem(f"--tag {tag}: {target.repo_id} already has that tag; choose another "
@@ -133,10 +142,14 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
     plan = prepare(recipe, api, plan=plan, plan_file=plan_file, early=early, checks=checks)
     state = found["state"]
     state.private = private or target.private  # for a target this run creates
-    url = f"{api.endpoint}/{target.repo_id}"
+    url = target_url(api.endpoint, target.repo_id, target.revision)
     if not force and unchanged(plan, state):
         log.debug("nothing changed: %s@%s already holds this output", target.repo_id, state.head)
-        result = PublishResult(target.repo_id, changed=False, commit=state.head, url=url)
+        result = PublishResult(target.repo_id, changed=False, commit=state.head, url=url, branch=target.revision)
+        if not dry_run and not create_pr and not state.branch_exists:  # the branch asked for, at that head
+            with hub_call(api, target.repo_id, action="write"):
+                ensure_branch(api, target.repo_id, state)
+            result.branch_created = target.revision
         if tag and not dry_run and not create_pr:  # a release of what the target holds: no merge needed
             with hub_call(api, target.repo_id, action="write"):
                 api.create_tag(target.repo_id, tag=tag, revision=state.head,
@@ -146,7 +159,8 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
     if create_pr and not force and state.exists:
         proposed = open_pr_with_same_inputs(api, target.repo_id, plan)
         if proposed is not None:
-            return PublishResult(target.repo_id, changed=False, commit=proposed[1], pr_url=proposed[0], url=url)
+            return PublishResult(target.repo_id, changed=False, commit=proposed[1], pr_url=proposed[0], url=url,
+                                 branch=target.revision)
 
     choice = found["fetch"]
     streaming = choice is not None and choice.mode == "stream" and not dry_run and out_dir is None
@@ -167,6 +181,7 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             deleted = sorted(name for name in state.files
                              if name not in added and any(fnmatch.fnmatch(name, p) for p in STALE_PATTERNS))
             result = PublishResult(target.repo_id, True, out_dir=out_dir, added=added, deleted=deleted,
+                                   branch=target.revision,
                                    card=(folder / CARD_FILE).read_text(encoding="utf-8"), url=url, io=build.io)
             if not dry_run:
                 with timed("push"):
@@ -176,6 +191,17 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             if uploader is not None:
                 uploader.close()
     return result
+
+
+def on_branch(recipe: Recipe, revision: str | None) -> tuple[Recipe, list[Problem]]:
+    """The recipe with its target's branch replaced by --revision (when given and valid), and the problem with it."""
+    if revision is None:
+        return recipe, []
+    try:
+        branch = check_branch(revision)
+    except ValueError as err:
+        return recipe, [Problem(f"--revision: {err}")]
+    return dataclasses.replace(recipe, target=dataclasses.replace(recipe.require_target(), revision=branch)), []
 
 
 def start_streaming_upload(api: "HfApi", plan: Plan, state: TargetState, folder: Path, *,
@@ -255,6 +281,19 @@ def create_target(api: "HfApi", plan: Plan, state: TargetState) -> None:
         raise HubError(f"{target.repo_id} was created by another run while this run was going on: nothing was "
                        "pushed; run again (it will find what that run published)") from None
     state.head, state.exists = api.model_info(target.repo_id).sha, True
+    state.branch_exists = target.revision == "main"
+
+
+def ensure_branch(api: "HfApi", repo_id: str, state: TargetState) -> None:
+    """The branch the run commits to, created at the head the run read (the default branch's) when missing."""
+    if not state.branch_exists:
+        api.create_branch(repo_id, branch=state.branch, revision=state.head, exist_ok=True)
+        state.branch_exists = True
+
+
+def target_url(endpoint: str, repo_id: str, branch: str) -> str:
+    """The target's page; a branch other than main's files page."""
+    return f"{endpoint}/{repo_id}" + (f"/tree/{quote(branch, safe='')}" if branch != "main" else "")
 
 
 def unchanged(plan: Plan, state: TargetState) -> bool:
@@ -276,14 +315,20 @@ def unchanged(plan: Plan, state: TargetState) -> bool:
     return True
 
 
-def read_target(api: "HfApi", repo_id: str) -> TargetState:
-    """The target's head, file listing, provenance and tags, without downloading anything else."""
-    from huggingface_hub.errors import RepositoryNotFoundError
+def read_target(api: "HfApi", repo_id: str, branch: str = "main") -> TargetState:
+    """The head of the target's branch, its file listing, provenance and tags, without downloading anything else.
+    A missing branch reads as the default branch's state, where the branch will be created."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
+    branch_exists = True
     try:
-        info = api.model_info(repo_id, files_metadata=True)
+        try:
+            info = api.model_info(repo_id, revision=branch, files_metadata=True)
+        except RevisionNotFoundError:
+            branch_exists = False
+            info = api.model_info(repo_id, files_metadata=True)
     except RepositoryNotFoundError:  # a new target: the push creates it
-        return TargetState(False, None, {}, None)
+        return TargetState(False, None, {}, None, branch=branch, branch_exists=branch == "main")
     except Exception as err:  # noqa: BLE001 - translated below, or re-raised as it is
         translated = translate(api, err, repo_id)
         if translated is None:
@@ -295,7 +340,7 @@ def read_target(api: "HfApi", repo_id: str) -> TargetState:
         if PROVENANCE_FILE in files:
             provenance = read_provenance(Path(api.hf_hub_download(repo_id, PROVENANCE_FILE, revision=info.sha)))
         tags = {t.name for t in api.list_repo_refs(repo_id).tags}
-    return TargetState(True, info.sha, files, provenance, tags)
+    return TargetState(True, info.sha, files, provenance, tags, branch=branch, branch_exists=branch_exists)
 
 
 def open_pr_with_same_inputs(api: "HfApi", repo_id: str, plan: Plan) -> tuple[str, str] | None:
@@ -342,8 +387,10 @@ def push(api: "HfApi", plan: Plan, state: TargetState, folder: Path, result: Pub
     with hub_call(api, target.repo_id, action="push"):
         if not state.exists:
             create_target(api, plan, state)
+        ensure_branch(api, target.repo_id, state)
         sent_before = {name for name, op in prebuilt.items() if op._is_uploaded}  # a streaming publish's shards
-        info = commit_once(api, plan, target.repo_id, operations, parent=state.head, create_pr=create_pr)
+        info = commit_once(api, plan, target.repo_id, operations, parent=state.head, create_pr=create_pr,
+                           branch=target.revision)
         result.commit, result.pr_url = info.oid, info.pr_url
         if result.io is not None:  # what the commit sent: each file the Hub did not hold already
             result.io.bytes_uploaded += sum(op.upload_info.size for op in operations
@@ -360,7 +407,8 @@ def push(api: "HfApi", plan: Plan, state: TargetState, folder: Path, result: Pub
             result.tag = tag
 
 
-def commit_once(api: "HfApi", plan: Plan, repo_id: str, operations: list, *, parent: str | None, create_pr: bool):
+def commit_once(api: "HfApi", plan: Plan, repo_id: str, operations: list, *, parent: str | None, create_pr: bool,
+                branch: str = "main"):
     """`create_commit`, tried again after a transient failure (429, 5xx, a dropped connection). A retry that
     finds the parent moved (412) checks whether the head is this very commit (the first try landed but its
     answer was lost) before it reports a conflict. A pull request is retried only on 429 (not created then)."""
@@ -374,7 +422,7 @@ def commit_once(api: "HfApi", plan: Plan, repo_id: str, operations: list, *, par
     def landed(err: BaseException, tries: int):
         status = getattr(getattr(err, "response", None), "status_code", None)
         if status == 412 and not create_pr:
-            state = read_target(api, repo_id)  # did an earlier try land, its answer lost?
+            state = read_target(api, repo_id, branch)  # did an earlier try land, its answer lost?
             if (state.provenance or {}).get("fingerprint", {}).get("sha256") == plan.fingerprint["sha256"]:
                 return SimpleNamespace(oid=state.head, pr_url=None)
         return None
@@ -384,7 +432,7 @@ def commit_once(api: "HfApi", plan: Plan, repo_id: str, operations: list, *, par
 
     return with_retries(lambda: api.create_commit(repo_id, operations, commit_message=message,
                                                   commit_description=description, parent_commit=parent,
-                                                  create_pr=create_pr),
+                                                  create_pr=create_pr, revision=branch),
                         f"the commit to {repo_id}", recover=landed, retry_if=may_retry)
 
 

@@ -113,6 +113,7 @@ class Output:
 class Target:
     repo_id: str
     private: bool = False
+    revision: str = "main"  # the branch publish commits to (created from the default branch when missing)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,8 @@ class Recipe:
             "special_tokens": list(self.special_tokens),
             "output": {"dtype": self.output.dtype, "shard_size": self.output.shard_size,
                        "chat_template": file_content(self.output.chat_template)},
+            # (not target.revision: the branch does not change the output, and a merge of that branch into main
+            # then finds main unchanged)
             "target": {"repo_id": self.target.repo_id, "private": self.target.private} if self.target else None,
             "card": {"license": self.card.license, "license_name": self.card.license_name,
                      "license_link": self.card.license_link, "language": list(self.card.language),
@@ -275,6 +278,17 @@ def check_revision(revision: str) -> str:
     if _BAD_REF.search(revision):
         raise ValueError(f"'{revision}' is not a valid branch, tag or commit hash")
     return revision
+
+
+def check_branch(branch: str) -> str:
+    """A branch to commit to: a valid ref name that is neither a commit hash nor a pull request's ref."""
+    if _COMMIT.fullmatch(branch) or _SHORT_COMMIT.fullmatch(branch):
+        raise ValueError(f"'{branch}' looks like a commit hash; give a branch name (e.g. main, dev)")
+    if branch.startswith("refs/pr/"):
+        raise ValueError(f"'{branch}' is a pull request's ref; use --create-pr to open a pull request")
+    if _BAD_REF.search(branch) or branch.startswith("refs/"):
+        raise ValueError(f"'{branch}' is not a valid branch name (letters, digits, '-', '_', '.', '/')")
+    return branch
 
 
 def parse_shard_size(value: object) -> int:
@@ -427,6 +441,11 @@ def _revision(r: FieldReader, value: object, path: FieldPath) -> str | Invalid:
     return text if text is INVALID else r.converted(text, path, check_revision)
 
 
+def _branch(r: FieldReader, value: object, path: FieldPath) -> str | Invalid:
+    text = r.string(value, path)
+    return text if text is INVALID else r.converted(text, path, check_branch)
+
+
 def _folder(r: FieldReader, value: object, path: FieldPath) -> Path | Invalid:
     text = r.string(value, path, MAX_PATH)  # not checked for existence: fetching reports a missing folder
     return text if text is INVALID else r.base_dir / Path(text).expanduser()
@@ -518,7 +537,11 @@ def _layers(r: FieldReader, value: object, path: FieldPath) -> LayerSpec | Inval
     if isinstance(value, (dict, list)) and not _at_most(r, value, path, MAX_RULES, "layer entries"):
         return INVALID
     if isinstance(value, dict):
-        return _layer_ranges(r, value, path)
+        misplaced = [k for k in value if k in ("gradient", "default", "modules")]
+        for key in misplaced:  # a sibling of layers written under it
+            r.error(path + (key,), f"'{key}' is not a layer range: it goes directly under coefficients "
+                                   f"(coefficients.{key}: ...), beside layers, not inside it")
+        return INVALID if misplaced else _layer_ranges(r, value, path)
     if isinstance(value, list) and value:
         numbers = _numbers(r, value, path)
         return numbers if numbers is INVALID else LayerList(numbers)
@@ -585,7 +608,8 @@ _TOP_LEVEL: dict[str, Read] = {
         Output,
         {"dtype": _optional(_choice(DTYPES)), "shard_size": _shard_size, "chat_template": _chat_template},
     ),
-    "target": _optional(_section(Target, {"repo_id": _repo_id, "private": FieldReader.boolean}, ("repo_id",))),
+    "target": _optional(_section(Target, {"repo_id": _repo_id, "private": FieldReader.boolean, "revision": _branch},
+                                  ("repo_id",))),
     "card": _section(
         Card,
         {
