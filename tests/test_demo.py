@@ -1,17 +1,32 @@
-"""`chatvector demo` (what `make demo` runs): the full offline publish, twice."""
+"""`chatvector demo` (what `make demo` runs): the full offline publish, twice, ending on the model's page."""
 
 from __future__ import annotations
 
+import http.client
 import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from chatvector.demo import final_message
+from chatvector.demo import final_message, finish
+from chatvector.localhub import LocalHub
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    """(status, content type, body) of a GET of URL."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=10)
+    try:
+        conn.request("GET", parts.path)
+        reply = conn.getresponse()
+        return reply.status, reply.headers["Content-Type"], reply.read().decode()
+    finally:
+        conn.close()
 
 
 @pytest.mark.slow
@@ -19,7 +34,8 @@ def test_demo_publishes_loads_chats_and_reruns_as_noop(tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("HF_")}
     for run in (1, 2):
         result = subprocess.run([sys.executable, "-m", "chatvector", "demo", "--root", str(tmp_path / "demo")],
-                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                                stdin=subprocess.DEVNULL)  # no terminal: the demo stops at its end
         assert result.returncode == 0, result.stderr[-3000:]
         out = result.stdout
         assert "[4/5] Loading demo/tiny-llama-ko-chat back from the Hub" in out and "assistant: " in out
@@ -34,16 +50,41 @@ def test_demo_publishes_loads_chats_and_reruns_as_noop(tmp_path):
     assert card.startswith("---\n") and "demo/tiny-llama-cp" in card
     assert "hf_demo_" not in (tmp_path / "demo" / "hub" / "access.log").read_text()
 
+    # What the demo printed last opens once its state is served again as it says (same root, same port): the
+    # model's page, and on it the card's links to the exact source commits (their paths; the card was written
+    # by the first run, on that run's port).
+    page = re.search(r"^Model page: (\S+)$", out, re.M).group(1)
+    port = int(re.search(r"--port (\d+)$", out, re.M).group(1))
+    with LocalHub(tmp_path / "demo" / "hub", port=port) as again:
+        assert page == f"{again.url}/demo/tiny-llama-ko-chat"
+        status, content_type, html = _get(page)
+        assert (status, content_type) == (200, "text/html; charset=utf-8")
+        assert "<title>demo/tiny-llama-ko-chat · Local Hub</title>" in html and "data:image/svg+xml;base64," in html
+        sources = re.findall(r'href="http://127\.0\.0\.1:\d+(/demo/tiny-llama-cp/tree/[0-9a-f]{40})"', html)
+        assert sources and _get(again.url + sources[0])[0] == 200
 
-def test_final_message_says_the_hub_stopped_and_how_to_serve_it_again(tmp_path):
-    """The demo's Hub stops with the demo: no link is given as live, the restart command comes first."""
+
+def test_final_message_gives_the_model_page_and_how_to_serve_it_again(tmp_path):
+    """Without a terminal the demo's Hub stops with it: the page's link comes with the command that serves the
+    same state on the same address (no token needed to read; `chatvector hub serve` says so)."""
     root = tmp_path / "my demo"
-    text = final_message("http://127.0.0.1:40123", "demo/tiny-llama-ko-chat", root)
-    lines = text.splitlines()
+    lines = final_message("http://127.0.0.1:40123", "demo/tiny-llama-ko-chat", root).splitlines()
     assert lines[0] == f"Done. Published demo/tiny-llama-ko-chat; its card is {root / 'out' / 'README.md'}"
-    assert "stopped" in lines[1] and "do not open now" in lines[1]
-    restart = f"  chatvector hub serve --root '{root / 'hub'}' --port 40123 --token demo=SECRET:write"
-    assert restart in lines
-    model = "  Model: http://127.0.0.1:40123/api/models/demo/tiny-llama-ko-chat"
-    card = "  Card:  http://127.0.0.1:40123/demo/tiny-llama-ko-chat/resolve/main/README.md"
-    assert lines.index(restart) < lines.index(model) and card in lines
+    assert lines[1] == "Model page: http://127.0.0.1:40123/demo/tiny-llama-ko-chat"
+    assert "stopped" in lines[2]
+    assert lines[3] == f"  chatvector hub serve --root '{root / 'hub'}' --port 40123"
+    assert len(lines) == 4  # `make demo` fits on one screen
+
+
+def test_at_a_terminal_the_demo_serves_the_page_until_enter(tmp_path, capsys, monkeypatch):
+    """At a terminal the page stays served while the user looks: the Hub stops only after Enter (or Ctrl-C), and
+    then the demo says how to serve it again. Paths under the working directory are shown relative to it."""
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    finish("http://127.0.0.1:40123", "demo/tiny-llama-ko-chat", tmp_path / ".demo", at_terminal=True,
+           wait=lambda: seen.append(capsys.readouterr().out))
+    assert seen == ["\nDone. Published demo/tiny-llama-ko-chat; its card is .demo/out/README.md\n"
+                    "Serving the model page at http://127.0.0.1:40123/demo/tiny-llama-ko-chat — press Enter or "
+                    "Ctrl-C to stop\n"]
+    assert capsys.readouterr().out == ("Stopped. To browse it again, serve the same state on the same address:\n"
+                                       "  chatvector hub serve --root .demo/hub --port 40123\n")

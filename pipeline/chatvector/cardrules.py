@@ -227,6 +227,34 @@ def _model_index_problems(index: Any) -> list[str]:
         results = entry.get("results")
         if results is not None and not (isinstance(results, list) and all(isinstance(r, dict) for r in results)):
             problems.append(f'"model-index[{i}].results" must be a list of mappings')
+            continue
+        for j, result in enumerate(results or []):
+            problems.extend(_result_problems(result, f"model-index[{i}].results[{j}]"))
+    return problems
+
+
+# What the Hub requires of one model-index result (hub-docs, model-cards.md "Evaluation Results"): the keys
+# each mapping must hold as strings; a metric also needs a value.
+_RESULT_REQUIRED = {"task": ("type",), "dataset": ("type", "name")}
+
+
+def _result_problems(result: Mapping, where: str) -> list[str]:
+    problems = []
+    for key, required in _RESULT_REQUIRED.items():
+        part = result.get(key)
+        if not isinstance(part, dict):
+            problems.append(f'"{where}.{key}" must be a mapping with {" and ".join(repr(r) for r in required)}')
+            continue
+        problems.extend(f'"{where}.{key}.{r}" must be a string' for r in required if not isinstance(part.get(r), str))
+    metrics = result.get("metrics")
+    if not (isinstance(metrics, list) and metrics and all(isinstance(m, dict) for m in metrics)):
+        problems.append(f'"{where}.metrics" must be a list of mappings, each with a "type" and a "value"')
+        return problems
+    for k, metric in enumerate(metrics):
+        if not isinstance(metric.get("type"), str):
+            problems.append(f'"{where}.metrics[{k}].type" must be a string')
+        if metric.get("value") is None:
+            problems.append(f'"{where}.metrics[{k}].value" is required')
     return problems
 
 

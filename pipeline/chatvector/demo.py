@@ -2,7 +2,8 @@
 
 1. start the local Hub (state in .demo/hub), 2. generate and upload a tiny base/chat/cp triplet,
 3. publish recipes/demo.yaml, 4. load the published model back and chat one turn, 5. publish again: nothing
-changed, nothing pushed.
+changed, nothing pushed. Then it gives the published model's page: in a terminal it keeps serving it until
+Enter or Ctrl-C; otherwise (CI, tests, output piped) it stops and prints how to serve the same state again.
 """
 
 from __future__ import annotations
@@ -36,12 +37,34 @@ def run_demo(root: Path = ROOT / ".demo", recipe_path: Path = DEFAULT_RECIPE) ->
         HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false",
     )
     try:
-        return _steps(hub, root, recipe_path)
+        code, repo_id = _steps(hub, root, recipe_path)
+        finish(hub.url, repo_id, root, at_terminal=sys.stdin.isatty() and sys.stdout.isatty())
+        return code
     finally:
         hub.stop()
 
 
-def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> int:
+def finish(url: str, repo_id: str, root: Path, at_terminal: bool, wait=None) -> None:
+    """The demo's last words, the published model's page first. AT_TERMINAL (someone is there to look), the page
+    stays served until WAIT returns (Enter or Ctrl-C); otherwise the Hub stops with the demo, and the message says
+    how to serve the same state again."""
+    if at_terminal:
+        print("\n" + serving_message(url, repo_id, root), flush=True)
+        (wait or _wait_for_enter)()
+        print(serve_again_message(url, root), flush=True)
+    else:
+        print("\n" + final_message(url, repo_id, root), flush=True)
+
+
+def _wait_for_enter() -> None:
+    try:
+        input()
+    except (EOFError, KeyboardInterrupt):
+        print()
+
+
+def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> tuple[int, str]:
+    """The five steps; the exit code (1 when the second publish pushed again) and the published repo's id."""
     from chatvector.hub import connect
     from chatvector.publish import publish
     from chatvector.recipe import load_recipe
@@ -77,24 +100,37 @@ def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> int:
     again = publish(recipe, api=api)
     print(f"  {'nothing changed' if not again.changed else 'published again?!'}: head stays {again.commit[:10]}")
 
-    print("\n" + final_message(hub.url, target.repo_id, root), flush=True)
-    return 0 if not again.changed else 1
+    return (0 if not again.changed else 1), target.repo_id
+
+
+def serving_message(url: str, repo_id: str, root: Path) -> str:
+    """The demo's last words at a terminal: the model's page is live until the user presses Enter."""
+    return (f"Done. Published {repo_id}; its card is {_shown(root / 'out' / 'README.md')}\n"
+            f"Serving the model page at {url}/{repo_id} — press Enter or Ctrl-C to stop")
 
 
 def final_message(url: str, repo_id: str, root: Path) -> str:
-    """The demo's last words. Its local Hub stops when the demo exits, so no link is given as live: the message
-    says the server has stopped, gives the command that serves the same state on the same address (the card's
-    links use it), and then the links, which open once that command runs. The model's link is its repo info
-    (JSON): the local Hub has no web pages."""
+    """The demo's last words when no one is at a terminal: its local Hub stops when the demo exits, so the page's
+    link is given with the command that serves the same state on the same address (the card's links use it too),
+    after which it opens."""
+    return (f"Done. Published {repo_id}; its card is {_shown(root / 'out' / 'README.md')}\n"
+            f"Model page: {url}/{repo_id}\n"
+            f"The demo's local Hub stopped with it; to open the page, {serve_again_message(url, root, lead='')}")
+
+
+def serve_again_message(url: str, root: Path, lead: str = "Stopped. To browse it again, ") -> str:
+    """The command that serves the demo's Hub state again on URL's port: the printed links open again."""
     port = url.rsplit(":", 1)[1]
-    return (f"Done. Published {repo_id}; its card is {root / 'out' / 'README.md'}\n"
-            f"The demo's local Hub ({url}) stopped when the demo ended, so the links below do not open now.\n"
-            "To browse the result, serve the demo's Hub state again on the same address (SECRET: any token of your"
-            " choice, to push to it):\n"
-            f"  chatvector hub serve --root {shlex.quote(str(root / 'hub'))} --port {port} --token demo=SECRET:write\n"
-            "then open:\n"
-            f"  Model: {url}/api/models/{repo_id}\n"
-            f"  Card:  {url}/{repo_id}/resolve/main/README.md")
+    return (f"{lead}serve the same state on the same address:\n"
+            f"  chatvector hub serve --root {shlex.quote(_shown(root / 'hub'))} --port {port}")
+
+
+def _shown(path: Path) -> str:
+    """PATH relative to the working directory when it lies inside it (`.demo/hub`), else as it is."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def chat_once(repo_id: str, message: str) -> str:

@@ -6,9 +6,11 @@ Each endpoint is a function `(hub, request, ...) -> Response`; `routes.py` maps 
 from __future__ import annotations
 
 import hashlib
+import html
 from urllib.parse import parse_qs, urlencode
 
 from chatvector import cardrules
+from chatvector.localhub.gitrules import ref_name_problem
 from chatvector.localhub.hub import PREFIX, Hub, valid_name
 from chatvector.localhub.protocol import (
     FINE_GRAINED,
@@ -19,7 +21,6 @@ from chatvector.localhub.protocol import (
     Token,
     body_field,
     require_write,
-    unsafe_char,
 )
 from chatvector.localhub.storage import FileEntry, StoreError, lfs_pointer
 
@@ -61,13 +62,15 @@ def create_repo(hub: Hub, req: Request) -> Response:
     repo_type = body_field(body, "type", str) or "model"
     if repo_type not in PREFIX or not isinstance(name, str) or not valid_name(name) or not valid_name(org):
         raise HubHTTPError(400, f"Invalid repo name or type: {org}/{name} ({repo_type})")
+    org = hub.canonical_namespace(org, user.name)
     hub.check_create(req, repo_type, org)  # before the existence check: no 409 leaks a private repo
     full = f"{org}/{name}"
-    url = f"{req.base_url}/{PREFIX[repo_type]}{full}"
-    if hub.store.get_repo(repo_type, full) is not None:
+    existing = hub.store.get_repo(repo_type, full)  # ignoring case: `Alice/Repo` is taken by `alice/repo`
+    url = f"{req.base_url}/{PREFIX[repo_type]}{existing.name if existing else full}"
+    if existing is not None:
         return Response(409, json={"error": f"You already created this {repo_type} repo", "url": url},
                         headers={"X-Error-Message": f"You already created this {repo_type} repo"})
-    private = body_field(body, "visibility", str, "private" if body.get("private") else "public") != "public"
+    private = bool(_visibility(body, repo_type))
     try:
         hub.store.create_repo(repo_type, full, private, user.name)
     except StoreError as err:  # lost a race with another create
@@ -84,15 +87,32 @@ def delete_repo(hub: Hub, req: Request) -> Response:
     return Response(json={})
 
 
+def _visibility(body: dict, repo_type: str) -> bool | None:
+    """Whether the body makes the repo private: `visibility` ("public" or "private", what huggingface_hub 2.4
+    sends) or the legacy boolean `private`; None when it says neither; 400 for anything else."""
+    visibility, private = body.get("visibility"), body.get("private")
+    if visibility is not None and private is not None:
+        raise HubHTTPError(400, "Give either 'visibility' or 'private', not both")
+    if visibility is not None:
+        if visibility == "protected" and repo_type == "space":
+            raise HubHTTPError(400, "Invalid 'visibility' 'protected': this local Hub has no protected Spaces")
+        if visibility not in ("public", "private"):
+            raise HubHTTPError(400, f"Invalid 'visibility' {visibility!r}: must be 'public' or 'private'")
+        return visibility == "private"
+    if private is not None and not isinstance(private, bool):
+        raise HubHTTPError(400, f"Invalid 'private' {private!r}: must be true or false")
+    return private
+
+
 def settings(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
+    """`PUT .../settings`: `visibility` (or `private`) and `gated` (false, "auto" or "manual")."""
     body = req.body.json()
     repo = hub.repo_for_write(req, repo_type, name)
+    private = _visibility(body, repo.type)
     gated = body.get("gated")
-    hub.store.update_repo(
-        repo,
-        private=body.get("private") if isinstance(body.get("private"), bool) else None,
-        gated=None if gated is None else gated not in (False, "false"),
-    )
+    if gated is not None and gated is not False and gated not in ("auto", "manual"):
+        raise HubHTTPError(400, f"Invalid 'gated' {gated!r}: must be false, 'auto' or 'manual'")
+    hub.store.update_repo(repo, private=private, gated=gated)
     return Response(json={})
 
 
@@ -125,7 +145,7 @@ def repo_info(hub: Hub, req: Request, repo_type: str, name: str, revision: str |
     info = {
         "_id": hashlib.sha1(f"{repo.type}/{repo.name}".encode()).hexdigest()[:24],
         "id": repo.name, "author": repo.namespace, "sha": sha, "lastModified": commit.date,
-        "createdAt": repo.created_at, "private": repo.private, "gated": "auto" if repo.gated else False,
+        "createdAt": repo.created_at, "private": repo.private, "gated": repo.gated,
         "disabled": False, "downloads": 0, "likes": 0, "tags": list((card or {}).get("tags") or []),
         "siblings": siblings, "usedStorage": sum(f.size for f in files),
     }
@@ -178,13 +198,22 @@ def tree(hub: Hub, req: Request, repo_type: str, name: str, revision: str, folde
         if recursive or len(parts) == 1:
             entries[f.path] = tree_entry(f)
     ordered = sorted(entries.values(), key=lambda e: (e["type"] != "directory", e["path"]))
-    return _paginate(hub, req, ordered)
+    if not req.flag("expand"):
+        return _paginate(hub, req, ordered)
+    # Expanded, as on the Hub: 50 entries a page, each with its last commit (found for the page's entries only).
+    response = _paginate(hub, req, ordered, EXPANDED_PAGE_SIZE)
+    _add_last_commits(hub, sha, response.json)
+    return response
 
 
-def _paginate(hub: Hub, req: Request, items: list) -> Response:
+EXPANDED_PAGE_SIZE = 50  # the Hub's page size for a tree listing with expand=true
+
+
+def _paginate(hub: Hub, req: Request, items: list, page_size: int | None = None) -> Response:
     """One page and, when more remain, an absolute `Link: <...>; rel="next"` (the client follows it verbatim)."""
     start = req.int_param("cursor", 0)
-    size = min(req.int_param("limit", hub.config.page_size, minimum=1), hub.config.page_size)
+    cap = min(hub.config.page_size, page_size or hub.config.page_size)
+    size = min(req.int_param("limit", cap, minimum=1), cap)
     page = items[start:start + size]
     headers = {}
     if start + size < len(items):
@@ -195,16 +224,44 @@ def _paginate(hub: Hub, req: Request, items: list) -> Response:
     return Response(json=page, headers=headers)
 
 
+def _add_last_commits(hub: Hub, sha: str, entries: list[dict]) -> None:
+    """Give each tree entry its `lastCommit` {id, title, date}: the newest commit, from SHA back, that changed
+    the file (or, for a folder, a file under it)."""
+    todo = {e["path"]: e for e in entries}
+    history = hub.store.history(sha)
+    current = next(history, None)
+    current_files = _file_states(hub, current.sha) if current else {}
+    while todo and current is not None:
+        parent = next(history, None)
+        parent_files = _file_states(hub, parent.sha) if parent else {}
+        changed = {p for p in current_files.keys() | parent_files.keys() if current_files.get(p) != parent_files.get(p)}
+        for path, entry in list(todo.items()):
+            folder = path + "/"
+            if path in changed if entry["type"] == "file" else any(c.startswith(folder) for c in changed):
+                entry["lastCommit"] = {"id": current.sha, "title": current.title, "date": current.date}
+                del todo[path]
+        current, current_files = parent, parent_files
+
+
+def _file_states(hub: Hub, sha: str) -> dict[str, tuple[str, bool]]:
+    return {f.path: (f.sha256, f.lfs) for f in hub.store.files(sha)}
+
+
 def paths_info(hub: Hub, req: Request, repo_type: str, name: str, revision: str) -> Response:
+    """`POST .../paths-info/{rev}`: the entries of the paths that exist (a form body, as the client sends, or
+    JSON); `expand` adds each one's last commit."""
     content_type = req.headers.get("Content-Type") or ""
     if "json" in content_type:
-        wanted = body_field(req.body.json(), "paths", list, [])
+        body = req.body.json()
+        wanted = body_field(body, "paths", list, [])
+        expand = body.get("expand") in (True, "true", "True", "1")
     else:
         try:
-            form = req.body.read_all(MAX_JSON_BODY, "form body").decode()
-            wanted = parse_qs(form).get("paths", [])
+            form = parse_qs(req.body.read_all(MAX_JSON_BODY, "form body").decode())
         except UnicodeDecodeError:
             raise HubHTTPError(400, "Invalid form body: not UTF-8") from None
+        wanted = form.get("paths", [])
+        expand = (form.get("expand") or [""])[-1].lower() in ("true", "1")
     if not all(isinstance(p, str) for p in wanted):
         raise HubHTTPError(400, "Invalid 'paths' in the request body: expected an array of strings")
     repo = hub.repo_for_read(req, repo_type, name)
@@ -218,6 +275,8 @@ def paths_info(hub: Hub, req: Request, repo_type: str, name: str, revision: str)
             out.append(tree_entry(match))
         elif any(f.path.startswith(path + "/") for f in files):
             out.append(_folder_entry(path))
+    if expand:
+        _add_last_commits(hub, sha, out)
     return Response(json=out)
 
 
@@ -236,10 +295,12 @@ def refs(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
 def commits(hub: Hub, req: Request, repo_type: str, name: str, revision: str) -> Response:
     repo = hub.repo_for_read(req, repo_type, name)
     sha = hub.resolve(repo, revision)
+    formatted = "formatted" in req.query.get("expand[]", []) + req.query.get("expand", [])
     items = []
     for c in hub.store.history(sha):
         item = {"id": c.sha, "authors": [{"user": c.author}], "date": c.date, "title": c.title, "message": c.message}
-        item["formatted"] = {"title": c.title, "message": c.message}
+        if formatted:  # only when asked, as on the Hub (the client asks with formatted=True)
+            item["formatted"] = {"title": html.escape(c.title), "message": html.escape(c.message)}
         items.append(item)
     return _paginate(hub, req, items)
 
@@ -275,9 +336,7 @@ def tag(hub: Hub, req: Request, repo_type: str, name: str, revision_or_tag: str)
 
 
 def _check_ref_name(name: str, kind: str) -> None:
-    """400 for a branch or tag name git refuses (git check-ref-format, the parts a client could get wrong)."""
-    bad = unsafe_char(name) or next((c for c in " ~^:?*[" if c in name), None)
-    if bad or ".." in name or "@{" in name or name.startswith("/") or name.endswith(("/", ".", ".lock")) \
-            or "//" in name:
-        detail = f": the character {bad!r} is not allowed" if bad else ""
-        raise HubHTTPError(400, f"Invalid {kind} name {name!r}{detail}")
+    """400 for a branch or tag name git refuses (gitrules.ref_name_problem: git check-ref-format's rules)."""
+    problem = ref_name_problem(name)
+    if problem:
+        raise HubHTTPError(400, f"Invalid {kind} name {name!r}: {problem}")

@@ -7,7 +7,8 @@ Access follows the Hub's rules:
   may only read;
 * a private repo is visible only to its namespace's user and its organization's members (any role); to
   everyone else it does not exist (404 `RepoNotFound`, as on the Hub);
-* a gated repo's files are downloadable by the same people; others get `GatedRepo`;
+* a gated repo's files are downloadable by the same people; others get `GatedRepo` for all but its README.md;
+* repo ids and namespaces are found ignoring case (`Alice/Repo` is `alice/repo`), answered as stored;
 * a fine-grained token also needs `repo.write` (writes) or `repo.content.read`/`repo.write` (reads of private
   and gated repos) scoped to the repo, its user namespace or its organization.
 """
@@ -39,7 +40,7 @@ from chatvector.localhub.storage import Repo, Store, StoreError
 PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
 PREFIX = {"dataset": "datasets/", "space": "spaces/", "kernel": "kernels/", "model": ""}
 WEB_TYPES = {"datasets": "dataset", "spaces": "space", "kernels": "kernel"}  # URL prefixes of non-model repos
-ALWAYS_DOWNLOADABLE = ("README.md", ".gitattributes")  # a gated repo still shows its card
+ALWAYS_DOWNLOADABLE = ("README.md",)  # a gated repo still shows its card, and nothing else (as the Hub)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 
@@ -146,6 +147,13 @@ class Hub:
             return org.members.get(user)
         return "owner" if user == namespace else None
 
+    def canonical_namespace(self, namespace: str, user: str) -> str:
+        """NAMESPACE as the Hub spells it: namespaces are found ignoring case, like repo ids (the user's own, or an
+        organization's name); an unknown one as given."""
+        if namespace.casefold() == user.casefold():
+            return user
+        return next((org for org in self.orgs if org.casefold() == namespace.casefold()), namespace)
+
     def orgs_of(self, user: str) -> list[tuple[Org, str]]:
         return [(org, org.members[user]) for org in self.orgs.values() if user in org.members]
 
@@ -173,7 +181,7 @@ class Hub:
         ):
             return
         raise HubHTTPError(
-            403, f"Access to model {repo.name} is restricted and you are not in the authorized list.", "GatedRepo"
+            403, f"Access to {repo.type} {repo.name} is restricted and you are not in the authorized list.", "GatedRepo"
         )
 
     # -- writes --------------------------------------------------------------------------------------------

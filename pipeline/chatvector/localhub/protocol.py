@@ -14,6 +14,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping
 
+from chatvector.localhub.gitrules import UNSAFE_CHARS, repo_path_problem
+
 READ, WRITE, FINE_GRAINED = "read", "write", "fineGrained"
 ROLES = ("admin", "write", "contributor", "read")  # an organization member's role, most rights first
 ENTITY_TYPES = ("user", "org", "model", "dataset", "space", "kernel")
@@ -29,11 +31,6 @@ class HubHTTPError(Exception):
         self.headers = headers or {}
 
 
-# Characters no path, file name or ref may hold: C0 and C1 controls (CR, LF, NUL...), DEL, and the Unicode line
-# and paragraph separators (some parsers split lines on them).
-UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
 def unsafe_char(text: str) -> str | None:
     """The first control character (or backslash) in TEXT, None when there is none."""
     found = UNSAFE_CHARS.search(text)
@@ -43,26 +40,14 @@ def unsafe_char(text: str) -> str | None:
 
 
 def repo_path(path: object, *, folder: bool = False) -> str:
-    """PATH as a file (or, FOLDER, a folder) path in a repo, normalized ('.' and empty segments dropped); 400 for
-    what the Hub refuses: no path, control characters, backslashes, an absolute path, a '..' or '.git' segment."""
-    if not isinstance(path, str) or not [p for p in path.split("/") if p not in ("", ".")]:
-        raise HubHTTPError(400, f"Invalid path in repo: {path!r} (a path is needed)")
-    reason = None
-    bad = unsafe_char(path)
-    if bad:
-        reason = f"the character {bad!r} is not allowed in a path"
-    elif path.startswith("/"):
-        reason = "an absolute path (starting with '/') is not allowed"
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if reason is None and ".." in parts:
-        reason = "a '..' segment is not allowed"
-    if reason is None and ".git" in parts:
-        reason = "files under a '.git/' folder cannot be committed"
-    if reason is None and not folder and path.endswith("/"):
-        reason = "a file path cannot end with '/'"
+    """PATH as a file (or, FOLDER, a folder: a trailing '/' is dropped) path in a repo; 422 for what the Hub
+    refuses (gitrules.repo_path_problem): no path, control characters, backslashes, an absolute path, an empty,
+    '.', '..' or '.git' segment."""
+    reason = repo_path_problem(path, folder=folder) if isinstance(path, str) else "a path is needed"
     if reason:
-        raise HubHTTPError(400, f"Invalid path in repo {path!r}: {reason}")
-    return "/".join(parts)
+        raise HubHTTPError(422, f"Invalid path in repo {path!r}: {reason}")
+    assert isinstance(path, str)
+    return path[:-1] if folder and path.endswith("/") else path
 
 
 def body_field(body: dict, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:

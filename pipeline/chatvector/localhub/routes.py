@@ -25,7 +25,20 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 from urllib.parse import unquote
 
-from chatvector.localhub import api, commit, discussions, files, lfs
+from chatvector.localhub import (
+    api,
+    auth_check,
+    commit,
+    discussion_writes,
+    discussions,
+    files,
+    lfs,
+    lfs_files,
+    listing,
+    pages,
+    pull_requests,
+    repo_admin,
+)
 from chatvector.localhub.hub import PLURAL, WEB_TYPES, Hub
 from chatvector.localhub.protocol import HubHTTPError, Request, Response
 from chatvector.localhub.storage import StoreError
@@ -76,10 +89,32 @@ def _model_git_repo(s: list[str], i: int) -> Match:
     return _git_repo(s, i) if i < len(s) and s[i] not in _NOT_A_MODEL_NAMESPACE else None
 
 
+# A repo id without a namespace (`gpt2`, as the Hub's oldest repos): one segment. Only the namespace-less copies
+# of the routes use them (see _with_namespace_less), so `namespace/name` is always read first.
+def _bare_repo(s: list[str], i: int) -> Match:
+    return (s[i], i + 1) if i < len(s) else None
+
+
+def _model_bare_repo(s: list[str], i: int) -> Match:
+    return _bare_repo(s, i) if i < len(s) and s[i] not in _NOT_A_MODEL_NAMESPACE else None
+
+
+def _bare_git_repo(s: list[str], i: int) -> Match:
+    return (s[i][:-4], i + 1) if i < len(s) and s[i].endswith(".git") and len(s[i]) > 4 else None
+
+
+def _model_bare_git_repo(s: list[str], i: int) -> Match:
+    return _bare_git_repo(s, i) if i < len(s) and s[i] not in _NOT_A_MODEL_NAMESPACE else None
+
+
 CONVERTERS: dict[str, Callable[[list[str], int], Match]] = {
     "": _one, "rest": _rest, "rest1": _rest1, "int": _int, "plural": _plural, "web_type": _web_type,
     "repo": _repo, "model_repo": _model_repo, "git_repo": _git_repo, "model_git_repo": _model_git_repo,
+    "bare_repo": _bare_repo, "model_bare_repo": _model_bare_repo, "bare_git_repo": _bare_git_repo,
+    "model_bare_git_repo": _model_bare_git_repo,
 }
+_BARE = {"{name:repo}": "{name:bare_repo}", "{name:model_repo}": "{name:model_bare_repo}",
+         "{name:git_repo}": "{name:bare_git_repo}", "{name:model_git_repo}": "{name:model_bare_git_repo}"}
 
 
 @dataclass(frozen=True)
@@ -116,11 +151,14 @@ def _r(methods: str | None, path: str, handler: Callable[..., Response], **defau
 
 
 _API_REPO = "api/{repo_type:plural}/{name:repo}"
+NAMESPACE_LESS = Route(frozenset(), ("namespace-less routes",), lambda *_, **__: Response())  # a marker, never matched
 ROUTES: tuple[Route, ...] = (
     _r(None, "api/agent-harnesses", api.agent_harnesses),
     _r("GET", "api/whoami-v2", api.whoami),
     _r("POST", "api/repos/create", api.create_repo),
     _r("DELETE", "api/repos/delete", api.delete_repo),
+    _r("POST", "api/repos/move", repo_admin.move),
+    _r("GET", "api/{repo_type:plural}", listing.list_repos_of_type),
     _r("POST", "api/validate-yaml", api.validate_yaml),
     _r("GET", _API_REPO, api.repo_info, revision=None),
     _r("GET", f"{_API_REPO}/revision/{{revision:rest1}}", api.repo_info),
@@ -136,6 +174,17 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", f"{_API_REPO}/discussions", discussions.listing),
     _r("POST", f"{_API_REPO}/discussions", discussions.create),
     _r("GET", f"{_API_REPO}/discussions/{{num:int}}", discussions.details),
+    _r("POST", f"{_API_REPO}/discussions/{{num:int}}/comment", discussion_writes.comment),
+    _r("POST", f"{_API_REPO}/discussions/{{num:int}}/comment/{{comment_id}}/edit", discussion_writes.edit_comment),
+    _r("POST", f"{_API_REPO}/discussions/{{num:int}}/comment/{{comment_id}}/hide", discussion_writes.hide_comment),
+    _r("POST", f"{_API_REPO}/discussions/{{num:int}}/title", discussion_writes.title),
+    _r("POST", f"{_API_REPO}/discussions/{{num:int}}/status", discussion_writes.status),
+    _r("POST", f"{_API_REPO}/discussions/{{num:int}}/merge", pull_requests.merge),
+    _r("POST", f"{_API_REPO}/super-squash/{{branch:rest1}}", repo_admin.super_squash),
+    _r("GET", f"{_API_REPO}/lfs-files", lfs_files.listing),
+    _r("POST", f"{_API_REPO}/lfs-files/batch", lfs_files.delete_batch),
+    _r("GET", f"{_API_REPO}/auth-check", auth_check.auth_check),
+    _r("GET", f"{_API_REPO}/auth-check/write", auth_check.auth_check_write),
     _r(None, f"{_API_REPO}/xet-read-token/{{rest:rest}}", api.xet_unsupported),
     _r(None, f"{_API_REPO}/xet-write-token/{{rest:rest}}", api.xet_unsupported),
     # Web-style routes: models have no type prefix, other repo types do.
@@ -149,8 +198,37 @@ ROUTES: tuple[Route, ...] = (
     _r("PUT", "lfs-upload/{token}", lfs.upload_put),
     _r("PUT", "lfs-upload/{token}/part/{number}", lfs.upload_part),  # a bad number is 400, not 404
     _r("POST", "lfs-upload/{token}/complete", lfs.upload_complete),
+    NAMESPACE_LESS,  # replaced by namespace-less copies of the routes above (_with_namespace_less)
+    # Web pages for people (localhub/pages): last, so that every route above wins over them.
+    Route(frozenset({"GET", "HEAD"}), (), pages.listing),
+    _r("GET HEAD", "models", pages.listing, repo_type="model"),
+    _r("GET HEAD", "{repo_type:web_type}", pages.listing),
+    _r("GET HEAD", "{namespace}", pages.listing),
+    _r("GET HEAD", "{repo_type:web_type}/{name:repo}", pages.repo_page),
+    _r("GET HEAD", "{name:model_repo}", pages.repo_page, repo_type="model"),
+    _r("GET HEAD", "{repo_type:web_type}/{name:repo}/tree/{revision}/{path:rest}", pages.tree_page),
+    _r("GET HEAD", "{name:model_repo}/tree/{revision}/{path:rest}", pages.tree_page, repo_type="model"),
+    _r("GET HEAD", "{repo_type:web_type}/{name:repo}/blob/{revision}/{path:rest1}", pages.blob_page),
+    _r("GET HEAD", "{name:model_repo}/blob/{revision}/{path:rest1}", pages.blob_page, repo_type="model"),
+    _r("GET HEAD", "{repo_type:web_type}/{name:repo}/commit/{revision}", pages.commit_page),
+    _r("GET HEAD", "{name:model_repo}/commit/{revision}", pages.commit_page, repo_type="model"),
+    _r("GET HEAD", "{repo_type:web_type}/{name:repo}/commits/{revision}", pages.commits_page),
+    _r("GET HEAD", "{name:model_repo}/commits/{revision}", pages.commits_page, repo_type="model"),
+    _r("GET HEAD", "{path:rest}", pages.not_found),  # a 404 page (JSON under /api)
 )
 
+
+def _with_namespace_less(routes: tuple[Route, ...]) -> tuple[Route, ...]:
+    """ROUTES with the NAMESPACE_LESS marker replaced by a copy of each route above it that takes a repo id, the id
+    being one segment (`/api/models/gpt2`, `/gpt2/resolve/main/x`): the handlers answer RepoNotFound for it, as the
+    Hub does for a missing repo, where no route would match at all (a generic 404 that `repo_exists` raises on)."""
+    at = routes.index(NAMESPACE_LESS)
+    copies = tuple(Route(r.methods, tuple(_BARE.get(p, p) for p in r.pattern), r.handler, r.defaults)
+                   for r in routes[:at] if any(p in _BARE for p in r.pattern))
+    return routes[:at] + copies + routes[at + 1:]
+
+
+ROUTES = _with_namespace_less(ROUTES)
 
 # The endpoints a download or an upload touches: the ones `LocalHub(faults=...)` injects faults into.
 FAULT_PRONE = frozenset({

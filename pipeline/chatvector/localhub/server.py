@@ -16,8 +16,9 @@ request bodies together. Headers are not paced.
 Hardening: a malformed request, however hostile, gets a 4xx in the Hub's error shape (`X-Error-Message` and
 `{"error": ...}`) and the server goes on serving; only a bug in the server logs an ERROR (log.exception) and
 answers 500; no traceback is printed on stderr. A URL path holding a control character (C0, C1, DEL, U+2028/9:
-CR, LF, NUL...) or a backslash, raw or percent-encoded, is 400; so is a committed or preuploaded file name with
-one, or absolute, or with a `..` or `.git` segment (protocol.repo_path: what the Hub refuses). No header goes
+CR, LF, NUL...) or a backslash, raw or percent-encoded, is 400; a committed or preuploaded file name with one,
+or absolute, or with an empty, `.`, `..` or `.git` segment is 422 (protocol.repo_path: what the Hub refuses).
+Every response carries an `X-Request-Id` (the Hub's, which the client shows in its errors). No header goes
 out with a raw CR/LF: `_header_value` percent-encodes control characters in every value sent (non-ASCII text
 goes as UTF-8 bytes, which httpx decodes). Bad framing (a Content-Length that is not digits, two that differ,
 one with Transfer-Encoding, a malformed or truncated chunked body) is 400, a transfer coding other than chunked
@@ -41,6 +42,7 @@ import io
 import json
 import logging
 import re
+import secrets
 import socket
 import string
 import sys
@@ -78,6 +80,12 @@ _LINGER_S, _LINGER_BYTES = 1.0, 1 << 20  # closing on unread input: discard this
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HOST = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _URL_SAFE = string.punctuation  # raw non-ASCII bytes in a request line are percent-encoded, nothing else
+
+
+def request_id() -> str:
+    """A new id for a response's `X-Request-Id`, shaped as the Hub's (an AWS trace id: the client shows it in its
+    errors as "Request ID: ...")."""
+    return f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)}"
 
 
 def _escape_controls(text: str) -> str:
@@ -362,6 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
         send = cut(length) if drop else length
         if drop:
             self.close_connection = True
+        r.headers.setdefault("X-Request-Id", request_id())
         try:
             self.send_response(r.status)
             for key, value in r.headers.items():

@@ -21,13 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
-INITIAL_GITATTRIBUTES = (
-    "*.bin filter=lfs diff=lfs merge=lfs -text\n"
-    "*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
-    "*.gguf filter=lfs diff=lfs merge=lfs -text\n"
-    "*.pt filter=lfs diff=lfs merge=lfs -text\n"
-    "*.model filter=lfs diff=lfs merge=lfs -text\n"
-)
+# The .gitattributes the Hub commits into a new model repo: its LFS rules, which localhub/gitrules.py applies.
+INITIAL_GITATTRIBUTES = "".join(f"{pattern} filter=lfs diff=lfs merge=lfs -text\n" for pattern in (
+    "*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib", "*.lfs.*", "*.mlmodel",
+    "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot", "*.parquet", "*.pb", "*.pickle", "*.pkl", "*.pt",
+    "*.pth", "*.rar", "*.safetensors", "saved_model/**/*", "*.tar.*", "*.tar", "*.tflite", "*.tgz", "*.wasm", "*.xz",
+    "*.zip", "*.zst", "*tfevents*",
+))
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS repos (
     id INTEGER PRIMARY KEY, type TEXT NOT NULL, name TEXT NOT NULL, private INTEGER NOT NULL,
@@ -84,7 +84,7 @@ class Repo:
     type: str
     name: str
     private: bool
-    gated: bool
+    gated: bool | str  # False, or the gate's mode: "auto" or "manual" (the column holds 0, 1 or 2)
     created_at: str
     creator: str = ""  # the user who created it ('' for repos of a store older than the column)
 
@@ -171,6 +171,7 @@ class Store:
 
     def _migrate(self) -> None:
         """Bring a store made by an older version up to the current schema (columns added with defaults)."""
+        self._conn().executescript(_ADDED_SCHEMA)  # tables added since: created when missing
         if "creator" in {r["name"] for r in self._read().execute("PRAGMA table_info(repos)")}:
             return
         with self._tx() as db:
@@ -228,12 +229,16 @@ class Store:
 
     # -- repos ---------------------------------------------------------------------------------------------
     def get_repo(self, repo_type: str, name: str) -> Repo | None:
-        row = self._read().execute("SELECT * FROM repos WHERE type=? AND name=?", (repo_type, name)).fetchone()
+        """The repo NAME, found as the Hub finds it: ignoring case (the exact spelling first, for a store made
+        before that, which may hold two names differing only in case)."""
+        row = self._read().execute(
+            "SELECT * FROM repos WHERE type=? AND name=? COLLATE NOCASE ORDER BY name = ? DESC LIMIT 1",
+            (repo_type, name, name)).fetchone()
         return None if row is None else _repo(row)
 
     def create_repo(self, repo_type: str, name: str, private: bool, author: str) -> Repo:
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM repos WHERE type=? AND name=?", (repo_type, name)).fetchone():
+            if db.execute("SELECT 1 FROM repos WHERE type=? AND name=? COLLATE NOCASE", (repo_type, name)).fetchone():
                 raise StoreError(409, f"You already created this {repo_type} repo")
             cur = db.execute(
                 "INSERT INTO repos (type, name, private, created_at, creator) VALUES (?,?,?,?,?)",
@@ -254,12 +259,14 @@ class Store:
                 db.execute(f"DELETE FROM {table} WHERE repo_id=?", (repo.id,))
             db.execute("DELETE FROM repos WHERE id=?", (repo.id,))
 
-    def update_repo(self, repo: Repo, private: bool | None = None, gated: bool | None = None) -> None:
+    def update_repo(self, repo: Repo, private: bool | None = None, gated: bool | str | None = None) -> None:
+        """Set the repo's visibility and gate (GATED: False, "auto" or "manual"; True means "auto")."""
         with self._tx() as db:
             if private is not None:
                 db.execute("UPDATE repos SET private=? WHERE id=?", (int(private), repo.id))
             if gated is not None:
-                db.execute("UPDATE repos SET gated=? WHERE id=?", (int(gated), repo.id))
+                mode = "auto" if gated is True else gated or False
+                db.execute("UPDATE repos SET gated=? WHERE id=?", (_GATED_MODES.index(mode), repo.id))
 
     # -- refs and revisions --------------------------------------------------------------------------------
     def refs(self, repo: Repo, kind: str) -> dict[str, str]:
@@ -366,11 +373,7 @@ class Store:
             else:
                 kind, name, head = "branch", "main", None
             if parent_commit and not (head or "").startswith(parent_commit.lower()):
-                raise StoreError(
-                    412,
-                    f"A commit has happened since. Please refresh and try again. "
-                    f"(parent commit {parent_commit} is not the head {head} of {name})",
-                )
+                raise StoreError(412, "A commit has happened since. Please refresh and try again.")  # the Hub's text
             files: dict[str, tuple[str, int]] = {}
             if head:
                 for r in db.execute("SELECT path, sha256, lfs FROM commit_files WHERE commit_sha=?", (head,)):
@@ -417,9 +420,12 @@ class Store:
         ).fetchall()
 
 
+_GATED_MODES: tuple[bool | str, ...] = (False, "auto", "manual")  # by the `gated` column's value
+
+
 def _repo(row: sqlite3.Row) -> Repo:
-    return Repo(row["id"], row["type"], row["name"], bool(row["private"]), bool(row["gated"]), row["created_at"],
-                row["creator"])
+    gated = _GATED_MODES[row["gated"]] if row["gated"] in (0, 1, 2) else "auto"
+    return Repo(row["id"], row["type"], row["name"], bool(row["private"]), gated, row["created_at"], row["creator"])
 
 
 def _ref_candidates(revision: str) -> list[tuple[str, str]]:
@@ -436,9 +442,11 @@ def _apply(files: dict[str, tuple[str, int]], op: FileOp) -> None:
     if op.kind == "add":
         files[op.path] = (op.sha256 or "", int(op.lfs))
     elif op.kind == "delete_file":
-        if op.path not in files:
+        doomed = [op.path] if op.path in files else [p for p in files if p.startswith(op.path + "/")]
+        if not doomed:  # (a folder's path, without its trailing '/', deletes the folder: the Hub does)
             raise StoreError(404, f"A file with this name doesn't exist: {op.path}", "EntryNotFound")
-        del files[op.path]
+        for p in doomed:
+            del files[p]
     elif op.kind == "delete_folder":
         prefix = op.path.rstrip("/") + "/"
         doomed = [p for p in files if p.startswith(prefix)]
@@ -448,3 +456,183 @@ def _apply(files: dict[str, tuple[str, int]], op: FileOp) -> None:
             del files[p]
     else:  # pragma: no cover - the parser only produces the kinds above
         raise ValueError(op.kind)
+
+
+# -- added endpoints' state: repo listing and moves, discussion events, squashes, LFS objects ---------------
+# Tables added after the first release (`Store._migrate` creates them in an older store). The trigger drops a
+# deleted repo's events: SQLite may give a new repo the deleted one's id, and it must start with none.
+_ADDED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS discussion_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, repo_id INTEGER NOT NULL, num INTEGER NOT NULL, id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL, author TEXT NOT NULL, created_at TEXT NOT NULL, data TEXT NOT NULL, oid TEXT);
+CREATE INDEX IF NOT EXISTS discussion_events_by_discussion ON discussion_events (repo_id, num);
+CREATE TRIGGER IF NOT EXISTS discussion_events_of_deleted_repo AFTER DELETE ON repos
+BEGIN DELETE FROM discussion_events WHERE repo_id = OLD.id; END;
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A stored event of a discussion (a comment, a status or title change); DATA is the Hub's event `data`."""
+
+    id: str
+    type: str
+    author: str
+    created_at: str
+    data: dict
+    oid: str | None = None  # the merge commit, for a "merged" status change
+
+
+@dataclass(frozen=True)
+class LfsObject:
+    """An LFS object some commit of a repo holds."""
+
+    sha256: str
+    size: int
+    path: str  # the path of its first commit's file
+    pushed_at: str  # the date of the first commit holding it
+
+
+def list_repos(store: Store, repo_type: str) -> list[Repo]:
+    return [_repo(r) for r in store._read().execute("SELECT * FROM repos WHERE type=? ORDER BY name", (repo_type,))]
+
+
+def rename_repo(store: Store, repo: Repo, new_name: str) -> Repo:
+    """REPO under NEW_NAME; its refs, commits and discussions follow (they are keyed by its id). 409 when taken."""
+    with store._tx() as db:
+        if db.execute("SELECT 1 FROM repos WHERE type=? AND name=? COLLATE NOCASE AND id != ?",
+                      (repo.type, new_name, repo.id)).fetchone():  # (ids ignore case; a repo may change its own)
+            raise StoreError(409, f"Cannot move {repo.name} to {new_name}: a {repo.type} repo with this name exists")
+        db.execute("UPDATE repos SET name=? WHERE id=?", (new_name, repo.id))
+    moved = store.get_repo(repo.type, new_name)
+    assert moved is not None
+    return moved
+
+
+def discussion_events(store: Store, repo: Repo, num: int) -> list[Event]:
+    rows = store._read().execute(
+        "SELECT * FROM discussion_events WHERE repo_id=? AND num=? ORDER BY seq", (repo.id, num))
+    return [Event(r["id"], r["type"], r["author"], r["created_at"], json.loads(r["data"]), r["oid"]) for r in rows]
+
+
+def record_discussion_events(
+    store: Store, repo: Repo, num: int, new: Iterable[Event] = (), updated: Iterable[Event] = (), *,
+    title: str | None = None, status: str | None = None, from_statuses: Iterable[str] | None = None,
+) -> None:
+    """In one transaction: add the NEW events (one already stored, by id, is skipped), replace the data of the
+    UPDATED ones, set the discussion's TITLE and STATUS. 409 when its status is not one of FROM_STATUSES (it
+    changed since the caller looked)."""
+    with store._tx() as db:
+        row = db.execute("SELECT status FROM discussions WHERE repo_id=? AND num=?", (repo.id, num)).fetchone()
+        if row is None:
+            raise StoreError(404, f"Discussion {num} not found")
+        if from_statuses is not None and row["status"] not in set(from_statuses):
+            raise StoreError(409, f"Discussion {num} is {row['status']} now; refresh and try again")
+        for e in new:
+            db.execute(
+                "INSERT OR IGNORE INTO discussion_events (repo_id, num, id, type, author, created_at, data, oid) "
+                "VALUES (?,?,?,?,?,?,?,?)", (repo.id, num, e.id, e.type, e.author, e.created_at, json.dumps(e.data), e.oid))
+        for e in updated:
+            db.execute("UPDATE discussion_events SET data=? WHERE repo_id=? AND num=? AND id=?",
+                       (json.dumps(e.data), repo.id, num, e.id))
+        for column, value in (("title", title), ("status", status)):
+            if value is not None:
+                db.execute(f"UPDATE discussions SET {column}=? WHERE repo_id=? AND num=?", (value, repo.id, num))
+
+
+def move_ref(store: Store, repo: Repo, kind: str, name: str, expected: str, new: str) -> None:
+    """Point the ref at NEW if it still points at EXPECTED; 412 when it moved meanwhile."""
+    with store._tx() as db:
+        cur = db.execute("UPDATE refs SET sha=? WHERE repo_id=? AND kind=? AND name=? AND sha=?",
+                         (new, repo.id, kind, name, expected))
+        if cur.rowcount == 0:
+            raise StoreError(412, f"A commit has happened on {name} since. Please refresh and try again.")
+
+
+def squash_branch(store: Store, repo: Repo, branch: str, title: str, message: str, author: str) -> str:
+    """Replace BRANCH's history by one commit without parent holding its head's files; returns its sha."""
+    with store._tx() as db:
+        head = db.execute("SELECT sha FROM refs WHERE repo_id=? AND kind='branch' AND name=?",
+                          (repo.id, branch)).fetchone()
+        if head is None:
+            raise StoreError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
+        files = db.execute("SELECT path, sha256, lfs FROM commit_files WHERE commit_sha=?", (head["sha"],))
+        sha = _insert_commit(db, repo, None, [tuple(f) for f in files], title, message, author, now_iso())
+        db.execute("UPDATE refs SET sha=? WHERE repo_id=? AND kind='branch' AND name=?", (sha, repo.id, branch))
+    return sha
+
+
+def lfs_objects(store: Store, repo: Repo) -> list[LfsObject]:
+    """The LFS objects REPO's commits hold, each with the path and date of the first commit holding it."""
+    rows = store._read().execute(
+        "SELECT f.sha256, b.size, f.path, c.date FROM commit_files f JOIN commits c ON c.sha = f.commit_sha "
+        "JOIN blobs b ON b.sha256 = f.sha256 WHERE c.repo_id=? AND f.lfs=1 ORDER BY c.date, f.path", (repo.id,))
+    first: dict[str, LfsObject] = {}
+    for r in rows:
+        first.setdefault(r["sha256"], LfsObject(r["sha256"], r["size"], r["path"], r["date"]))
+    return list(first.values())
+
+
+def delete_lfs_objects(store: Store, repo: Repo, sha256s: Iterable[str], rewrite_history: bool) -> list[str]:
+    """Remove the LFS objects SHA256S from REPO: its commits drop the files holding one. REWRITE_HISTORY: those
+    commits and their descendants get new ids (refs follow; the old ids are gone), as a history rewrite gives;
+    else the commits keep their ids. An object's bytes are deleted once no commit of any repo holds them (blobs
+    are shared between repos here). Returns the objects REPO held (others are ignored)."""
+    with store._tx() as db:
+        held = sorted(s for s in set(sha256s) if db.execute(
+            "SELECT 1 FROM commit_files f JOIN commits c ON c.sha = f.commit_sha WHERE c.repo_id=? AND f.lfs=1 "
+            "AND f.sha256=? LIMIT 1", (repo.id, s)).fetchone())
+        if rewrite_history:
+            _rewrite_without(db, repo, set(held))
+        else:
+            for s in held:
+                db.execute("DELETE FROM commit_files WHERE lfs=1 AND sha256=? AND commit_sha IN "
+                           "(SELECT sha FROM commits WHERE repo_id=?)", (s, repo.id))
+        unused = [s for s in held if not db.execute("SELECT 1 FROM commit_files WHERE sha256=? LIMIT 1", (s,)).fetchone()]
+        for s in unused:
+            db.execute("DELETE FROM blobs WHERE sha256=?", (s,))
+    for s in unused:  # after the commit: a crash in between leaves a file no row names, never a row without file
+        with contextlib.suppress(FileNotFoundError):
+            store.blob_path(s).unlink()
+    return held
+
+
+def _rewrite_without(db: sqlite3.Connection, repo: Repo, doomed: set[str]) -> None:
+    """Rewrite REPO's history without the LFS files holding a DOOMED object: each commit holding one, and each
+    descendant of one, is replaced by a commit with a new id (same message, author and date); refs and merge
+    records follow; the replaced commits are deleted."""
+    commits = {r["sha"]: r for r in db.execute("SELECT * FROM commits WHERE repo_id=?", (repo.id,))}
+    holding = {r["commit_sha"] for s in doomed for r in db.execute(
+        "SELECT f.commit_sha FROM commit_files f JOIN commits c ON c.sha = f.commit_sha WHERE c.repo_id=? "
+        "AND f.lfs=1 AND f.sha256=?", (repo.id, s))}
+    children: dict[str | None, list[str]] = {}
+    for sha, c in commits.items():
+        children.setdefault(c["parent"] if c["parent"] in commits else None, []).append(sha)
+    renamed: dict[str, str] = {}
+    todo = list(children.get(None, []))  # parents before children: a child needs its parent's new id
+    while todo:
+        sha = todo.pop()
+        c = commits[sha]
+        parent = renamed.get(c["parent"], c["parent"])
+        if sha in holding or parent != c["parent"]:
+            kept = [(f["path"], f["sha256"], f["lfs"])
+                    for f in db.execute("SELECT path, sha256, lfs FROM commit_files WHERE commit_sha=?", (sha,))
+                    if not (f["lfs"] and f["sha256"] in doomed)]
+            renamed[sha] = _insert_commit(db, repo, parent, kept, c["title"], c["message"], c["author"], c["date"])
+        todo.extend(children.get(sha, []))
+    for old, new in renamed.items():
+        db.execute("UPDATE refs SET sha=? WHERE repo_id=? AND sha=?", (new, repo.id, old))
+        db.execute("UPDATE discussion_events SET oid=? WHERE repo_id=? AND oid=?", (new, repo.id, old))
+        db.execute("DELETE FROM commit_files WHERE commit_sha=?", (old,))
+        db.execute("DELETE FROM commits WHERE sha=?", (old,))
+
+
+def _insert_commit(db: sqlite3.Connection, repo: Repo, parent: str | None, files: list[tuple], title: str,
+                   message: str, author: str, date: str) -> str:
+    """Insert a commit of FILES ((path, sha256, lfs) tuples); its sha is random, as `Store.commit`'s are."""
+    files = sorted(files)
+    seed = json.dumps([repo.id, parent, files, title, message, date, uuid.uuid4().hex])
+    sha = hashlib.sha1(seed.encode()).hexdigest()
+    db.execute("INSERT INTO commits VALUES (?,?,?,?,?,?,?)", (sha, repo.id, parent, title, message, author, date))
+    db.executemany("INSERT INTO commit_files VALUES (?,?,?,?)", [(sha, *f) for f in files])
+    return sha
