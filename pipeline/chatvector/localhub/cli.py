@@ -12,7 +12,9 @@ DESCRIPTION = """\
 Serve the Hugging Face Hub HTTP API (the part huggingface_hub uses) from the folder ROOT.
 
 Point a client at it with HF_ENDPOINT=http://HOST:PORT (set before importing
-huggingface_hub) and HF_HUB_DISABLE_XET=1 when files above the LFS threshold are uploaded.
+huggingface_hub) and HF_HUB_DISABLE_XET=1 before uploading weights: this server speaks Git LFS, not Xet,
+and, as on the Hub, every file a `filter=lfs` rule of the repo's .gitattributes matches (*.safetensors,
+*.bin, ...) or as large as --lfs-threshold goes through LFS.
 After its first line (`Serving on http://HOST:PORT`, which scripts parse), the server prints the lines
 to paste into the client's shell: `export HF_ENDPOINT=...`, `export HF_HUB_DISABLE_XET=1` and, for each
 token that can write, `# export HF_TOKEN=<SECRET given with --token NAME>`. The secret itself is never
@@ -97,7 +99,8 @@ def add_hub_command(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=10 * 1024 * 1024,
         metavar="BYTES",
-        help="files of at least this size are uploaded through Git LFS (default 10 MiB)",
+        help="files of at least this size are uploaded through Git LFS, as are files the repo's .gitattributes "
+             "marks filter=lfs (default 10 MiB)",
     )
     net = serve.add_argument_group("network test knobs (see above)")
     net.add_argument("--throttle", metavar="MB_PER_S",
