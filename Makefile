@@ -50,6 +50,11 @@ bench: $(STAMP)
 bench-stream: $(STAMP)
 	$(PY) bench/stream.py
 
+# `chatvector sweep` (4 λ factors, one pass) against 4 separate `chatvector merge` runs: bench/sweep.py
+.PHONY: bench-sweep
+bench-sweep: $(STAMP)
+	$(PY) bench/sweep.py
+
 gpu-check: $(STAMP)
 	bash bench/gpu_check.sh
 

@@ -322,16 +322,26 @@ def test_card_without_target_vocabulary_extension_or_special_tokens():
     assert "The tokenizer and chat template are cp's own." in render_card(p, RECIPE_TEXT)
 
 
-def test_recipe_is_embedded_verbatim_with_the_command_and_tool_version():
+def test_recipe_is_embedded_pinned_with_the_command_and_tool_version():
+    from chatvector.card_recipe import pinned_recipe
+
     text = render_card(sample_provenance(), RECIPE_TEXT)
-    assert "```yaml\n" + RECIPE_TEXT + "```\n" in text
-    assert "`chatvector publish recipe.yaml`" in text
+    assert "```yaml\n" + pinned_recipe(sample_provenance(), RECIPE_TEXT) + "```\n" in text
+    assert "`chatvector merge recipe.yaml\n--out ./model`" in text
     assert "With chatvector 0.1.0" in text
+    assert RECIPE_TEXT.splitlines()[0] not in text  # the recipe's comment line is not carried over
+
+
+def test_a_recipe_that_is_not_a_mapping_is_shown_as_written():
+    recipe = "- just\n- a list\n"
+    assert "```yaml\n" + recipe + "```\n" in render_card(sample_provenance(), recipe)
 
 
 def test_a_recipe_holding_backticks_gets_a_longer_fence():
     recipe = RECIPE_TEXT + 'commit_message: "uses ``` and ````"\n'
-    assert "`````yaml\n" + recipe + "`````\n" in render_card(sample_provenance(), recipe)
+    text = render_card(sample_provenance(), recipe)
+    block = text.split("## How to reproduce")[1].split("\n\n")[2]
+    assert block.startswith("`````yaml\n") and block.rstrip().endswith("`````") and "uses ``` and ````" in block
 
 
 def test_rendering_is_deterministic():

@@ -324,7 +324,12 @@ def test_publish_dry_run_card_of_a_hostile_recipe(tmp_path, monkeypatch):
     assert_no_active_content(elements)
     assert elements.h1 == [name]
     assert not any(tag == "img" and attrs.get("src") == "x" for tag, attrs in elements.elements)
-    assert recipe.read_text(encoding="utf-8") in card  # the recipe itself, verbatim in its code block
+    import yaml
+
+    shown = card.split("## How to reproduce")[1].split("```yaml\n")[1].split("\n```")[0]
+    written = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    written.update(base={"path": "base"}, chat={"path": "chat"}, cp={"path": "cp"})  # local folders: last part only
+    assert yaml.safe_load(shown) == written  # the same recipe, inert in its code block
 
 
 # --------------------------------------------------------------------------------------------------

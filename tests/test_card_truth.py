@@ -168,3 +168,74 @@ def test_tied_embeddings_say_the_head_reads_the_embedding_rows_and_no_lm_head_ru
     p["tied_embeddings"] = False
     untied = body(p).split("## Vocabulary")[1].split("## Usage")[0]
     assert "tied" not in untied and "`lm_head` takes λ = 0 (set by module rule 1)" in untied
+
+
+def evaluated(passed: bool = True, sweep: bool = False) -> dict:
+    p = sample_provenance()
+    p["evaluation"] = {
+        "language": "ko", "prompts": 30, "prompts_source": "shipped:ko", "max_new_tokens": 64, "seed": 0,
+        "device": "cpu", "responses_file": "eval_responses.jsonl", "passed": passed, "failures": [],
+        "scores": {"fidelity": 0.9333, "format": 1.0, "perplexity": 12.5, "perplexity_ratio": 1.0417},
+        "perplexity": {"value": 12.5, "reference": "demo/cp", "reference_value": 12.0, "text": "shipped:ko"},
+        "require": {"fidelity": 0.95, "format": 1.0},
+    }
+    if sweep:
+        p["evaluation"]["sweep"] = {
+            "chosen": 0.7, "chart": "sweep.svg", "rule": "The largest factor that passes every threshold is published.",
+            "variants": [{"factor": f, "lambda_range": [0.0, f], "passed": f <= 0.7, "branch": f"lambda-{f}",
+                          "scores": {"fidelity": 1.0 - f / 2, "format": 1.0, "perplexity_ratio": None}}
+                         for f in (0.5, 0.7, 1.0)]}
+    return p
+
+
+def test_evaluation_section_shows_each_score_against_its_threshold_and_links_the_responses():
+    text = body(evaluated())
+    section = text.split("## Evaluation")[1].split("## Limitations")[0]
+    assert "30 prompts in `ko` (shipped:ko)" in section and "[eval_responses.jsonl](eval_responses.jsonl)" in section
+    assert "| target-language fidelity: the share of responses in ko | 0.93 | ≥ 0.95 | ❌ |" in section
+    assert "| 1.00 | ≥ 1.0 | ✅ |" in section
+    assert "| 1.04× (perplexity 12.50, cp's 12.00) |  |  |" in section  # measured, not required
+    assert "not a benchmark" in text and "No benchmark was run" not in text
+    assert "## Evaluation" not in body(sample_provenance())  # no evaluation: no section, the old limitation
+    assert "No benchmark was run" in body(sample_provenance())
+
+
+def test_sweep_table_marks_the_published_variant_and_shows_the_chart():
+    section = body(evaluated(sweep=True)).split("### λ sweep")[1].split("## Limitations")[0]
+    assert "This model is the variant λ × 0.7 of a sweep" in section
+    assert "| **0.7** (this model) | 0.0–0.7 | 0.65 | 1.00 |  | ✅ pass | `lambda-0.7` |" in section
+    assert "| 1.0 | 0.0–1.0 | 0.50 | 1.00 |  | ❌ fail | `lambda-1.0` |" in section
+    assert "![fidelity and format against the λ factor](sweep.svg)" in section
+
+
+def test_how_to_reproduce_shows_the_recipe_pinned_without_comments_or_local_paths():
+    import yaml
+
+    p = sample_provenance()
+    p["inputs"]["base"] = {"repo_id": None, "path": "/home/me/secret/models/tiny-base", "sha": None}
+    recipe = RECIPE_TEXT.replace("base: {repo_id: demo/tiny-base}", "base: {path: /home/me/secret/models/tiny-base}")
+    recipe += "output: {chat_template: /home/me/secret/t.jinja}\n"
+    shown = body(p, recipe).split("## How to reproduce")[1].split("```yaml\n")[1].split("```")[0]
+    doc = yaml.safe_load(shown)
+    assert doc["chat"] == {"repo_id": "demo/tiny-chat", "revision": "2" * 40}  # v1.0 became its commit
+    assert doc["cp"] == {"repo_id": "demo/tiny-cp", "revision": "3" * 40}
+    assert doc["base"] == {"path": "tiny-base"} and doc["output"] == {"chat_template": "t.jinja"}
+    assert "/home/me" not in shown and "#" not in shown
+    assert doc["coefficients"] == {"default": 1.0, "layers": {"0-1": 0.5, "3": 0.8},
+                                   "modules": [{"match": "norm", "value": 0.0}]}
+
+
+def test_a_sweep_variants_recipe_has_its_scaled_coefficients():
+    import yaml
+
+    from chatvector.recipe import parse_recipe
+    from chatvector.sweep_plan import scaled_coefficients
+
+    p = sample_provenance()
+    p["sweep"] = {"factor": 0.7}
+    text = body(p, RECIPE_TEXT + "sweep: {lambdas: [0.7, 1.0]}\n")
+    assert "This model is the variant\nλ × 0.7 of a sweep" in text
+    shown = text.split("## How to reproduce")[1].split("```yaml\n")[1].split("```")[0]
+    assert "sweep" not in yaml.safe_load(shown)
+    scaled = parse_recipe(shown).coefficients  # exactly the sweep's factor × value, float for float
+    assert scaled == scaled_coefficients(parse_recipe(RECIPE_TEXT).coefficients, 0.7)

@@ -165,7 +165,7 @@ CASES = {
     "bad-device": Case(["merge", R, "--out", "{tmp}/o", "--device", "tpu"], r"chatvector merge: error: argument "
                        r"--device: invalid choice: 'tpu' \(choose from 'auto', 'cuda', 'cpu'\)"),
     "unknown-command": Case(["pubish", R], r"chatvector: error: argument COMMAND: invalid choice: 'pubish' \(choose "
-                            r"from 'plan', 'merge', 'publish', 'demo', 'hub'\)"),
+                            r"from 'plan', 'merge', 'sweep', 'eval', 'publish', 'demo', 'hub'\)"),
     "merge-without-out": Case(["merge", R], r"chatvector merge: error: the following arguments are required: --out"),
     "unknown-option": Case(["publish", R, "--forse"], r"chatvector publish: error: unrecognized arguments: --forse "
                            r"\(--forse: did you mean --force\?\); chatvector publish --help lists the options"),

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 from huggingface_hub import HfApi, snapshot_download
 
 from chatvector.cli import main
@@ -47,6 +48,23 @@ def test_publish_from_pushes_the_merged_bytes_without_merging_again(tmp_path, so
     assert not (tmp_path / "m" / "README.md").exists()  # the folder itself is left as it was
     assert main(["publish", str(r), "--from", str(tmp_path / "m")]) == 0  # again: nothing changed
     assert capsys.readouterr().out.startswith("nothing changed:")
+    # The card's "How to reproduce" recipe, merged as the card says, gives the published weights.
+    card = (published / "README.md").read_text(encoding="utf-8")
+    (tmp_path / "pinned.yaml").write_text(card.split("## How to reproduce")[1].split("```yaml\n")[1].split("```")[0])
+    assert main(["-q", "merge", str(tmp_path / "pinned.yaml"), "--out", str(tmp_path / "again")]) == 0
+    assert tensors(tmp_path / "again") == tensors(published)  # (the headers record each recipe's own hash)
+
+
+def tensors(folder: Path) -> dict[str, bytes]:
+    from safetensors import safe_open
+
+    out = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            for name in f.keys():
+                t = f.get_tensor(name)
+                out[name] = (str(t.dtype), tuple(t.shape), t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return out
 
 
 def test_publish_from_refuses_a_folder_of_another_plan_or_with_changed_bytes(tmp_path, sources_for_from, capsys,

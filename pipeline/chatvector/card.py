@@ -81,6 +81,7 @@ from huggingface_hub.repocard import REGEX_YAML_BLOCK
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
+from chatvector.card_recipe import pinned_recipe
 from chatvector.coefficients import layer_runs
 from chatvector.conventions import PROJECT_ROOT
 from chatvector.errors import PipelineError, RecipeError, VerificationError
@@ -228,8 +229,52 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
         "recipe_path": (p.get("recipe") or {}).get("path"),
         "recipe_sha256": (p.get("recipe") or {}).get("sha256"),
         "recipe_fence": _fence(recipe_text),  # Markup: only backticks
+        "pinned_recipe": pinned_recipe(p, recipe_text),  # None: the recipe text is not a mapping (shown as written)
+        "sweep_factor": (p.get("sweep") or {}).get("factor"),
         "extra": dict((p.get("card") or {}).get("extra") or {}),
+        "evaluation": _evaluation(p),
     }
+
+
+_METRIC_LABELS = {
+    "fidelity": "target-language fidelity: the share of responses in {language}",
+    "format": "chat-format health: the share of well-formed turns (an end-of-turn token within the limit, no leaked "
+              "special token, not empty)",
+    "perplexity": "perplexity on a {language} text, as a multiple of cp's",
+}
+
+
+def _evaluation(p: dict) -> dict | None:
+    """The `eval:` results the provenance holds (chatvector.gate), as table rows; None when there are none."""
+    e = p.get("evaluation")
+    if not isinstance(e, dict) or "scores" not in e:
+        return None
+    scores, require = e.get("scores") or {}, e.get("require") or {}
+    ppl = e.get("perplexity") or {}
+    rows = []
+    for metric in ("fidelity", "format", "perplexity"):
+        value = scores.get("perplexity_ratio" if metric == "perplexity" else metric)
+        if metric == "perplexity" and value is None and scores.get("perplexity") is None:
+            continue
+        if metric == "perplexity":
+            shown = (f"{value:.2f}× (perplexity {ppl.get('value', 0):.2f}, cp's {ppl.get('reference_value', 0):.2f})"
+                     if value is not None else f"{scores['perplexity']:.2f} (no reference)")
+        else:
+            shown = f"{value:.2f}"
+        bound = require.get(metric)
+        needed = "" if bound is None else (f"≤ {_num(bound)}" if metric == "perplexity" else f"≥ {_num(bound)}")
+        ok = None if bound is None or value is None else (value <= bound if metric == "perplexity" else value >= bound)
+        rows.append({"label": _METRIC_LABELS[metric].format(language=e.get("language")), "value": shown,
+                     "required": needed, "ok": ok})
+    sweep = e.get("sweep") or None
+    if sweep:
+        sweep = {**sweep, "rows": [
+            {"factor": _num(v["factor"]), "range": "–".join(dict.fromkeys(_num(x) for x in v["lambda_range"])),
+             "fidelity": f"{v['scores']['fidelity']:.2f}", "format": f"{v['scores']['format']:.2f}",
+             "ratio": "" if v["scores"].get("perplexity_ratio") is None else f"{v['scores']['perplexity_ratio']:.2f}",
+             "passed": v["passed"], "chosen": v["factor"] == sweep.get("chosen"), "branch": v.get("branch")}
+            for v in sweep.get("variants") or []]}
+    return {**e, "rows": rows, "sweep": sweep}
 
 
 def _chat_template(value: str | None) -> str:

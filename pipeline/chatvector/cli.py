@@ -11,7 +11,9 @@ import sys
 
 from chatvector import __version__
 from chatvector.errors import PipelineError
+from chatvector.eval_cli import add_eval_command
 from chatvector.localhub.cli import add_hub_command
+from chatvector.sweep_cli import add_sweep_command
 
 DESCRIPTION = """\
 Make, verify and publish chat-vector merges:  out = cp + λ·(chat − base).
@@ -19,7 +21,9 @@ Make, verify and publish chat-vector merges:  out = cp + λ·(chat − base).
 Typical use:
   chatvector plan recipes/demo.yaml          # validate the recipe and show what will happen
   chatvector merge recipes/demo.yaml --out ./merged
-  chatvector publish recipes/demo.yaml       # plan → fetch → merge → verify → card → push
+  chatvector sweep recipes/demo.yaml --lambdas 0.5,0.7,1.0 --out ./sweep   # several λ, one pass
+  chatvector eval ./merged --language ko     # target-language fidelity, chat format, perplexity
+  chatvector publish recipes/demo.yaml       # plan → fetch → merge → verify → (eval gate) → card → push
   chatvector hub serve --root ./hub          # run the local Hub-compatible server
   chatvector demo                            # everything above, offline, on tiny models
 
@@ -354,8 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="only warnings, errors and the result (also after COMMAND)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_plan(sub)
+    _add_plan(sub)  # in the order of a maintainer's work
     _add_merge(sub)
+    add_sweep_command(sub)
+    add_eval_command(sub)
     _add_publish(sub)
     _add_demo(sub)
     add_hub_command(sub)

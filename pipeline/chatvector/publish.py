@@ -25,6 +25,7 @@ from chatvector.chart import coefficient_chart_svg
 from chatvector.conventions import CARD_FILE, CHART_FILE, GITATTRIBUTES_FILE, PROVENANCE_FILE
 from chatvector.errors import HubError, Problem
 from chatvector.fetchmode import choose_fetch
+from chatvector.gate import evaluate_for_publish
 from chatvector.hub import connect, hub_call, translate
 from chatvector.plan import Plan
 from chatvector.provenance import read_provenance
@@ -42,7 +43,8 @@ log = logging.getLogger(__name__)
 SMALL_FILES_ROOM = 64 << 20  # disk for the small files of a streaming publish (config, tokenizer, card, index)
 # Files of an earlier version that a new output replaces: deleted when the new output lacks them.
 STALE_PATTERNS = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
-                  "pytorch_model.bin.index.json", "chat_template.jinja", "chat_template.json")
+                  "pytorch_model.bin.index.json", "chat_template.jinja", "chat_template.json",
+                  "eval_responses.jsonl")
 
 
 @dataclass
@@ -86,7 +88,7 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             tag: str | None = None, out_dir: Path | None = None, device: str | None = None,
             force: bool = False, fetch: str | None = None, overwrite: bool = False,
             progress: bool = True, from_dir: Path | None = None, private: bool = False,
-            revision: str | None = None) -> PublishResult:
+            revision: str | None = None, gate: bool = True) -> PublishResult:
     """Publish a recipe's merge to its target; see the module docstring. fetch: "auto", "snapshot" or
     "stream" (default: the recipe's merge.fetch); see chatvector.fetchmode.
 
@@ -95,7 +97,9 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
     changed (no merge: the head holds this output already). `from_dir`: push the folder `chatvector merge` wrote
     for this very plan (its chatvector.json must record the plan's fingerprint; every file is verified again)
     instead of merging. `private`: create a missing target private (as `target.private: true`). `revision`: the
-    branch to commit to (as `target.revision`; default main), created from the default branch's head when missing."""
+    branch to commit to (as `target.revision`; default main), created from the default branch's head when missing.
+    `gate`: a missed threshold of the recipe's `eval.require` stops the publish (False: the evaluation is published
+    as it came out, as `sweep --publish` does for each variant's branch)."""
     recipe, bad_branch = on_branch(recipe, revision)
     target = recipe.require_target()
     with timed("import"):
@@ -132,7 +136,8 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             return problems + check_from_plan(planned, Path(from_dir))
         choice = found["fetch"] = choose_fetch(planned, fetch or recipe.merge.fetch, write_dir)
         if choice.mode == "stream":
-            streaming = not dry_run and out_dir is None  # else the shards stay: the output is written whole
+            # else the shards stay: the output is written whole (an evaluation loads the whole model)
+            streaming = not dry_run and out_dir is None and recipe.eval is None
             problems += preflight.check_disk(planned, write_dir, downloads=0, how=" in stream mode",
                                              writes=planned.largest_file_bytes + SMALL_FILES_ROOM if streaming else None)
         else:
@@ -163,7 +168,8 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
                                  branch=target.revision)
 
     choice = found["fetch"]
-    streaming = choice is not None and choice.mode == "stream" and not dry_run and out_dir is None
+    streaming = choice is not None and choice.mode == "stream" and not dry_run and out_dir is None \
+        and recipe.eval is None
     if from_dir is None:
         preload_engine()  # torch loads while the weights download
     with _staging(plan, target.repo_id, out_dir) as folder:
@@ -175,6 +181,9 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             else:
                 build = build_model(plan, folder, api=api, device=device, fetch=choice, uploader=uploader,
                                     progress=progress)
+            with timed("eval"):  # the gate: raises GateError, nothing pushed, when a threshold is missed
+                if evaluate_for_publish(plan, folder, api=api, device=device or recipe.merge.device, enforce=gate):
+                    build.provenance = read_provenance(folder / PROVENANCE_FILE) or build.provenance
             with timed("card"):
                 write_card(plan, build.provenance, folder)
             added = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}

@@ -39,6 +39,17 @@ from chatvector.coefficients import (
 )
 from chatvector.errors import Problem as PlanProblem
 from chatvector.errors import RecipeError
+from chatvector.evaluation.languages import canonical_language
+from chatvector.evaluation.spec import (  # the `eval:` section's types (EvalSpec is exposed from here too)
+    METRICS,
+    EvalSpec,
+    LmEvalSpec,
+    Requirements,
+    check_max_new_tokens,
+    check_seed,
+    check_threshold,
+    missing_data,
+)
 from chatvector.yamlsource import (
     INVALID,
     MAX_PATH,
@@ -133,6 +144,13 @@ class MergeSettings:
     fetch: str = "auto"  # one of FETCH_MODES
 
 
+@dataclass(frozen=True)
+class SweepSettings:
+    """`chatvector sweep`'s default factors (`--lambdas` overrides them): each scales the whole λ schedule."""
+
+    lambdas: tuple[float, ...] = ()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
     vectors: tuple[Vector, ...]
@@ -144,6 +162,8 @@ class Recipe:
     target: Target | None = None
     card: Card = field(default_factory=Card)
     merge: MergeSettings = field(default_factory=MergeSettings)
+    sweep: SweepSettings = field(default_factory=SweepSettings)  # not in the fingerprint: a merge ignores it
+    eval: EvalSpec | None = None  # how to evaluate the output (chatvector.evaluation); not in the fingerprint
     trust_remote_code: bool = False
     commit_message: str | None = None
     path: Path = Path("recipe.yaml")  # the recipe file, as the user named it
@@ -594,6 +614,81 @@ def _coefficients(r: FieldReader, value: object, path: FieldPath) -> Coefficient
     return Coefficients(**fields)
 
 
+# ---- sweep: the λ factors `chatvector sweep` writes a variant for
+
+
+def _sweep_lambdas(r: FieldReader, value: object, path: FieldPath) -> tuple[float, ...] | Invalid:
+    from chatvector.sweep_factors import EXAMPLE, MAX_FACTORS, factor_problems
+
+    if not isinstance(value, list) or not value:
+        return r.expected(path, f"a non-empty list of factors like [{EXAMPLE.replace(',', ', ')}]", value)
+    if not _at_most(r, value, path, MAX_FACTORS, "factors (a sweep writes one model each)"):
+        return INVALID
+    numbers = _numbers(r, value, path)
+    if numbers is INVALID:
+        return INVALID
+    problems = factor_problems(numbers)
+    for index, message in problems:
+        r.error(path if index is None else path + (index,), message)
+    return INVALID if problems else numbers
+
+
+# ---- eval: what the evaluation measures and requires (chatvector.evaluation)
+
+
+def _checked(check: Callable[[object], object]) -> Read:
+    """A value `check` accepts as it is (ints: YAML's own ints, not floats or quoted text)."""
+    return lambda r, value, path: r.converted(value, path, check)
+
+
+def _threshold(metric: str) -> Read:
+    def read(r: FieldReader, value: object, path: FieldPath) -> float | Invalid:
+        number = r.number(value, path)
+        return number if number is INVALID else r.converted(number, path, lambda v: check_threshold(metric, v))
+
+    return read
+
+
+def _lm_eval_limit(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number of examples per task, at least 1, got {value!r}")
+    return value
+
+
+def _lm_eval_tasks(r: FieldReader, value: object, path: FieldPath) -> tuple[str, ...] | Invalid:
+    if value == []:
+        return r.error(path, "give at least one lm-evaluation-harness task (e.g. [kobest_boolq])")
+    return r.strings(value, path, single_line=True, max_items=MAX_CARD_LIST)
+
+
+def _language(r: FieldReader, value: object, path: FieldPath) -> str | Invalid:
+    text = r.string(value, path)  # (`language: no` is Norwegian, not false)
+    return text if text is INVALID else r.converted(text, path, canonical_language)
+
+
+def _eval(r: FieldReader, value: object, path: FieldPath) -> EvalSpec | Invalid:
+    readers = {
+        "language": _language,
+        "prompts": _optional(FieldReader.file),
+        "text": _optional(FieldReader.file),
+        "max_new_tokens": _checked(check_max_new_tokens),
+        "seed": _checked(check_seed),
+        "perplexity": FieldReader.boolean,
+        "require": _section(Requirements, {metric: _optional(_threshold(metric)) for metric in METRICS}),
+        "lm_eval": _optional(_section(LmEvalSpec, {"tasks": _lm_eval_tasks, "limit": _optional(_checked(_lm_eval_limit))},
+                                      ("tasks",))),
+    }
+    before = len(r.problems)
+    spec = _section(EvalSpec, readers, required=("language",))(r, value, path)
+    if spec is INVALID or len(r.problems) > before:  # (a bad prompts file is not a missing one)
+        return INVALID
+    missing = missing_data(spec.language, spec.prompts, spec.text, spec.perplexity)
+    for key, message in missing:
+        fix = "eval.prompts: FILE" if key == "prompts" else "eval.text: FILE, or eval.perplexity: false"
+        r.error(path + ("language",), f"{message} ({fix})")
+    return INVALID if missing else spec
+
+
 # ---- the top level
 
 _TOP_LEVEL: dict[str, Read] = {
@@ -624,6 +719,8 @@ _TOP_LEVEL: dict[str, Read] = {
         },
     ),
     "merge": _section(MergeSettings, {"device": _choice(DEVICES), "fetch": _choice(FETCH_MODES)}),
+    "sweep": _section(SweepSettings, {"lambdas": _sweep_lambdas}),
+    "eval": _optional(_eval),
     "trust_remote_code": FieldReader.boolean,
     "commit_message": _optional(lambda r, value, path: r.string(value, path, MAX_COMMIT_MESSAGE)),
 }

@@ -6,6 +6,8 @@
 
     plan = prepare(recipe, api, checks=...)                             # plan + pre-flight, every problem at once
     build = build_model(plan, folder, api=api)                          # fetch → merge → assemble → verify
+    builds = build_models(plans, folders, api=api)                      # the same for plans that differ only in
+                                                                        # their coefficients (a λ sweep): one read
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -201,11 +203,7 @@ def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = 
 
     t0 = time.perf_counter()
     recipe = plan.require_recipe()
-    fetch = fetch or FetchChoice("snapshot", "the default")
-    log.info("%s", fetch)
-    stats = IOStats(fetch.mode, fetch.why)
-    with timed("fetch"):
-        inputs = open_inputs(plan, api, fetch.mode, skip=uploader.resumed_inputs if uploader else None)
+    inputs, stats = _open_inputs(plan, api, fetch, skip=uploader.resumed_inputs if uploader else None)
     if uploader is not None:
         uploader.verified_inputs = inputs.verified
     try:
@@ -225,13 +223,7 @@ def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = 
                 if uploader is not None and uploader.error is not None:
                     raise uploader.error from None  # the upload's failure stopped the merge: name it
                 raise
-        if inputs.stream is not None:
-            s = inputs.stream.stats
-            stats.bytes_downloaded = s.fetched + s.refetched
-            stats.window_bytes, stats.peak_window_bytes = s.window, s.peak_window
-            stages.record("download", s.seconds)
-        else:
-            stats.bytes_downloaded = plan.download_bytes
+        _record_reads(stats, inputs, plan)
         if uploader is not None:
             with timed("upload"):  # only what is left after the merge: the rest overlapped it
                 uploader.finish()
@@ -241,6 +233,73 @@ def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = 
         log.debug("merge and its overlapped stages took %.1f s", time.perf_counter() - merge_start)
     finally:
         inputs.close()
+    provenance = finish_folder(plan, folder, inputs, result, spot, input_sha256, api, uploader=uploader)
+    stats.peak_memory = peak_memory()
+    log.debug("%s", stats.summary())
+    return Build(folder, provenance, result.device, time.perf_counter() - t0, stats)
+
+
+def build_models(plans: Sequence[Plan], folders: Sequence[Path], *, api: "HfApi", device: str | None = None,
+                 progress: bool = True, fetch: FetchChoice | None = None, read_plan: Plan | None = None,
+                 extras: Sequence[dict] | None = None) -> list[Build]:
+    """`build_model` for plans that differ only in their coefficients (a λ sweep's variants: the same sources,
+    tensors and layout), each into its folder, from one fetch and one read of the inputs: every input block is
+    read once and each plan's output block computed from it (`run_merges`). Then each folder is spot-checked,
+    assembled, verified and given its provenance (with `extras[i]` added to plan i's chatvector.json), as one
+    build would. read_plan: the plan whose files are fetched and read (every plan's files; default the first's).
+    Every Build shares one IOStats: the inputs were read once for all. Raises VerificationError naming the
+    first folder that fails a check (its chatvector.json holds the report)."""
+    from chatvector.spotcheck import SpotCheck
+
+    t0 = time.perf_counter()
+    read_plan = read_plan or plans[0]
+    recipe = plans[0].require_recipe()
+    inputs, stats = _open_inputs(read_plan, api, fetch)
+    try:
+        with timed("import"):
+            _engine()
+        rows = inputs.input_rows()  # one reader for every spot check: a row streamed for one plan serves all
+        spots = [SpotCheck(plan, rows, sample_bytes=inputs.sample_bytes) for plan in plans]
+        with timed("merge"):
+            results = merge_variants(plans, inputs, folders, device=device or recipe.merge.device, progress=progress)
+            input_sha256 = inputs.finish()
+        _record_reads(stats, inputs, read_plan)
+    finally:
+        inputs.close()
+    provenances = [finish_folder(plan, folder, inputs, result, spot, input_sha256, api, extra=extra)
+                   for plan, folder, result, spot, extra in zip(plans, folders, results, spots,
+                                                                extras or [None] * len(plans))]
+    stats.peak_memory = peak_memory()
+    log.debug("%s", stats.summary())
+    seconds = time.perf_counter() - t0
+    return [Build(folder, provenance, result.device, seconds, stats)
+            for folder, provenance, result in zip(folders, provenances, results)]
+
+
+def _open_inputs(plan: Plan, api: "HfApi", fetch: FetchChoice | None, skip=None) -> tuple[RunInputs, IOStats]:
+    """The fetch stage: the inputs opened the way `fetch` says, and the run's I/O record."""
+    fetch = fetch or FetchChoice("snapshot", "the default")
+    log.info("%s", fetch)
+    stats = IOStats(fetch.mode, fetch.why)
+    with timed("fetch"):
+        inputs = open_inputs(plan, api, fetch.mode, skip=skip)
+    return inputs, stats
+
+
+def _record_reads(stats: IOStats, inputs: RunInputs, plan: Plan) -> None:
+    if inputs.stream is not None:
+        s = inputs.stream.stats
+        stats.bytes_downloaded = s.fetched + s.refetched
+        stats.window_bytes, stats.peak_window_bytes = s.window, s.peak_window
+        stages.record("download", s.seconds)
+    else:
+        stats.bytes_downloaded = plan.download_bytes
+
+
+def finish_folder(plan: Plan, folder: Path, inputs: RunInputs, result, spot, input_sha256: dict[str, str],
+                  api: "HfApi", *, uploader: "ShardUploader | None" = None, extra: dict | None = None) -> dict:
+    """After the merge wrote `folder`'s weights: spot check, support files, verification, provenance (with
+    `extra`'s keys added). Returns the provenance; raises VerificationError when a check failed."""
     if uploader is None:  # a streaming publish checked each shard before it left the disk
         for path in sorted(folder.glob("*.safetensors")):
             spot.check_file(path)
@@ -255,11 +314,10 @@ def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = 
                                       weight_hashes=hashes, input_sha256=input_sha256,
                                       verification=report.to_dict(),
                                       blob_ids=uploader.git_blob_ids if uploader else None)
+        provenance.update(extra or {})
         write_provenance(folder, provenance)
     report.raise_for_failures()
-    stats.peak_memory = peak_memory()
-    log.debug("%s", stats.summary())
-    return Build(folder, provenance, result.device, time.perf_counter() - t0, stats)
+    return provenance
 
 
 def peak_memory() -> int:
@@ -269,10 +327,9 @@ def peak_memory() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def merge_weights(plan: Plan, inputs: RunInputs, out_dir: Path, *, device: str, progress: bool,
-                  uploader: "ShardUploader | None" = None):
-    """The engine, on the plan's jobs, in the plan's shard layout."""
-    from chatvector.merge import RowCopy, TensorJob, TensorSource, VectorTerm, run_merge
+def plan_jobs(plan: Plan, inputs: RunInputs) -> list:
+    """The engine's TensorJobs for the plan's tensors, reading what `inputs` fetched."""
+    from chatvector.merge import RowCopy, TensorJob, TensorSource, VectorTerm
 
     def source(role: str, t) -> TensorSource:
         return TensorSource(inputs.source(role, t.files[role]), t.name)
@@ -285,6 +342,15 @@ def merge_weights(plan: Plan, inputs: RunInputs, out_dir: Path, *, device: str, 
         copies = tuple(RowCopy(rc.cp_row, source(chat_role, t), rc.chat_row) for rc in t.row_copies)
         jobs.append(TensorJob(t.name, t.shape, t.out_dtype, source("cp", t), terms,
                               t.delta_rows if terms else None, copies))
+    return jobs
+
+
+def merge_weights(plan: Plan, inputs: RunInputs, out_dir: Path, *, device: str, progress: bool,
+                  uploader: "ShardUploader | None" = None):
+    """The engine, on the plan's jobs, in the plan's shard layout."""
+    from chatvector.merge import run_merge
+
+    jobs = plan_jobs(plan, inputs)
     extra = {}
     if inputs.stream is not None:
         extra["chunk_bytes"] = inputs.stream.chunk_bytes
@@ -293,6 +359,18 @@ def merge_weights(plan: Plan, inputs: RunInputs, out_dir: Path, *, device: str, 
     return run_merge(jobs, out_dir, shard_size=plan.output.shard_size, shards=plan.output.shards, device=device,
                      progress=progress, metadata={"chatvector_recipe_sha256": plan.recipe_sha256},
                      inputs=inputs.reader, **extra)
+
+
+def merge_variants(plans: Sequence[Plan], inputs: RunInputs, folders: Sequence[Path], *, device: str,
+                   progress: bool) -> list:
+    """The engine on several plans' jobs at once (`run_merges`): one read of the inputs, one output per plan."""
+    from chatvector.merge import MergeOutput, run_merges
+
+    outputs = [MergeOutput(plan_jobs(plan, inputs), folder, {"chatvector_recipe_sha256": plan.recipe_sha256})
+               for plan, folder in zip(plans, folders)]
+    extra = {"chunk_bytes": inputs.stream.chunk_bytes} if inputs.stream is not None else {}
+    return run_merges(outputs, shard_size=plans[0].output.shard_size, shards=plans[0].output.shards, device=device,
+                      progress=progress, inputs=inputs.reader, **extra)
 
 
 def verify(plan: Plan, folder: Path, result=None, spot=None, resumed: tuple[int, int] = (0, 0)):

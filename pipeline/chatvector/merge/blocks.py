@@ -98,3 +98,45 @@ def plan_blocks(
                     pieces.append(Piece(job, ch, start + ch.first * isz - b))
             k += 1
         yield Block(b, e - b, header[b:e] if b < len(header) else b"", tuple(pieces))
+
+
+# -- several outputs from one read (run_merges) ----------------------------------------------------------------
+@dataclass(frozen=True)
+class SharedChunk:
+    """The pieces of several outputs' blocks at one offset that cover the same elements of one tensor the same way
+    (delta or not, raw or not): their inputs are read once for all of them; only the terms' coefficients (and
+    which terms there are) differ. `members`: (output index, that output's piece)."""
+
+    chunk: Chunk  # the first member's (first, count, delta, raw are every member's)
+    members: tuple[tuple[int, Piece], ...]
+
+
+@dataclass(frozen=True)
+class TensorWork:
+    """Everything the outputs write of one tensor in one block. `defer_release`: two of its chunks may read the
+    same input bytes, so its inputs are released only once every chunk is done, never tile by tile (a streaming
+    input would be fetched again): the outputs cut its elements differently (one merges rows another keeps), or
+    it has row copies (they read chat rows anywhere in the tensor, also rows another chunk merges)."""
+
+    units: tuple[SharedChunk, ...]
+    defer_release: bool
+
+
+def shared_work(blocks: Sequence[Block]) -> list[TensorWork]:
+    """The pieces of K blocks at one file offset (one per output, laid out alike), grouped per tensor, in block
+    order, then into chunks the outputs share."""
+    if len({(b.offset, b.nbytes) for b in blocks}) > 1:
+        raise ValueError("internal error: the outputs' blocks do not line up")
+    by_tensor: dict[str, dict[tuple, list[tuple[int, Piece]]]] = {}
+    for k, block in enumerate(blocks):
+        for p in block.pieces:
+            key = (p.chunk.first, p.chunk.count, p.chunk.delta, p.chunk.raw, p.at)
+            by_tensor.setdefault(p.job.name, {}).setdefault(key, []).append((k, p))
+    work = []
+    for groups in by_tensor.values():
+        units = tuple(SharedChunk(members[0][1].chunk, tuple(members)) for members in groups.values())
+        spans = sorted((u.chunk.first, u.chunk.first + u.chunk.count) for u in units)
+        overlapping = any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+        copies = any(p.chunk.patches for u in units for _, p in u.members)
+        work.append(TensorWork(units, overlapping or (copies and len(units) > 1)))
+    return work

@@ -1,7 +1,9 @@
 """The arithmetic, and the two places it runs: CPU worker threads, or an accelerator (CUDA).
 
 Each backend fills file blocks (see blocks.py) into buffers from a pool; the engine hands finished
-blocks to the writer in order.
+blocks to the writer in order. With several outputs (run_merges: a λ sweep) a backend fills the K blocks at
+one file offset together: each input chunk is read (and, on an accelerator, staged and uploaded) once, and
+every output's values are computed from it, with the same operations, in the same order, as alone.
 
 Exactness: fp32 throughout, terms in order, one round-to-nearest-even at the end, each step a
 separate elementwise op. Never addcmul, lerp or add(alpha=): those may fuse into an FMA and round
@@ -18,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from chatvector.errors import MergeError
-from chatvector.merge.blocks import Block, Piece
+from chatvector.merge.blocks import Block, Piece, SharedChunk, shared_work
 from chatvector.merge.finite import FiniteWatch
 from chatvector.merge.safetensors_io import InputFile, TensorInfo
 from chatvector.merge.validate import source_key
@@ -59,6 +61,28 @@ def combine_into(out: torch.Tensor, cp: torch.Tensor, terms: list[tuple[float, t
     out.copy_(acc)
 
 
+def combine_diffs_into(out: torch.Tensor, cp32: torch.Tensor, terms: list[tuple[float, torch.Tensor]],
+                       acc: torch.Tensor, tmp: torch.Tensor) -> None:
+    """`combine_into` for one output of several, from differences computed once for all of them:
+    out := round(cp32 + Σ λ·d), terms (λ, d = float32(chat) − float32(base)) in order, cp32 = float32(cp).
+
+    The same fp32 operations in the same order as combine_into, so the same bits: d is the same float
+    whichever output uses it, copying it is exact, and acc starts as λ₁·d₁ before cp is added."""
+    for i, (lam, d) in enumerate(terms):
+        target = acc if i == 0 else tmp
+        target.copy_(d)
+        if lam != 1:
+            target.mul_(lam)
+        acc.add_(cp32 if i == 0 else tmp)
+    out.copy_(acc)
+
+
+def term_key(term) -> tuple[str, str, str, str]:
+    """What a term reads: two terms (of two outputs, or two vectors of one) with the same key have the same
+    difference chat − base."""
+    return source_key(term.base), term.base.name, source_key(term.chat), term.chat.name
+
+
 def cast_into(out: torch.Tensor, src: torch.Tensor) -> None:
     """out := round(float32(src)); for bf16/fp16/fp32 sources a direct cast is the same thing."""
     out.copy_(_as_f32(src))
@@ -89,16 +113,18 @@ class BufferPool:
 
 
 class Backend:
-    """Fills blocks. `submit` starts a block and returns a handle; `wait(handle)` returns once the
-    block's bytes are in its buffer; `ready(handle)` tells without waiting."""
+    """Fills blocks. `submit(blocks, bufs)` starts the blocks at one file offset of every output (one each, into
+    its buffer) and returns a handle; `wait(handle)` returns once their bytes are in their buffers;
+    `ready(handle)` tells without waiting. With one output the blocks are filled exactly as they always were."""
 
     name = ""  # what run_merge(backend=...) calls it
     depth = 1  # blocks in flight before the engine waits for the oldest
 
     def __init__(self, dev: torch.device, inputs: dict[str, InputFile], block_bytes: int, chunk_bytes: int,
-                 watch: FiniteWatch | None = None):
+                 watches: list[FiniteWatch] | None = None):
         self.dev = dev
-        self.watch = watch or FiniteWatch()  # every output value is scanned as it is computed
+        self.watches = watches or [FiniteWatch()]  # one per output: every value is scanned as it is computed
+        self.watch = self.watches[0]
         self.inputs = inputs
         self.block_bytes = block_bytes
         self.tile = max(1, min(TILE_ELEMS, chunk_bytes // 4))
@@ -145,13 +171,42 @@ class Backend:
             patches.append((rp.at, rp.count, f.tensor(info, rp.src_first, rp.count)))
         return cp, sources, patches
 
+    def _shared_views(self, unit: SharedChunk):
+        """A shared chunk's inputs, each read once: cp, {term key: (index, base, chat)}, and per member
+        (output, piece, [(λ, term index)], patches) in the member's own term order."""
+        ch = unit.chunk
+        cp_file, cp_info = self.info(unit.members[0][1].job.cp)
+        cp = cp_file.tensor(cp_info, ch.first, ch.count)
+        diffs: dict[tuple, tuple[int, torch.Tensor, torch.Tensor]] = {}
+        members = []
+        for k, p in unit.members:
+            terms = []
+            if ch.delta:
+                for t in p.job.active_terms:
+                    key = term_key(t)
+                    if key not in diffs:
+                        (bf, bi), (cf, ci) = self.info(t.base), self.info(t.chat)
+                        diffs[key] = (len(diffs), bf.tensor(bi, ch.first, ch.count), cf.tensor(ci, ch.first, ch.count))
+                    terms.append((t.coefficient, diffs[key][0]))
+            patches = []
+            for rp in p.chunk.patches:
+                f, info = self.info(rp.source.chat)
+                patches.append((rp.at, rp.count, f.tensor(info, rp.src_first, rp.count)))
+            members.append((k, p, terms, patches))
+        return cp, [(b, c) for _, b, c in diffs.values()], members
+
+    def _write_headers(self, blocks: list[Block], bufs: list[torch.Tensor]) -> None:
+        for block, buf in zip(blocks, bufs):
+            if block.header:
+                memoryview(buf.numpy())[: len(block.header)] = block.header
+
     def _raw(self, p: Piece, buf: torch.Tensor) -> None:
         cp_file, cp_info = self.info(p.job.cp)
         isz = cp_info.itemsize
         n = p.chunk.count * isz
         buf[p.at : p.at + n].copy_(cp_file.bytes(cp_info.start + p.chunk.first * isz, n))
 
-    def submit(self, block: Block, buf: torch.Tensor):
+    def submit(self, blocks: list[Block], bufs: list[torch.Tensor]):
         raise NotImplementedError
 
     def wait(self, handle) -> None:
@@ -176,15 +231,17 @@ class CpuBackend(Backend):
 
     name = "cpu"
 
-    def __init__(self, dev, inputs, block_bytes, chunk_bytes, watch=None):
-        super().__init__(dev, inputs, block_bytes, chunk_bytes, watch)
+    def __init__(self, dev, inputs, block_bytes, chunk_bytes, watches=None):
+        super().__init__(dev, inputs, block_bytes, chunk_bytes, watches)
         self.threads = max(1, torch.get_num_threads())
         self.depth = self.threads
         self.local = threading.local()
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="merge-compute", initializer=_single_threaded)
 
-    def submit(self, block: Block, buf: torch.Tensor) -> Future:
-        return self.executor.submit(self._fill, block, buf)
+    def submit(self, blocks: list[Block], bufs: list[torch.Tensor]) -> Future:
+        if len(blocks) == 1:
+            return self.executor.submit(self._fill, blocks[0], bufs[0])
+        return self.executor.submit(self._fill_shared, blocks, bufs)
 
     def wait(self, handle: Future) -> None:
         handle.result()
@@ -224,9 +281,75 @@ class CpuBackend(Backend):
             finally:
                 self._release(p)
 
+    def _fill_shared(self, blocks: list[Block], bufs: list[torch.Tensor]) -> None:
+        """The blocks of K outputs at one offset: per tile, each term's difference chat − base is computed once
+        and every output's values from it (combine_diffs_into)."""
+        self._write_headers(blocks, bufs)
+        scratch = getattr(self.local, "shared", None)
+        if scratch is None:
+            scratch = self.local.shared = _SharedScratch(self.tile)
+        for work in shared_work(blocks):
+            try:
+                for unit in work.units:
+                    if unit.chunk.raw:
+                        for k, p in unit.members:
+                            self._raw(p, bufs[k])
+                            self.watches[k].scan(p.job.name, _out_view(bufs[k], p), p.chunk.first)
+                    else:
+                        self._fill_unit(unit, bufs, scratch, tile_release=not work.defer_release)
+            finally:
+                for unit in work.units:
+                    for _, p in unit.members:
+                        self._release(p)
+
+    def _fill_unit(self, unit: SharedChunk, bufs: list[torch.Tensor], scratch: "_SharedScratch",
+                   tile_release: bool) -> None:
+        cp, pairs, members = self._shared_views(unit)
+        outs = [_out_view(bufs[k], p) for k, p, _, _ in members]
+        diffs = scratch.diffs(len(pairs))
+        for s in range(0, unit.chunk.count, self.tile):
+            e = min(unit.chunk.count, s + self.tile)
+            n = e - s
+            if pairs:
+                cp32 = _f32(cp[s:e], scratch.cp[:n])
+                for d, (base, chat) in zip(diffs, pairs):
+                    d[:n].copy_(chat[s:e])
+                    d[:n].sub_(_f32(base[s:e], scratch.spare[:n]))
+            for (k, p, terms, patches), out in zip(members, outs):
+                if terms:
+                    combine_diffs_into(out[s:e], cp32, [(lam, diffs[i][:n]) for lam, i in terms], scratch.acc[:n],
+                                       scratch.tmp[:n])
+                else:
+                    cast_into(out[s:e], cp[s:e])
+                if not patches:  # while the tile is in cache; patched pieces are scanned once patched
+                    self.watches[k].scan(p.job.name, out[s:e], p.chunk.first + s)
+            if tile_release:
+                for _, p, _, _ in members:
+                    self._release(p, s, e)
+        for (k, p, _, patches), out in zip(members, outs):
+            for at, n, src in patches:
+                cast_into(out[at : at + n], src)
+            if patches:
+                self.watches[k].scan(p.job.name, out, p.chunk.first)
+
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(self.threads)  # the workers set torch's process-wide count to 1
+
+
+class _SharedScratch:
+    """One worker's fp32 tiles for several outputs: cp as fp32, a conversion spare, the accumulator and a
+    temporary, and one difference per distinct term (grown on demand)."""
+
+    def __init__(self, tile: int):
+        self.tile = tile
+        self.cp, self.spare, self.acc, self.tmp = (torch.empty(tile) for _ in range(4))
+        self._diffs: list[torch.Tensor] = []
+
+    def diffs(self, n: int) -> list[torch.Tensor]:
+        while len(self._diffs) < n:
+            self._diffs.append(torch.empty(self.tile))
+        return self._diffs[:n]
 
 
 def _single_threaded() -> None:
@@ -246,8 +369,8 @@ class StagedBackend(Backend):
     SLOTS = 2
     depth = 2
 
-    def __init__(self, dev, inputs, block_bytes, chunk_bytes, watch=None):
-        super().__init__(dev, inputs, block_bytes, chunk_bytes, watch)
+    def __init__(self, dev, inputs, block_bytes, chunk_bytes, watches=None):
+        super().__init__(dev, inputs, block_bytes, chunk_bytes, watches)
         self.cuda = dev.type == "cuda"
         elems = max(1, block_bytes // 2)  # the most elements a piece can have
         with self._on_device():
@@ -258,28 +381,43 @@ class StagedBackend(Backend):
     def _on_device(self):
         return torch.cuda.device(self.dev) if self.cuda else contextlib.nullcontext()
 
-    def submit(self, block: Block, buf: torch.Tensor):
-        """Returns (event or None, the block's pending finiteness checks)."""
-        checks: list[tuple[torch.Tensor, str, int, torch.Tensor]] = []
+    def submit(self, blocks: list[Block], bufs: list[torch.Tensor]):
+        """Returns (event or None, the blocks' pending finiteness checks)."""
+        checks: list[tuple[torch.Tensor, int, str, int, torch.Tensor]] = []
         with self._on_device():
-            if block.header:
-                memoryview(buf.numpy())[: len(block.header)] = block.header
-            for p in block.pieces:
-                if p.chunk.raw:
+            self._write_headers(blocks, bufs)
+            if len(blocks) == 1:
+                block, buf = blocks[0], bufs[0]
+                for p in block.pieces:
+                    if p.chunk.raw:
+                        try:
+                            self._raw(p, buf)
+                            self.watch.scan(p.job.name, _out_view(buf, p), p.chunk.first)
+                        finally:
+                            self._release(p)
+                    else:
+                        checks.append(self._piece(p, buf))
+            else:
+                for work in shared_work(blocks):
                     try:
-                        self._raw(p, buf)
-                        self.watch.scan(p.job.name, _out_view(buf, p), p.chunk.first)
+                        for unit in work.units:
+                            if unit.chunk.raw:
+                                for k, p in unit.members:
+                                    self._raw(p, bufs[k])
+                                    self.watches[k].scan(p.job.name, _out_view(bufs[k], p), p.chunk.first)
+                            else:
+                                checks += self._unit(unit, bufs, release_now=not work.defer_release)
                     finally:
-                        self._release(p)
-                else:
-                    checks.append(self._piece(p, buf))
+                        for unit in work.units:
+                            for _, p in unit.members:
+                                self._release(p)
             if not self.cuda:
                 return None, checks
             event = torch.cuda.Event()
             event.record(torch.cuda.current_stream(self.dev))
             return event, checks
 
-    def _piece(self, p: Piece, buf: torch.Tensor) -> tuple[torch.Tensor, str, int, torch.Tensor]:
+    def _piece(self, p: Piece, buf: torch.Tensor) -> tuple[torch.Tensor, int, str, int, torch.Tensor]:
         slot = self.slots[self.k % self.SLOTS]
         self.k += 1
         slot.wait_staging_free()
@@ -312,7 +450,48 @@ class StagedBackend(Backend):
         finite = torch.isfinite(out).all()  # on the device, read once the block is done: no sync here
         out_host.copy_(out, non_blocking=self.cuda)
         slot.finish(self.cuda)
-        return finite, p.job.name, p.chunk.first, out_host
+        return finite, 0, p.job.name, p.chunk.first, out_host
+
+    def _unit(self, unit: SharedChunk, bufs: list[torch.Tensor], release_now: bool
+              ) -> list[tuple[torch.Tensor, int, str, int, torch.Tensor]]:
+        """A chunk several outputs share: its inputs staged and uploaded once, then each output combined on the
+        device from them and copied back into its own block. chat − base is recomputed per output on the
+        device (cheaper than holding one device buffer per term and output; the same bits either way)."""
+        slot = self.slots[self.k % self.SLOTS]
+        self.k += 1
+        slot.wait_staging_free()
+        count = unit.chunk.count
+        try:
+            cp, pairs, members = self._shared_views(unit)
+            host = [slot.stage(0, cp)]
+            for i, (b, c) in enumerate(pairs):
+                host += [slot.stage(1 + 2 * i, b), slot.stage(2 + 2 * i, c)]
+            dev_in = slot.upload(host, self.copy_stream)
+            members = [(k, p, terms, [(at, n, src.to(self.dev)) for at, n, src in patches])
+                       for k, p, terms, patches in members]
+            del cp, pairs
+        finally:
+            if release_now:
+                for _, p in unit.members:
+                    self._release(p)
+        if self.cuda:
+            torch.cuda.current_stream(self.dev).wait_event(slot.uploaded)
+        checks = []
+        for k, p, terms, patches in members:  # one stream: each output's kernels follow the last one's copy back
+            out_host = _out_view(bufs[k], p)
+            out = slot.out(out_host.dtype, count)
+            if terms:
+                combine_into(out, dev_in[0], [(lam, dev_in[1 + 2 * i], dev_in[2 + 2 * i]) for lam, i in terms],
+                             tuple(t[:count] for t in slot.scratch))
+            else:
+                cast_into(out, dev_in[0])
+            for at, n, src in patches:
+                cast_into(out[at : at + n], src)
+            finite = torch.isfinite(out).all()
+            out_host.copy_(out, non_blocking=self.cuda)
+            checks.append((finite, k, p.job.name, p.chunk.first, out_host))
+        slot.finish(self.cuda)
+        return checks
 
     def wait(self, handle) -> None:
         event, checks = handle
@@ -320,10 +499,10 @@ class StagedBackend(Backend):
             event.synchronize()
         if checks:
             flags = torch.stack([flag for flag, *_ in checks]).cpu()
-            for ok, (_, name, first, values) in zip(flags.tolist(), checks):
+            for ok, (_, k, name, first, values) in zip(flags.tolist(), checks):
                 if not ok:  # the copy back is done: count on the host
-                    self.watch.record(name, values, first)
-                self.watch.add(name, values.numel())
+                    self.watches[k].record(name, values, first)
+                self.watches[k].add(name, values.numel())
 
     def ready(self, handle) -> bool:
         event = handle[0]

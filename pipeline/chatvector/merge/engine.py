@@ -4,6 +4,13 @@ the arithmetic (compute.py) and hand the blocks, in order, to the writer (writer
 Memory: inputs are read through read-only mmaps (page cache, not anonymous memory) and their pages
 are dropped from RSS once used; output blocks live in a small pool of buffers that the writer gives
 back once a block is written and hashed. So peak memory depends on `chunk_bytes`, not on the model.
+
+Several outputs from one read (`run_merges`, a λ sweep): the outputs share the file layout, so the K blocks at
+each file offset are filled together from one read of their inputs, and each output has its own writer (and
+hasher) thread pair and its own buffer pool of (compute depth + 2) blocks (the CPU's depth is its worker count).
+Each output's blocks are chunk_bytes / K (at least 1 MiB, or chunk_bytes when less), so the K pools together hold about what one merge's
+pool holds, (depth + 2) × chunk_bytes, for K up to chunk_bytes / 1 MiB; the rest grows with K by a few fp32
+tiles per term and worker and each output's writer queue, never with the model.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -25,7 +33,7 @@ from chatvector.errors import MergeError
 from chatvector.merge.blocks import plan_blocks
 from chatvector.merge.compute import Backend, BufferPool, backend_class
 from chatvector.merge.finite import FileScan, FiniteWatch
-from chatvector.merge.jobs import MergeResult, TensorJob
+from chatvector.merge.jobs import MergeOutput, MergeResult, TensorJob
 from chatvector.merge.safetensors_io import Header, InputFile, InputReader, LocalInputs, build_header, fsync_dir
 from chatvector.merge.sharding import file_layout, index_json, is_owned_output, plan_shards
 from chatvector.merge.validate import check_jobs, load_headers, source_key, used_tensors
@@ -33,6 +41,7 @@ from chatvector.merge.writer import ALIGN, DiskBudget, FileWriter
 from chatvector.units import human_bytes
 
 log = logging.getLogger(__name__)
+MIN_SHARED_BLOCK = 1 << 20  # the smallest block of one output when several are written at once
 
 
 def run_merge(
@@ -83,91 +92,144 @@ def run_merge(
 
     Every output value is scanned for NaN and ±inf as it is computed (`MergeResult.nonfinite`).
     """
+    output = MergeOutput(jobs, out_dir, metadata, on_file, disk_budget)
+    return run_merges([output], shard_size=shard_size, device=device, chunk_bytes=chunk_bytes, progress=progress,
+                      backend=backend, direct_io=direct_io, shards=shards, inputs=inputs, skip_files=skip_files)[0]
+
+
+def run_merges(
+    outputs: Sequence[MergeOutput],
+    *,
+    shard_size: int,
+    device: str = "auto",
+    chunk_bytes: int = 64 << 20,
+    progress: bool = True,
+    backend: str = "auto",
+    direct_io: bool = True,
+    shards: Sequence[Sequence[str]] | None = None,
+    inputs: InputReader | None = None,
+    skip_files: frozenset[str] = frozenset(),
+) -> list[MergeResult]:
+    """`run_merge` for several outputs at once, reading every input block once: each output's files are exactly
+    the ones `run_merge` would write for its jobs alone (the same arithmetic, operation for operation).
+
+    The outputs must merge the same tensors from the same cp (see `MergeOutput`): they then have one file layout
+    (`shards`, or `plan_shards` of the first output's jobs), and the blocks at each offset of every output are
+    computed together. One progress bar counts the bytes of every output; `skip_files` applies to each.
+    Returns one MergeResult per output, in order.
+    """
     t0 = time.perf_counter()
+    if not outputs:
+        raise MergeError("nothing to write: no outputs were given")
     dev = resolve_device(device)
     backend_cls = backend_class(backend, dev)
     if chunk_bytes <= 0:
         raise MergeError(f"chunk_bytes must be positive, got {chunk_bytes}")
-    block_bytes = max(ALIGN, chunk_bytes // ALIGN * ALIGN)
-    meta = _file_metadata(metadata)
+    # K outputs' blocks are filled together: each is 1/K of chunk_bytes (at least MIN_SHARED_BLOCK), so the blocks
+    # in flight hold about what one merge's do
+    share = chunk_bytes if len(outputs) == 1 else max(min(MIN_SHARED_BLOCK, chunk_bytes), chunk_bytes // len(outputs))
+    block_bytes = max(ALIGN, share // ALIGN * ALIGN)
+    metas = [_file_metadata(o.metadata) for o in outputs]
     reader = inputs or LocalInputs()
-    headers = load_headers(jobs, reader.header)
-    check_jobs(jobs, headers)
-    shards = plan_shards(jobs, shard_size) if shards is None else _given_shards(jobs, shards)
-    names = shard_filenames(len(shards))
-    out_dir = Path(out_dir)
-    total = sum(j.nbytes for j in jobs)
-    _prepare_out_dir(out_dir, names, headers, total if disk_budget is None else min(total, disk_budget.limit))
+    headers = load_headers([j for o in outputs for j in o.jobs], reader.header)
+    for o in outputs:
+        check_jobs(o.jobs, headers)
+    _check_alike(outputs)
+    first = outputs[0].jobs
+    layout = plan_shards(first, shard_size) if shards is None else _given_shards(first, shards)
+    names = shard_filenames(len(layout))
+    per_output = [layout] + [_given_shards(o.jobs, [[j.name for j in shard] for shard in layout]) for o in outputs[1:]]
+    out_dirs = [Path(o.out_dir) for o in outputs]
+    total = sum(j.nbytes for j in first)
+    for out_dir in out_dirs:
+        _prepare_out_dir(out_dir, names, headers)
+    _check_room([(d, total if o.disk_budget is None else min(total, o.disk_budget.limit))
+                 for d, o in zip(out_dirs, outputs)])
 
     opened: dict[str, InputFile] = {}
-    writer: FileWriter | None = None
+    writers: list[FileWriter] = []
     engine: Backend | None = None
-    watch = FiniteWatch()
-    to_write = sum(j.nbytes for shard, name in zip(shards, names) if name not in skip_files for j in shard)
+    watches = [FiniteWatch() for _ in outputs]
+    to_write = sum(j.nbytes for shard, name in zip(layout, names) if name not in skip_files for j in shard)
     # bytes in the units the plan prints them in (kB = 1000 B); each file's header is added as it opens
-    bar = tqdm(total=to_write, unit="B", unit_scale=True, unit_divisor=1000, desc="merge", disable=not progress)
+    bar = tqdm(total=to_write * len(outputs), unit="B", unit_scale=True, unit_divisor=1000, desc="merge",
+               disable=not progress)
+    on_bytes = bar.update if len(outputs) == 1 else _locked(bar.update)  # K writer threads count into one bar
     try:
-        order = [j for shard, name in zip(shards, names) if name not in skip_files for j in file_layout(shard)]
-        needed = used_tensors(order)
+        orders = [[j for shard, name in zip(sh, names) if name not in skip_files for j in file_layout(shard)]
+                  for sh in per_output]
+        needed = _union_needed([used_tensors(order) for order in orders])
         for key, header in headers.items():
             opened[key] = reader.open(header, needed.get(key, {}))
-        contents = {name: [j.name for j in shard] for shard, name in zip(shards, names)}
-
-        def file_done(name: str, path: Path, sha256: str) -> None:  # its tensors are all computed and scanned
-            on_file(name, path, sha256, watch.part(contents[name]))
-
-        writer = FileWriter(out_dir, on_bytes=bar.update, direct_io=direct_io,
-                            on_file=file_done if on_file is not None else None,
-                            budget=disk_budget)
-        engine = backend_cls(dev, opened, block_bytes, chunk_bytes, watch)
-        pool = BufferPool(block_bytes, engine.depth + 2, writer, pin=dev.type == "cuda")
-        pending: deque = deque()  # (handle, block, buffer), oldest first
+        contents = {name: [j.name for j in shard] for shard, name in zip(layout, names)}
+        for k, o in enumerate(outputs):
+            writers.append(FileWriter(out_dirs[k], on_bytes=on_bytes, direct_io=direct_io,
+                                      on_file=_file_done(o.on_file, watches[k], contents), budget=o.disk_budget))
+        engine = backend_cls(dev, opened, block_bytes, chunk_bytes, watches)
+        pools = [BufferPool(block_bytes, engine.depth + 2, w, pin=dev.type == "cuda") for w in writers]
+        pending: deque = deque()  # (handle, blocks, buffers), oldest first
 
         def drain(keep: int) -> None:
-            """Hand finished blocks to the writer, in order; wait only while more than `keep` are out."""
+            """Hand finished blocks to the writers, in order; wait only while more than `keep` are out."""
             while pending and (len(pending) > keep or engine.ready(pending[0][0])):
-                handle, block, buf = pending.popleft()
+                handle, blocks, bufs = pending.popleft()
                 try:
                     engine.wait(handle)
                 except BaseException:
-                    pool.put(buf)
+                    for pool, buf in zip(pools, bufs):
+                        pool.put(buf)
                     raise
-                writer.write_block(block.offset, buf, block.nbytes, lambda b=buf: pool.put(b))
+                for writer, pool, block, buf in zip(writers, pools, blocks, bufs):
+                    writer.write_block(block.offset, buf, block.nbytes, lambda b=buf, p=pool: p.put(b))
 
         def cp_dtype(job: TensorJob) -> str:
             return headers[source_key(job.cp)].tensors[job.cp.name].dtype
 
-        for shard, name in zip(shards, names):
+        for i, name in enumerate(names):
             if name in skip_files:  # an earlier run published it: nothing to compute
                 continue
-            layout = file_layout(shard)
-            entries = [(j.name, j.out_dtype.code, tuple(j.shape), j.nbytes) for j in layout]
-            head, starts = build_header(entries, meta)
-            bar.total += len(head)  # the writer counts the header's bytes too: the bar ends at its total
-            writer.open_file(name, len(head) + sum(e[3] for e in entries))
-            blocks = plan_blocks(layout, starts, head, block_bytes, cp_dtype)
-            block = next(blocks)
-            while block is not None:
-                following = next(blocks, None)
-                if following is not None:
-                    engine.prefetch(following)
-                buf = pool.get()
+            iters, head_bytes = [], 0
+            for k, writer in enumerate(writers):
+                file_jobs = file_layout(per_output[k][i])
+                entries = [(j.name, j.out_dtype.code, tuple(j.shape), j.nbytes) for j in file_jobs]
+                head, starts = build_header(entries, metas[k])
+                if k and len(head) != head_bytes:
+                    raise MergeError(f"{name}: the outputs' headers differ in length ({head_bytes} and {len(head)} "
+                                     "bytes): give every output metadata values of the same length")
+                head_bytes = len(head)
+                bar.total += len(head)  # the writer counts the header's bytes too: the bar ends at its total
+                writer.open_file(name, len(head) + sum(e[3] for e in entries))
+                iters.append(plan_blocks(file_jobs, starts, head, block_bytes, cp_dtype))
+            blocks = [next(it) for it in iters]
+            while blocks is not None:
+                following = [next(it, None) for it in iters]
+                if following[0] is None:
+                    following = None
+                else:
+                    for block in following:
+                        engine.prefetch(block)
+                bufs = []
                 try:
-                    handle = engine.submit(block, buf)
+                    for pool in pools:
+                        bufs.append(pool.get())
+                    handle = engine.submit(blocks, bufs)
                 except BaseException:
-                    pool.put(buf)
+                    for pool, buf in zip(pools, bufs):
+                        pool.put(buf)
                     raise
-                pending.append((handle, block, buf))
+                pending.append((handle, blocks, bufs))
                 drain(engine.depth)
-                block = following
+                blocks = following
             drain(0)
-            writer.close_file()
-        writer.publish()
+            for writer in writers:
+                writer.close_file()
+        for writer in writers:
+            writer.publish()
     except BaseException:
         if engine is not None:
             engine.shutdown()
             engine = None
-        if writer is not None:
+        for writer in writers:
             writer.abort()
         raise
     finally:
@@ -177,18 +239,73 @@ def run_merge(
         for f in opened.values():
             f.close()
 
-    files = dict(writer.digests)
-    if len(names) > 1:
-        files[WEIGHTS_INDEX_FILE] = _write_small_file(out_dir, WEIGHTS_INDEX_FILE, index_json(shards, names))
-    _remove_stale_outputs(out_dir, set(files) | set(skip_files))
+    results = []
     seconds = time.perf_counter() - t0
-    direct = tuple(n for n in names if n in writer.direct_files)
-    log.info("merged %d tensors (%s) into %d file(s) in %s on %s (%s backend) in %.1f s%s", len(jobs),
-             human_bytes(total), len(names), out_dir, dev, backend_cls.name, seconds,
-             _write_note(direct, names, direct_io))
-    return MergeResult(files=files, total_bytes=total, device=str(dev), seconds=seconds, backend=backend_cls.name,
-                       direct_io_files=direct, nonfinite=watch.report(), scanned_values=watch.values,
-                       scanned_tensors=len(watch.names))
+    for out_dir, writer, watch, sh in zip(out_dirs, writers, watches, per_output):
+        files = dict(writer.digests)
+        if len(names) > 1:
+            files[WEIGHTS_INDEX_FILE] = _write_small_file(out_dir, WEIGHTS_INDEX_FILE, index_json(sh, names))
+        _remove_stale_outputs(out_dir, set(files) | set(skip_files))
+        direct = tuple(n for n in names if n in writer.direct_files)
+        results.append(MergeResult(files=files, total_bytes=total, device=str(dev), seconds=seconds,
+                                   backend=backend_cls.name, direct_io_files=direct, nonfinite=watch.report(),
+                                   scanned_values=watch.values, scanned_tensors=len(watch.names)))
+    seconds = time.perf_counter() - t0
+    direct = results[0].direct_io_files
+    if len(outputs) == 1:
+        log.info("merged %d tensors (%s) into %d file(s) in %s on %s (%s backend) in %.1f s%s", len(first),
+                 human_bytes(total), len(names), out_dirs[0], dev, backend_cls.name, seconds,
+                 _write_note(direct, names, direct_io))
+    else:
+        log.info("merged %d tensors (%s each) into %d outputs of %d file(s) from one read of the inputs, on %s "
+                 "(%s backend) in %.1f s%s", len(first), human_bytes(total), len(outputs), len(names), dev,
+                 backend_cls.name, seconds, _write_note(direct, names, direct_io))
+    return results
+
+
+def _locked(update: Callable[[int], object]) -> Callable[[int], None]:
+    lock = threading.Lock()
+
+    def locked(n: int) -> None:
+        with lock:
+            update(n)
+
+    return locked
+
+
+def _file_done(on_file, watch: FiniteWatch, contents: dict[str, list[str]]):
+    """The writer's on_file for one output: with what the scan found in the file's tensors."""
+    if on_file is None:
+        return None
+
+    def done(name: str, path: Path, sha256: str) -> None:  # its tensors are all computed and scanned
+        on_file(name, path, sha256, watch.part(contents[name]))
+
+    return done
+
+
+def _union_needed(per_output: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """`used_tensors` of every output together: a tensor any output reads, at the first job that reads it."""
+    needed: dict[str, dict[str, int]] = {}
+    for used in per_output:
+        for key, names in used.items():
+            into = needed.setdefault(key, {})
+            for name, index in names.items():
+                into[name] = min(index, into.get(name, index))
+    return needed
+
+
+def _check_alike(outputs: Sequence[MergeOutput]) -> None:
+    """Every output merges the same tensors from the same cp, in distinct folders (one file layout for all)."""
+    first = outputs[0]
+    shape = [(j.name, tuple(j.shape), j.dtype, source_key(j.cp), j.cp.name) for j in first.jobs]
+    for o in outputs[1:]:
+        if [(j.name, tuple(j.shape), j.dtype, source_key(j.cp), j.cp.name) for j in o.jobs] != shape:
+            raise MergeError(f"the outputs in {first.out_dir} and {o.out_dir} do not merge the same tensors (names, "
+                             "shapes, dtypes and cp tensors, in one order): merge them separately")
+    folders = [os.path.realpath(o.out_dir) for o in outputs]
+    if len(set(folders)) < len(folders):
+        raise MergeError("two outputs would be written to the same folder; give each its own")
 
 
 def _write_note(direct: tuple[str, ...], names: list[str], asked: bool) -> str:
@@ -236,7 +353,7 @@ def _file_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
     return meta
 
 
-def _prepare_out_dir(out_dir: Path, names: list[str], headers: dict[str, Header], room: int) -> None:
+def _prepare_out_dir(out_dir: Path, names: list[str], headers: dict[str, Header]) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -246,9 +363,19 @@ def _prepare_out_dir(out_dir: Path, names: list[str], headers: dict[str, Header]
     clash += sorted(k for k in inputs if os.path.dirname(k) == os.path.realpath(out_dir) and is_owned_output(os.path.basename(k)))
     if clash:
         raise MergeError(f"the output folder {out_dir} holds input file {clash[0]}; write the merge to another folder")
-    free = shutil.disk_usage(out_dir).free
-    if free < room:
-        raise MergeError(f"the merge needs {room / 1e9:.2f} GB in {out_dir} but only {free / 1e9:.2f} GB is free")
+
+
+def _check_room(rooms: list[tuple[Path, int]]) -> None:
+    """Each filesystem has room for every output written to it."""
+    by_device: dict[int, list[tuple[Path, int]]] = {}
+    for out_dir, room in rooms:
+        by_device.setdefault(os.stat(out_dir).st_dev, []).append((out_dir, room))
+    for group in by_device.values():
+        room = sum(r for _, r in group)
+        free = shutil.disk_usage(group[0][0]).free
+        if free < room:
+            where = str(group[0][0]) if len(group) == 1 else f"{group[0][0]} and {len(group) - 1} more output folder(s)"
+            raise MergeError(f"the merge needs {room / 1e9:.2f} GB in {where} but only {free / 1e9:.2f} GB is free")
 
 
 def _write_small_file(out_dir: Path, name: str, data: bytes) -> str:

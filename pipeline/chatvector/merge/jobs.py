@@ -14,10 +14,15 @@ Row copies are applied last: output row `out_row` := chat row `chat_row`, cast t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chatvector.conventions import DTYPE_BY_NAME, OUTPUT_DTYPE_NAMES, DType
+
+if TYPE_CHECKING:
+    from chatvector.merge.writer import DiskBudget
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,23 @@ class TensorJob:
     def active_terms(self) -> tuple[VectorTerm, ...]:
         """The terms that change the result: coefficient != 0, in order."""
         return tuple(t for t in self.terms if t.coefficient != 0)
+
+
+@dataclass(frozen=True)
+class MergeOutput:
+    """One output of `run_merges`, which writes several outputs from one read of the inputs (a λ sweep).
+
+    Every output's `jobs` name the same tensors, in the same order, with the same shapes, output dtypes and cp
+    sources (so that every output has the same file layout); only their terms (coefficients, and which terms
+    there are) and row copies may differ. `metadata`: each file's `__metadata__` (values of equal length in
+    every output, so that the headers are too). `on_file`, `disk_budget`: as for `run_merge`.
+    """
+
+    jobs: Sequence[TensorJob]
+    out_dir: Path
+    metadata: dict[str, str] | None = None
+    on_file: Callable | None = None
+    disk_budget: "DiskBudget | None" = None
 
 
 @dataclass(frozen=True)

@@ -537,3 +537,131 @@ def seed_hub(
         repo_ids[role] = f"{namespace}/{prefix}-{role}"
         upload_model(api, folder, repo_ids[role], private=private)
     return repo_ids
+
+
+# --------------------------------------------------------------------------------------------------
+# A triplet whose answer language flips at a known λ, by construction (for the evaluation's tests)
+#
+# Every attention and MLP weight is zero, so the residual stream at a position is the embedding of that
+# position's token, and the model is a bigram table: after the final RMSNorm (weights 1) a one-hot
+# embedding e_k becomes ~√hidden·e_k, so the logit of token v after token t is √hidden·lm_head[v, dim(t)].
+# Tokens that matter get their own basis direction dim(t); every other token shares direction 0.
+#
+# * After the chat template's generation prompt (its last token, "\n"), cp's column favours the first Korean
+#   word (weight SWITCH_KO) over the first English word (SWITCH_EN); chat − base adds SWITCH_SHIFT to the English
+#   word's row there, so a merge with λ answers in English exactly when SWITCH_EN + λ·SWITCH_SHIFT > SWITCH_KO,
+#   i.e. above λ* = (SWITCH_KO − SWITCH_EN) / SWITCH_SHIFT = 0.6 (all three exact binary fractions).
+# * Each word is a single token that strongly predicts the next word of its sentence, and the last word
+#   predicts the end-of-turn token: the answer is KO_ANSWER or EN_ANSWER, then <|eot_id|>.
+# * chat − base also adds SWITCH_DRIFT to the English word's row in direction 0: the more of the vector a merge
+#   takes, the less probable everything else is, so its perplexity on Korean text grows with λ.
+# * The Korean words are cp's vocabulary extension (appended tokens); the English words are shared by all three.
+
+KO_WORDS = ("안녕하세요!", " 저는", " 한국어로", " 친절하게", " 대답하는", " 도우미입니다.")
+EN_WORDS = ("Certainly!", " Here", " is", " my", " answer,", " written", " entirely", " in", " English.")
+KO_ANSWER, EN_ANSWER = "".join(KO_WORDS), "".join(EN_WORDS)
+SWITCH_KO, SWITCH_EN, SWITCH_SHIFT, SWITCH_DRIFT = 0.625, 0.25, 0.625, 1.0
+SWITCH_LAMBDA = (SWITCH_KO - SWITCH_EN) / SWITCH_SHIFT  # 0.6
+SWITCH_ENDINGS = ("eot", "leak", "loop")
+_CHAIN_WEIGHT = 4.0  # a word's weight for the next word of its sentence: far above any other logit
+_LEAK_TOKEN = "<|start_header_id|>"  # "leak": each answer ends "...<|start_header_id|>" before the end of turn
+
+
+@dataclass(frozen=True)
+class SwitchSpec:
+    """What `write_switch_triplet` writes. `ending`: "eot" (each answer ends with the end-of-turn token),
+    "leak" (a template marker, <|start_header_id|>, comes before it) or "loop" (the last word leads back to the
+    first: no end of turn, ever)."""
+
+    ending: str = "eot"
+    hidden_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.ending not in SWITCH_ENDINGS:
+            raise ValueError(f"ending must be one of {SWITCH_ENDINGS}, got {self.ending!r}")
+
+
+def _switch_tokenizer(role: str):
+    """The llama tokenizer with each English word added as a token (all roles) and, for cp, each Korean word."""
+    from tokenizers import AddedToken, Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    info = _ARCH_INFO["llama"]
+    backend = Tokenizer.from_str(_tokenizer_json("llama", 0))
+    words = EN_WORDS + (KO_WORDS if role == "cp" else ())
+    backend.add_tokens([AddedToken(word, normalized=False) for word in words])
+    kwargs = {"chat_template": info.template} if role == "chat" else {}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, model_max_length=_MAX_POSITIONS, clean_up_tokenization_spaces=False,
+        bos_token=info.bos, eos_token=info.end_of_turn if role == "chat" else info.eos, **kwargs,
+    )
+
+
+def _switch_weights(spec: SwitchSpec, role: str, shapes: dict[str, tuple[int, ...]], tok, ids: dict[str, int]):
+    """float32 tensors for `role` (see the section comment): zeros but the embeddings, the norms and lm_head."""
+    import torch
+
+    state = {name: torch.ones(shape) if _is_norm(name) else torch.zeros(shape) for name, shape in shapes.items()}
+    vocab = shapes["model.embed_tokens.weight"][0]
+    words = [w for w in (*EN_WORDS, *KO_WORDS) if w in ids]
+    chained = ["\n", *words] + ([_LEAK_TOKEN] if spec.ending == "leak" else [])
+    dim = {ids[token]: k for k, token in enumerate(chained, start=1)}  # token id -> its basis direction
+    if len(dim) + 1 > spec.hidden_size:
+        raise ValueError(f"hidden_size must be at least {len(dim) + 1}")
+    embed = state["model.embed_tokens.weight"]
+    for token_id in range(vocab):
+        embed[token_id, dim.get(token_id, 0)] = 1.0
+    head = state["lm_head.weight"]
+    eot = ids[_ARCH_INFO["llama"].end_of_turn]
+    for sentence in (EN_WORDS, KO_WORDS):
+        if sentence[0] not in ids:
+            continue  # base and chat have no Korean words
+        after = {"eot": eot, "leak": ids.get(_LEAK_TOKEN), "loop": ids[sentence[0]]}[spec.ending]
+        steps = [ids[w] for w in sentence] + [after]
+        for here, following in zip(steps, steps[1:]):
+            head[following, dim[here]] = _CHAIN_WEIGHT
+    if spec.ending == "leak":
+        head[eot, dim[ids[_LEAK_TOKEN]]] = _CHAIN_WEIGHT
+    prompt_end, english = dim[ids["\n"]], ids[EN_WORDS[0]]
+    head[english, prompt_end] = SWITCH_EN
+    if KO_WORDS[0] in ids:
+        head[ids[KO_WORDS[0]], prompt_end] = SWITCH_KO
+    if role == "chat":  # the chat vector: "answer in English", most of all right after the generation prompt
+        head[english, prompt_end] += SWITCH_SHIFT
+        head[english, 0] += SWITCH_DRIFT
+    return state
+
+
+def write_switch_triplet(out_dir: str | Path, spec: SwitchSpec = SwitchSpec()) -> dict[str, Path]:
+    """Writes out_dir/{base,chat,cp} (float32 llama, one layer); see the section comment for how a merge of them
+    answers: KO_ANSWER for λ < SWITCH_LAMBDA, EN_ANSWER above it (chat alone: EN_ANSWER). Returns {role: Path}."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out_dir = Path(out_dir)
+    model_spec = TripletSpec(num_layers=1, hidden_size=spec.hidden_size, intermediate_size=32, dtype="float32",
+                             max_shard_size="10MB")
+    folders = {}
+    for role in ROLES:
+        folder = out_dir / role
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        tok = _switch_tokenizer(role)
+        ids = dict(tok.get_vocab())
+        ids["\n"] = tok.convert_tokens_to_ids("Ċ")  # the generation prompt's last token (byte-level "\n")
+        config = _model_config(model_spec, role, len(tok), tok)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+        state = _switch_weights(spec, role, shapes, tok, ids)
+        model.to_empty(device="cpu")
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(state[name])
+        model.generation_config = _generation_config(model_spec, role, tok)
+        with _no_progress_bars():
+            model.save_pretrained(folder, max_shard_size=model_spec.max_shard_size)
+        tok.save_pretrained(folder)
+        folders[role] = folder
+    return folders
