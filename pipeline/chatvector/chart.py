@@ -38,13 +38,7 @@ def coefficient_chart_svg(layer_values: list[float], title: str) -> str:
     step = plot_w / len(values)
     gap = min(2.0, step * 0.2)
     zero_y = y_of(0.0)
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">',
-        f"<title>{escape(title)}</title>",
-        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
-        f'<text x="{WIDTH / 2:.2f}" y="22" text-anchor="middle" font-size="14">{escape(title)}</text>',
-    ]
+    out = _open_svg(title)
     # Value axis: grid lines and tick labels.
     for t in ticks:
         y = y_of(t)
@@ -77,6 +71,17 @@ def coefficient_chart_svg(layer_values: list[float], title: str) -> str:
         "</svg>",
     ]
     return "\n".join(out) + "\n"
+
+
+def _open_svg(title: str) -> list[str]:
+    """The lines every chart starts with: the root element, its title (also shown on top), a white page."""
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">',
+        f"<title>{escape(title)}</title>",
+        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
+        f'<text x="{WIDTH / 2:.2f}" y="22" text-anchor="middle" font-size="14">{escape(title)}</text>',
+    ]
 
 
 def _ticks(lo: float, hi: float, target: int = 5) -> list[float]:
@@ -125,13 +130,7 @@ def sweep_chart_svg(factors: list[float], series: dict[str, list[float]], chosen
     def y_of(v: float) -> float:
         return TOP + (1.0 - v) * plot_h
 
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">',
-        f"<title>{escape(title)}</title>",
-        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
-        f'<text x="{WIDTH / 2:.2f}" y="22" text-anchor="middle" font-size="14">{escape(title)}</text>',
-    ]
+    out = _open_svg(title)
     for t in (0.0, 0.25, 0.5, 0.75, 1.0):
         y = y_of(t)
         out.append(f'<line x1="{LEFT}" y1="{y:.2f}" x2="{WIDTH - RIGHT}" y2="{y:.2f}" stroke="#dddddd"/>')

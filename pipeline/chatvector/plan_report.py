@@ -80,7 +80,8 @@ def publish_facts(plan: Plan, api) -> dict:
     target = recipe.require_target()
     facts: dict = {"target": {"repo_id": target.repo_id, "private": bool(target.private), "exists": None,
                               "branch": target.revision, "branch_exists": None, "head": None, "error": None},
-                   "would": "commit", "commit_message": commit_message(recipe, plan), "why": []}
+                   "would": "commit", "commit_message": commit_message(recipe, plan), "why": [],
+                   "eval": _eval_facts(recipe)}
     try:
         state = read_target(api, target.repo_id, target.revision)
     except Exception as err:  # noqa: BLE001 - the plan still stands; publish would report it
@@ -98,6 +99,15 @@ def publish_facts(plan: Plan, api) -> dict:
     facts.update(_fetch_and_disk(plan, recipe.merge.fetch, write_dir,
                                  stream_writes=plan.largest_file_bytes + SMALL_FILES_ROOM))
     return facts
+
+
+def _eval_facts(recipe) -> dict | None:
+    """What the publish gate would evaluate and require (the recipe's `eval:`), from the recipe alone."""
+    spec = recipe.eval
+    if spec is None:
+        return None
+    return {"language": spec.language, "prompts": str(spec.prompts) if spec.prompts else f"shipped:{spec.language}",
+            "max_new_tokens": spec.max_new_tokens, "require": spec.require.set()}
 
 
 def merge_facts(plan: Plan, write_dir: Path) -> dict:
@@ -196,6 +206,12 @@ def render_publish(facts: dict) -> list[str]:
         return lines
     lines.append(f"Publish would: commit \"{facts['commit_message']}\""
                  + (" — " + "; ".join(facts["why"]) if facts["why"] else ""))
+    if facts.get("eval"):
+        e = facts["eval"]
+        need = ", ".join(f"{k} {'≤' if k == 'perplexity' else '≥'} {v:g}" for k, v in e["require"].items())
+        lines.append(f"Evaluate first: {e['language']} prompts ({e['prompts']}), at most {e['max_new_tokens']} new "
+                     f"tokens each; " + (f"the push needs {need}" if need else "no threshold: the scores go on the card")
+                     + " (the whole output is written to disk for it)")
     return lines + render_fetch_and_disk(facts)
 
 
