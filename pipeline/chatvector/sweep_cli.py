@@ -23,8 +23,8 @@ Each DIR/lambda-F/ is a complete, verified model folder, as `merge --out` writes
 sweep.json (per variant: factor, folder, λ range, files and their sha256, fingerprint; what was read once)
 and sweep.md (the same as a table). The inputs are downloaded (snapshot) or streamed (stream) once; each
 input block is read once and every variant's output computed from it, exact fp32 as in `merge`.
-Memory grows with the number of variants by one output buffer pool each (about 4 × 64 MiB on the CPU);
-disk needs every variant's output (K × the model) plus the download.
+Each variant has its own output buffer pool, of blocks 1/K of a merge's 64 MiB (at least 1 MiB), so peak
+memory stays about one merge's; disk needs every variant's output (K × the model) plus the download.
 
 Factors: positive, finite, none twice, at most {MAX_FACTORS}; folder names use the shortest text that reads
 back as the factor (0.7 → lambda-0.7, 1 → lambda-1.0). Without --lambdas the recipe's

@@ -112,7 +112,7 @@ def _num(x: float) -> str:
     return f"{x:.6g}"
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~-])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~&])")  # what is active inside a line of Markdown (not at its start)
 
 
 def _md(text: str) -> str:

@@ -239,18 +239,17 @@ def run_merges(
         for f in opened.values():
             f.close()
 
-    results = []
-    seconds = time.perf_counter() - t0
-    for out_dir, writer, watch, sh in zip(out_dirs, writers, watches, per_output):
+    written = []
+    for out_dir, writer, sh in zip(out_dirs, writers, per_output):
         files = dict(writer.digests)
         if len(names) > 1:
             files[WEIGHTS_INDEX_FILE] = _write_small_file(out_dir, WEIGHTS_INDEX_FILE, index_json(sh, names))
         _remove_stale_outputs(out_dir, set(files) | set(skip_files))
-        direct = tuple(n for n in names if n in writer.direct_files)
-        results.append(MergeResult(files=files, total_bytes=total, device=str(dev), seconds=seconds,
-                                   backend=backend_cls.name, direct_io_files=direct, nonfinite=watch.report(),
-                                   scanned_values=watch.values, scanned_tensors=len(watch.names)))
+        written.append((files, tuple(n for n in names if n in writer.direct_files)))
     seconds = time.perf_counter() - t0
+    results = [MergeResult(files=files, total_bytes=total, device=str(dev), seconds=seconds, backend=backend_cls.name,
+                           direct_io_files=direct, nonfinite=watch.report(), scanned_values=watch.values,
+                           scanned_tensors=len(watch.names)) for (files, direct), watch in zip(written, watches)]
     direct = results[0].direct_io_files
     if len(outputs) == 1:
         log.info("merged %d tensors (%s) into %d file(s) in %s on %s (%s backend) in %.1f s%s", len(first),
