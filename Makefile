@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 RECIPE ?=
 FETCH  ?=
 
-.PHONY: venv test test-fast lint demo publish plan bench bench-stream gpu-check clean
+.PHONY: venv test test-all lint demo publish plan bench bench-stream gpu-check clean
 
 venv: $(STAMP)
 
@@ -25,13 +25,16 @@ PYTEST_WORKERS ?= --numprocesses=auto --maxprocesses=4
 
 test: $(STAMP)
 	$(PY) -m ruff check pipeline tests bench
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_WORKERS)
+
+# everything, the heavy robustness tests (marked slow) too: a few minutes
+test-all: $(STAMP)
+	$(PY) -m ruff check pipeline tests bench
 	$(PY) -m pytest -q $(PYTEST_WORKERS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check pipeline tests bench
 
-test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_WORKERS)
 
 demo: $(STAMP)
 	$(PY) -m chatvector demo

@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-
 from chatvector.demo import final_message, finish
 from chatvector.localhub import LocalHub
 
@@ -29,7 +27,6 @@ def _get(url: str) -> tuple[int, str, str]:
         conn.close()
 
 
-@pytest.mark.slow
 def test_demo_publishes_loads_chats_and_reruns_as_noop(tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("HF_")}
     for run in (1, 2):

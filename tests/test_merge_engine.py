@@ -239,7 +239,8 @@ def test_row_copies_without_terms(tmp_path):
     assert_same(load_all(tmp_path / "out")["embed"], want)
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 6, 64, 1000, 4096, 3 * 4096 + 5, 1 << 20])
+@pytest.mark.parametrize("chunk_bytes", [pytest.param(1, marks=pytest.mark.slow), pytest.param(6, marks=pytest.mark.slow),
+                                         64, 1000, 4096, 3 * 4096 + 5, 1 << 20])
 def test_chunk_size_never_changes_the_bytes(tmp_path, chunk_bytes):
     shapes = {"embed": (167, 133), "w": (133, 50), "norm": (133,), "bias": (7,)}  # tensors span several 4 KiB blocks
     base, chat, cp = triplet(tmp_path, shapes)

@@ -243,6 +243,7 @@ def test_unreachable_endpoint(sources, tmp_path, hub_env):
         "Connection refused; check the network (and HF_ENDPOINT) and run again"), result.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_publish(tmp_path, own_hub):
     hub, repos = own_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256, max_shard_size="400KB"),
                          throttle_total=2)  # 2 MB/s: the run is still downloading when Ctrl-C comes

@@ -64,7 +64,6 @@ def test_a_private_target_says_private(tmp_path, sources, plan_text):
     assert f"Target: {target} (will be created, private)" in plan_text(recipe_for(tmp_path, sources, target, True))
 
 
-@pytest.mark.slow
 def test_after_publishing_nothing_then_the_recipe_then_cp(tmp_path, sources, plan_text, api, monkeypatch, hub):
     target = f"alice/says-pub-{uuid.uuid4().hex[:6]}"
     recipe = recipe_for(tmp_path, sources, target)

@@ -62,7 +62,6 @@ def publish_cli(capsys, monkeypatch):
     return run
 
 
-@pytest.mark.slow
 def test_publish_end_to_end_then_rerun_is_a_noop(tmp_path, sources, hub, publish_cli, api):
     target = new_target()
     recipe = recipe_for(tmp_path, sources, target, "output: {shard_size: 150KB}\n")
@@ -105,7 +104,6 @@ def test_publish_end_to_end_then_rerun_is_a_noop(tmp_path, sources, hub, publish
     assert not any(r.method == "POST" and "/commit/" in r.path for r in log)
 
 
-@pytest.mark.slow
 def test_new_cp_revision_makes_a_new_commit_without_stale_shards(tmp_path, publish_cli, api):
     folders = write_triplet(tmp_path / "m", TripletSpec(arch="llama", extra_cp_tokens=20))
     repos = {role: f"alice/moving-{uuid.uuid4().hex[:6]}-{role}" for role in folders}

@@ -85,6 +85,7 @@ KILLS = {  # (a stream killed while uploading, then resumed: tests/test_stream.p
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", list(KILLS))
 def test_a_publish_killed_at_each_stage_leaves_the_target_and_the_disk_clean_for_the_rerun(stage, tmp_path, own_hub,
                                                                                           capsys, caplog):
@@ -119,6 +120,7 @@ def test_a_publish_killed_at_each_stage_leaves_the_target_and_the_disk_clean_for
 
 
 # -- races --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_two_publishes_at_once_from_two_machines_make_exactly_one_commit(tmp_path, own_hub):
     hub, repos = own_hub(SMALL)
     r = recipe(tmp_path, repos, target="alice/raced")
@@ -169,6 +171,7 @@ def test_a_second_publish_to_a_target_on_the_same_machine_is_refused_while_the_f
 
 
 # -- secrets ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_token_appears_nowhere_whatever_the_command_and_its_outcome(tmp_path, example_repos, capsys, caplog,
                                                                        monkeypatch):
     secret = WRITE_TOKEN.secret
