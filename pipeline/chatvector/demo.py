@@ -65,7 +65,7 @@ def _wait_for_enter() -> None:
 
 def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> tuple[int, str]:
     """The five steps; the exit code (1 when the second publish pushed again) and the published repo's id."""
-    from chatvector.hub import connect
+    from chatvector.hub import connect, quiet_progress
     from chatvector.publish import publish
     from chatvector.recipe import load_recipe
     from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
@@ -79,7 +79,8 @@ def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> tuple[int, str]:
     folders = write_triplet(root / "models", TripletSpec(arch="llama", extra_cp_tokens=20))
     roles = {"base": recipe.vectors[0].base, "chat": recipe.vectors[0].chat, "cp": recipe.cp}
     for role, source in roles.items():
-        sha = upload_model(api, folders[role], source.repo_id)
+        with quiet_progress():  # the sources are the demo's props: their uploads need no bars
+            sha = upload_model(api, folders[role], source.repo_id)
         print(f"  {role:4} → {hub.url}/{source.repo_id} @ {sha[:10]}")
 
     say("3/5", f"Publishing {recipe_path.relative_to(ROOT) if recipe_path.is_relative_to(ROOT) else recipe_path}"
@@ -91,7 +92,8 @@ def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> tuple[int, str]:
         print(f"  already published at {result.commit[:10]} from these exact inputs (an earlier demo run)")
 
     say("4/5", f"Loading {target.repo_id} back from the Hub and chatting one turn")
-    reply = chat_once(target.repo_id, "안녕하세요! Who are you?")
+    with quiet_progress():  # the download's bars
+        reply = chat_once(target.repo_id, "안녕하세요! Who are you?")
     print(f"  user:      안녕하세요! Who are you?\n  assistant: {reply!r}")
     print("  (a tiny random model answers gibberish; what matters is that the published repo loads, applies the"
           " chat model's template, and generation would stop at its <|eot_id|>)")
@@ -135,7 +137,9 @@ def _shown(path: Path) -> str:
 
 def chat_once(repo_id: str, message: str) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # its "Loading weights" bar: 39 tiny tensors need none
     tokenizer = AutoTokenizer.from_pretrained(repo_id)
     model = AutoModelForCausalLM.from_pretrained(repo_id)
     inputs = tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
