@@ -66,6 +66,13 @@ def test_a_model_that_passes_is_published_with_its_responses_and_scores(switch_f
     assert "## Evaluation" in card and "| 1.00 | ≥ 0.9 | ✅ |" in card
     code, out, _ = run_main(capsys, "publish", str(recipe))  # unchanged: not evaluated again, nothing pushed
     assert code == 0 and out.startswith("nothing changed:")
+    recipe.write_text(recipe.read_text().replace("max_new_tokens: 12", "max_new_tokens: 10"))  # only eval: changes
+    code, out, _ = run_main(capsys, "plan", str(recipe))
+    assert "Publish would: commit" in out and "the recipe's eval section changed" in out
+    code, out, err = run_main(capsys, "publish", str(recipe))
+    assert code == 0 and out.startswith(f"published {target} at "), err
+    provenance = json.loads(Path(hf_hub_download(target, "chatvector.json", cache_dir=tmp_path / "2")).read_text())
+    assert provenance["evaluation"]["max_new_tokens"] == 10
 
 
 # -- sweep --publish: each variant on its branch lambda-F, the largest factor that passes on main

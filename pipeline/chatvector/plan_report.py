@@ -142,6 +142,11 @@ def changes(plan: Plan, state) -> list[str]:
     recorded = state.provenance.get("fingerprint") or {}
     now = plan.fingerprint
     if recorded.get("sha256") == now["sha256"]:
+        from chatvector.publish import evaluation_changed
+
+        if evaluation_changed(plan, state.provenance):
+            return ["the recipe's eval section changed (the weights would be the same; the evaluation, its "
+                    "responses and the card would not)"]
         missing = _missing_output(state)
         return [f"the target no longer holds the output its chatvector.json records ({missing})"]
     why = []

@@ -25,7 +25,7 @@ from chatvector.chart import coefficient_chart_svg
 from chatvector.conventions import CARD_FILE, CHART_FILE, GITATTRIBUTES_FILE, PROVENANCE_FILE
 from chatvector.errors import HubError, Problem
 from chatvector.fetchmode import choose_fetch
-from chatvector.gate import evaluate_for_publish
+from chatvector.gate import evaluate_for_publish, spec_dict
 from chatvector.hub import connect, hub_call, translate
 from chatvector.plan import Plan
 from chatvector.provenance import read_provenance
@@ -306,9 +306,12 @@ def target_url(endpoint: str, repo_id: str, branch: str) -> str:
 
 
 def unchanged(plan: Plan, state: TargetState) -> bool:
-    """The target's provenance has this plan's fingerprint, and the target still holds its output files."""
+    """The target's provenance has this plan's fingerprint and the recipe's evaluation spec (an `eval:` changed
+    since is published again: its results are part of the card), and the target still holds its output files."""
     recorded = state.provenance or {}
     if (recorded.get("fingerprint") or {}).get("sha256") != plan.fingerprint["sha256"]:
+        return False
+    if evaluation_changed(plan, recorded):
         return False
     output = recorded.get("output") or {}
     blob_ids = output.get("git_blob_ids") or {}
@@ -322,6 +325,14 @@ def unchanged(plan: Plan, state: TargetState) -> bool:
         elif blob_ids.get(name) != remote.blob_id:
             return False
     return True
+
+
+def evaluation_changed(plan: Plan, provenance: dict) -> bool:
+    """Whether the recipe's `eval:` differs from the one the published evaluation used (or one was added or
+    removed)."""
+    spec = plan.require_recipe().eval
+    recorded = (provenance.get("evaluation") or {}).get("spec")
+    return (spec_dict(spec) if spec is not None else None) != recorded
 
 
 def read_target(api: "HfApi", repo_id: str, branch: str = "main") -> TargetState:

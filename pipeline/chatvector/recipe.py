@@ -163,7 +163,7 @@ class Recipe:
     card: Card = field(default_factory=Card)
     merge: MergeSettings = field(default_factory=MergeSettings)
     sweep: SweepSettings = field(default_factory=SweepSettings)  # not in the fingerprint: a merge ignores it
-    eval: EvalSpec | None = None  # how to evaluate the output (chatvector.evaluation); not in the fingerprint
+    eval: EvalSpec | None = None  # how to evaluate the output (chatvector.evaluation); not in the fingerprint (publish.unchanged compares it)
     trust_remote_code: bool = False
     commit_message: str | None = None
     path: Path = Path("recipe.yaml")  # the recipe file, as the user named it
