@@ -143,19 +143,30 @@ def merge(recipe: Recipe, out_dir: Path, *, api: "HfApi | None" = None, plan: Pl
     if not early:
         preload_engine()  # torch loads while the plan is made
     chosen: dict[str, FetchChoice] = {}
-
-    def checks(p: Plan | None) -> list[Problem]:
-        if p is None:
-            return []
-        choice = chosen["fetch"] = choose_fetch(p, fetch or recipe.merge.fetch, out_dir.parent)
-        stream = choice.mode == "stream"
-        return preflight.check_disk(p, out_dir.parent, downloads=0 if stream else None,
-                                    how=" in stream mode" if stream else "") + preflight.check_gpu_memory(recipe, p, device)
-
+    checks = output_checks(recipe, out_dir, device, fetch, chosen)
     plan = prepare(recipe, api, plan=plan, plan_file=plan_file, early=early, checks=checks)
     with staged_folder(out_dir) as folder:
         build = build_model(plan, folder, api=api, device=device, progress=progress, fetch=chosen["fetch"])
     return MergeOutcome(plan, out_dir, build.provenance, build.device, build.seconds, build.io)
+
+
+def output_checks(recipe: Recipe, out_dir: Path, device: str | None, fetch: str | None,
+                  chosen: dict[str, FetchChoice], variants: int = 1) -> Checks:
+    """The checks of a run that writes `variants` whole outputs beside `out_dir` (merge: 1, sweep: K), once the
+    plan is made: the fetch mode (kept in chosen["fetch"]), the disk, the GPU's memory."""
+    from chatvector import preflight
+
+    def checks(p: Plan | None) -> list[Problem]:
+        if p is None:
+            return []
+        writes = variants * p.output_bytes if variants > 1 else None  # None: one output, as check_disk counts it
+        choice = chosen["fetch"] = choose_fetch(p, fetch or recipe.merge.fetch, out_dir.parent, writes=writes)
+        stream = choice.mode == "stream"
+        how = (f" of {variants} variants" if variants > 1 else "") + (" in stream mode" if stream else "")
+        return preflight.check_disk(p, out_dir.parent, downloads=0 if stream else None, writes=writes, how=how) \
+            + preflight.check_gpu_memory(recipe, p, device)
+
+    return checks
 
 
 # -- fetch → merge → assemble → verify → provenance ----------------------------------------------------------

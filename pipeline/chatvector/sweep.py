@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatvector.errors import Problem
-from chatvector.fetchmode import FetchChoice, choose_fetch
+from chatvector.fetchmode import FetchChoice
 from chatvector.plan import Plan
 from chatvector.recipe import Recipe
 from chatvector.stages import timed
@@ -96,7 +96,7 @@ def sweep(recipe: Recipe, out_dir: Path, *, lambdas: Sequence[float] | None = No
     before any weight byte moves (the factors, the folder, the plan, the disk for every variant)."""
     from chatvector import preflight
     from chatvector.hub import connect
-    from chatvector.runner import build_models, preload_engine, prepare, staged_folder
+    from chatvector.runner import build_models, output_checks, preload_engine, prepare, staged_folder
     from chatvector.sweep_plan import reading_plan, variant_plans
     from chatvector.sweep_report import build_report, write_report
 
@@ -111,18 +111,8 @@ def sweep(recipe: Recipe, out_dir: Path, *, lambdas: Sequence[float] | None = No
     if not early:
         preload_engine()  # torch loads while the plan is made
     chosen: dict[str, FetchChoice] = {}
-
-    def checks(p: Plan | None) -> list[Problem]:
-        if p is None:
-            return []
-        writes = len(factors) * p.output_bytes  # every variant is written whole
-        choice = chosen["fetch"] = choose_fetch(p, fetch or recipe.merge.fetch, out_dir.parent, writes=writes)
-        stream = choice.mode == "stream"
-        how = f" of {len(factors)} variants" + (" in stream mode" if stream else "")
-        return preflight.check_disk(p, out_dir.parent, downloads=0 if stream else None, writes=writes, how=how) \
-            + preflight.check_gpu_memory(recipe, p, device)
-
-    plan = prepare(recipe, api, early=early, checks=checks)
+    # every variant is written whole (a one-factor sweep as a merge: its output once)
+    plan = prepare(recipe, api, early=early, checks=output_checks(recipe, out_dir, device, fetch, chosen, len(factors)))
     with timed("plan"):
         plans = variant_plans(plan, factors, api)
         read_plan = reading_plan(plans)
