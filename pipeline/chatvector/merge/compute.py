@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
@@ -200,6 +201,25 @@ class Backend:
             if block.header:
                 memoryview(buf.numpy())[: len(block.header)] = block.header
 
+    def _each_shared_unit(self, blocks: list[Block], bufs: list[torch.Tensor],
+                          fill: Callable[[SharedChunk, bool], object]) -> None:
+        """Every unit of K outputs' blocks at one offset, in order (chatvector.merge.blocks.shared_work): a raw
+        chunk is copied into each output and scanned here, any other goes to `fill(unit, release_now)` (release_now:
+        its inputs may be released tile by tile); each work item's inputs are released when it ends."""
+        for work in shared_work(blocks):
+            try:
+                for unit in work.units:
+                    if unit.chunk.raw:
+                        for k, p in unit.members:
+                            self._raw(p, bufs[k])
+                            self.watches[k].scan(p.job.name, _out_view(bufs[k], p), p.chunk.first)
+                    else:
+                        fill(unit, not work.defer_release)
+            finally:
+                for unit in work.units:
+                    for _, p in unit.members:
+                        self._release(p)
+
     def _raw(self, p: Piece, buf: torch.Tensor) -> None:
         cp_file, cp_info = self.info(p.job.cp)
         isz = cp_info.itemsize
@@ -288,19 +308,8 @@ class CpuBackend(Backend):
         scratch = getattr(self.local, "shared", None)
         if scratch is None:
             scratch = self.local.shared = _SharedScratch(self.tile)
-        for work in shared_work(blocks):
-            try:
-                for unit in work.units:
-                    if unit.chunk.raw:
-                        for k, p in unit.members:
-                            self._raw(p, bufs[k])
-                            self.watches[k].scan(p.job.name, _out_view(bufs[k], p), p.chunk.first)
-                    else:
-                        self._fill_unit(unit, bufs, scratch, tile_release=not work.defer_release)
-            finally:
-                for unit in work.units:
-                    for _, p in unit.members:
-                        self._release(p)
+        self._each_shared_unit(blocks, bufs, lambda unit, release_now: self._fill_unit(
+            unit, bufs, scratch, tile_release=release_now))
 
     def _fill_unit(self, unit: SharedChunk, bufs: list[torch.Tensor], scratch: "_SharedScratch",
                    tile_release: bool) -> None:
@@ -398,19 +407,8 @@ class StagedBackend(Backend):
                     else:
                         checks.append(self._piece(p, buf))
             else:
-                for work in shared_work(blocks):
-                    try:
-                        for unit in work.units:
-                            if unit.chunk.raw:
-                                for k, p in unit.members:
-                                    self._raw(p, bufs[k])
-                                    self.watches[k].scan(p.job.name, _out_view(bufs[k], p), p.chunk.first)
-                            else:
-                                checks += self._unit(unit, bufs, release_now=not work.defer_release)
-                    finally:
-                        for unit in work.units:
-                            for _, p in unit.members:
-                                self._release(p)
+                self._each_shared_unit(blocks, bufs, lambda unit, release_now: checks.extend(
+                    self._unit(unit, bufs, release_now=release_now)))
             if not self.cuda:
                 return None, checks
             event = torch.cuda.Event()
