@@ -44,7 +44,8 @@ def shipped_text(language: str) -> str | None:
 
 def _read(path: Path, what: str, limit: int) -> str:
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(limit * 4 + 1)  # bounded, as the recipe's read: a huge file or /dev/zero is not read whole
     except FileNotFoundError:
         raise EvalInputError(f"{what} {path}: file not found") from None
     except IsADirectoryError:
@@ -52,7 +53,8 @@ def _read(path: Path, what: str, limit: int) -> str:
     except OSError as err:
         raise EvalInputError(f"{what} {path}: cannot read it: {err.strerror}") from None
     if len(data) > limit * 4:
-        raise EvalInputError(f"{what} {path}: the file is {len(data)} bytes; at most {limit * 4} are read")
+        size = path.stat().st_size if path.is_file() else "more than " + str(limit * 4)
+        raise EvalInputError(f"{what} {path}: the file is {size} bytes; at most {limit * 4} are read")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
