@@ -47,7 +47,7 @@ class _SharedBar:
         return lambda *args, **kwargs: None
 
 
-def missing_bytes(api: "HfApi", files: list[tuple["SourcePlan", str]]) -> int:
+def missing_bytes(files: list[tuple["SourcePlan", str]]) -> int:
     """Bytes of `files` the HF cache does not hold at their pinned commits."""
     from huggingface_hub import try_to_load_from_cache
 
@@ -62,7 +62,7 @@ def download_all(api: "HfApi", plan: "Plan", wanted: dict[str, list[str]], roles
 
     sources = {plan.sources[role].key: plan.sources[role] for role in roles.values()}
     files = [(sources[key], name) for key, names in wanted.items() for name in names]
-    total = missing_bytes(api, files)
+    total = missing_bytes(files)
     weights = sum(name.endswith(".safetensors") for _, name in files)
     if total:
         log.info("downloading %d weight file(s) from %d repositories", weights, len(wanted))

@@ -77,24 +77,23 @@ def evaluate_folder(plan: Plan, folder: Path, *, api: "HfApi | None", device: st
 
 def evaluate_for_publish(plan: Plan, folder: Path, *, api: "HfApi | None", device: str = "auto",
                          enforce: bool = True) -> dict | None:
-    """The recipe's evaluation of the assembled `folder` recorded in its provenance (None without `eval:`);
-    raises GateError with one line per missed threshold (enforce=False: only records them)."""
+    """The provenance of the assembled `folder` with the recipe's evaluation recorded in it (None without
+    `eval:`); raises GateError with one line per missed threshold (enforce=False: only records them)."""
     spec = plan.require_recipe().eval
     if spec is None:
         return None
-    provenance = read_provenance(folder / PROVENANCE_FILE) or {}
-    recorded = provenance.get("evaluation")
     from chatvector.evaluation import RESPONSES_FILE
 
+    provenance = read_provenance(folder / PROVENANCE_FILE) or {}
+    recorded = provenance.get("evaluation")
     if not (recorded and recorded.get("spec") == spec_dict(spec) and (folder / RESPONSES_FILE).is_file()):
-        recorded = evaluate_folder(plan, folder, api=api, device=device, spec=spec)
-        provenance["evaluation"] = {**(provenance.get("evaluation") or {}), **recorded}
+        recorded = provenance["evaluation"] = evaluate_folder(plan, folder, api=api, device=device, spec=spec)
         _replace(folder / PROVENANCE_FILE)
         write_provenance(folder, provenance)
     if enforce and not recorded["passed"]:
         raise GateError("\n".join(["the evaluation gate blocks this publish (nothing was pushed): "
                                    + recorded["failures"][0], *recorded["failures"][1:]]))
-    return recorded
+    return provenance
 
 
 def _replace(path: Path) -> None:

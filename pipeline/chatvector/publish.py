@@ -182,8 +182,9 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
                 build = build_model(plan, folder, api=api, device=device, fetch=choice, uploader=uploader,
                                     progress=progress)
             with timed("eval"):  # the gate: raises GateError, nothing pushed, when a threshold is missed
-                if evaluate_for_publish(plan, folder, api=api, device=device or recipe.merge.device, enforce=gate):
-                    build.provenance = read_provenance(folder / PROVENANCE_FILE) or build.provenance
+                evaluated = evaluate_for_publish(plan, folder, api=api, device=device or recipe.merge.device,
+                                                 enforce=gate)
+                build.provenance = evaluated or build.provenance
             with timed("card"):
                 write_card(plan, build.provenance, folder)
             added = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}

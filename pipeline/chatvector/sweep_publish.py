@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chatvector.chart import sweep_chart_svg
-from chatvector.conventions import PROVENANCE_FILE
 from chatvector.errors import PipelineError
 from chatvector.gate import GateError, evaluate_folder
-from chatvector.provenance import read_provenance, write_provenance
+from chatvector.provenance import write_provenance
 from chatvector.recipe import Recipe
 from chatvector.stages import timed
 from chatvector.sweep_factors import folder_name
@@ -82,9 +81,8 @@ def evaluate_sweep(outcome: "SweepOutcome", *, api: "HfApi | None", device: str 
                                             "format": [summaries[f]["scores"]["format"] for f in outcome.factors]},
                           chosen, f"{recipe.display_name}: evaluation against λ")
     for v in outcome.variants:
-        provenance = read_provenance(v.folder / PROVENANCE_FILE) or dict(v.provenance)
-        provenance["evaluation"] = {**summaries[v.factor], "sweep": {**table, "this": v.factor}}
-        write_provenance(v.folder, provenance)
+        v.provenance = {**v.provenance, "evaluation": {**summaries[v.factor], "sweep": {**table, "this": v.factor}}}
+        write_provenance(v.folder, v.provenance)
         (v.folder / SWEEP_CHART_FILE).write_text(svg, encoding="utf-8")
     return chosen
 
