@@ -295,12 +295,13 @@ def ensure_mergekit(allow_install: bool) -> str | None:
     print("installing mergekit into .bench/mergekit-venv (a few minutes, once)...", flush=True)
     log = BENCH / "mergekit-install.log"
     try:
+        BENCH.mkdir(exist_ok=True)  # a fresh clone has no .bench yet
         with open(log, "w") as fh:
             subprocess.run([sys.executable, "-m", "venv", str(MERGEKIT_VENV)], check=True, stdout=fh, stderr=fh)
             pip = [str(MERGEKIT_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
             subprocess.run(pip + ["torch==2.13.0"], check=True, stdout=fh, stderr=fh)
             subprocess.run(pip + ["mergekit"], check=True, stdout=fh, stderr=fh)
-    except subprocess.CalledProcessError:
+    except (subprocess.CalledProcessError, OSError):
         print(f"mergekit could not be installed (see {log}); skipping it", flush=True)
         return None
     return str(exe) if exe.exists() else None

@@ -378,9 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     if not has_fetch:
         notes.append("stream not run: `chatvector publish --help` lists no --fetch yet; snapshot ran without "
                      "--fetch (today's publish downloads everything first)")
-    mergekit = None if args.skip_mergekit else mb.ensure_mergekit(allow_install=True)
+    # The smoke never installs mergekit (a venv with torch: minutes), as bench/merge.py's smoke: it runs without it.
+    mergekit = None if args.skip_mergekit else mb.ensure_mergekit(allow_install=not args.smoke)
     if not args.skip_mergekit and mergekit is None:
-        notes.append("user (mergekit) not run: mergekit could not be installed")
+        notes.append("user (mergekit) not run: " + (
+            f"mergekit is not installed in {mb.MERGEKIT_VENV} (a run without --smoke installs it)" if args.smoke
+            else f"mergekit could not be installed (see {BENCH / 'mergekit-install.log'})"))
     contenders = ["snapshot"] + (["user"] if mergekit else []) + (["stream"] if has_fetch else [])
 
     models = generate(size)

@@ -35,12 +35,16 @@ HUB = LocalHub(
 os.environ.update(
     HF_ENDPOINT=HUB.url,
     HF_HOME=str(_session_dir / "hf_home"),
-    HF_HUB_DISABLE_XET="1",
     HF_HUB_DISABLE_TELEMETRY="1",
     HF_HUB_DISABLE_PROGRESS_BARS="1",
+    # hf_xet's retries: waits from 50 ms (not 3 s), 30 s at most in all, so a test of a failing CAS ends quickly
+    HF_XET_CLIENT_RETRY_BASE_DELAY="50ms",
+    HF_XET_CLIENT_RETRY_MAX_DURATION="30s",
+    HF_XET_TELEMETRY_ENABLED="false",
     TOKENIZERS_PARALLELISM="false",
 )
 os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_HUB_DISABLE_XET", None)  # the client as users have it: uploads through Xet
 os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
 os.environ.pop("HUGGINGFACE_CO_STAGING", None)
 
@@ -111,8 +115,53 @@ def example_repos(tmp_path_factory) -> dict[str, dict[str, str]]:
 
 
 def weight_downloads(hub_log) -> list:
-    """Requests that fetched safetensors bytes beyond a header (a GET without a Range header)."""
-    return [r for r in hub_log if r.method == "GET" and r.path.endswith(".safetensors") and not r.range]
+    """Requests that started a download of a weight file's bytes, one a file: through LFS a GET of its `/resolve`
+    URL without a Range header; through Xet the reconstruction query of its start (only LFS files, which here
+    are the weights, are stored with Xet; a reconstruction is named by content, not path)."""
+    def starts_a_download(r) -> bool:
+        if r.method != "GET":
+            return False
+        if "/reconstructions/" in r.path:
+            return not r.range or r.range.startswith("bytes=0-")
+        return r.path.endswith(".safetensors") and not r.range
+
+    return [r for r in hub_log if starts_a_download(r)]
+
+
+def use_transfer(monkeypatch, transfer: str) -> str:
+    """Large files through Xet (hf_xet, as users have it) or Git LFS (`HF_HUB_DISABLE_XET=1`, as older clients),
+    in this process (huggingface_hub reads the constant at call time) and in subprocesses (the environment)."""
+    assert transfer in ("xet", "lfs"), transfer
+    monkeypatch.setattr(_hf_constants, "HF_HUB_DISABLE_XET", transfer == "lfs")
+    if transfer == "lfs":
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_DISABLE_XET", raising=False)
+    return transfer
+
+
+@pytest.fixture(params=["xet", "lfs"])
+def transfer(request, monkeypatch) -> str:
+    """The test runs twice: large files through Xet, then through Git LFS; both must give the same results."""
+    return use_transfer(monkeypatch, request.param)
+
+
+@pytest.fixture
+def lfs_transfer(monkeypatch) -> str:
+    """The Git LFS path only: for tests of its wire requests (Xet's own are tested beside them)."""
+    return use_transfer(monkeypatch, "lfs")
+
+
+def file_uploads(hub_log) -> list:
+    """The requests that sent a large file's bytes: an LFS PUT (of a whole object or a part), or a xorb upload."""
+    return [r for r in hub_log if (r.method == "PUT" and r.path.startswith("/lfs-upload/"))
+            or (r.method == "POST" and r.path.startswith("/xet-cas/v1/xorbs/"))]
+
+
+def file_registrations(hub_log) -> list:
+    """The requests that made uploaded large files known to the Hub: an LFS verify, or a Xet shard upload."""
+    return [r for r in hub_log if r.method == "POST" and (r.path.endswith("/info/lfs/objects/verify")
+                                                         or r.path in ("/xet-cas/v1/shards", "/xet-cas/v2/shards"))]
 
 
 @pytest.fixture

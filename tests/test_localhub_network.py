@@ -6,6 +6,7 @@ keeps the retries and shortens the waits to 10 ms, recording what the client ask
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import socket
@@ -22,6 +23,7 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from chatvector.cli import main
 from chatvector.localhub import LocalHub, Token
 from chatvector.localhub.faults import Faults, parse_faults, parse_only
+from tests.conftest import use_transfer
 
 ROOT = Path(__file__).resolve().parents[1]
 ALICE = Token("alice", "hf_alice_net_secret_0123", "write")
@@ -74,6 +76,14 @@ def raw(hub: LocalHub, method: str, path: str, headers: dict[str, str] | None = 
     return int(status_line.split()[1]), dict(line.split(": ", 1) for line in header_lines), body
 
 
+def storage_url(hub: LocalHub, path: str) -> str:
+    """Where `/resolve` sends a GET of an LFS or Xet file: the presigned storage path (with its query), which this
+    same server answers under its other loopback name."""
+    status, headers, _ = raw(hub, "HEAD", path)
+    assert status == 302, status
+    return "/" + headers["Location"].split("/", 3)[3]
+
+
 def timed(fn) -> float:
     start = time.monotonic()
     fn()
@@ -112,7 +122,8 @@ def test_throttle_paces_downloads_full_and_ranged(tmp_path):
         assert Path(path[0]).read_bytes() == data
         assert 0.35 <= took < 3  # 2 MB at 4 MB/s: 0.5 s
         got: list = []
-        took = timed(lambda: got.append(raw(hub, "GET", "/alice/net/resolve/main/w.bin", {"Range": "bytes=0-999999"})))
+        url = storage_url(hub, "/alice/net/resolve/main/w.bin")
+        took = timed(lambda: got.append(raw(hub, "GET", url, {"Range": "bytes=0-999999"})))
         assert got[0][0] == 206 and got[0][2] == data[:MB]
         assert 0.18 <= took < 2  # 1 MB: 0.25 s
 
@@ -186,7 +197,7 @@ def test_downloads_survive_a_few_percent_of_faults(tmp_path, fast_retries):
     assert max(fast_retries) >= 1  # the 429's Retry-After: 1 was honoured (the client asks for 1 s + 1)
 
 
-def test_uploads_survive_a_few_percent_of_faults(tmp_path, fast_retries):
+def test_uploads_survive_a_few_percent_of_faults(tmp_path, fast_retries, lfs_transfer):
     """upload_folder (one multipart LFS file) and create_commit (one thread) through faults on the endpoints of an
     upload that huggingface_hub retries: preupload and LFS (not the commit POST, which it never retries, nor the
     downloads that check the bytes). Seed 4 injects 429s, 503s and dropped PUTs; the same ones every run."""
@@ -211,6 +222,23 @@ def test_uploads_survive_a_few_percent_of_faults(tmp_path, fast_retries):
     assert [fault for _, fault, _ in faulted] == ["429", "drop", "503", "drop", "429", "drop"]
     assert all(status == (0 if fault == "drop" else int(fault)) for _, fault, status in faulted)
     assert {method for method, _, _ in faulted} <= {"POST", "PUT"}
+
+
+def test_xet_uploads_and_downloads_survive_a_few_percent_of_faults(tmp_path, fast_retries):
+    """The same through Xet: faults on the token route and every CAS endpoint (xorbs, shards, reconstructions,
+    ranged fetches) are retried by the client, and every file comes back whole."""
+    seed(tmp_path / "hub", {"x.txt": b"x"})
+    files = {f"w{i}.bin": os.urandom(300_000 + i * 50_000) for i in range(4)}
+    with open_hub(tmp_path / "hub", faults="5xx=0.1,429=0.05,drop=0.1", faults_seed=3,
+                  faults_only=["/xet-cas/", "/xet-write-token/", "/xet-read-token/"]) as hub:
+        api = HfApi(endpoint=hub.url, token=ALICE.secret)
+        api.create_commit("alice/net", [CommitOperationAdd(n, d) for n, d in files.items()], commit_message="more")
+        for name, data in files.items():
+            path = hf_hub_download("alice/net", name, endpoint=hub.url, token=ALICE.secret, cache_dir=tmp_path / "c")
+            assert Path(path).read_bytes() == data
+        faulted = [r for r in settled(hub) if r.fault]
+    assert faulted and all("/xet-" in r.path for r in faulted)
+    assert any(r.path.startswith("/xet-cas/v1/xorbs/") for r in settled(hub) if not r.fault)  # the Xet path ran
 
 
 def test_persistent_5xx_fails_after_bounded_retries(tmp_path, fast_retries):
@@ -268,23 +296,27 @@ def test_429_fault_carries_retry_after_and_rate_limit_headers(tmp_path):
 
 
 def test_dropped_get_delivers_a_truncated_body(tmp_path):
+    """A dropped GET of a file's bytes (on the storage host, where `/resolve` redirects) is cut short mid-body."""
     data = os.urandom(100_000)
     seed(tmp_path / "hub", {"w.bin": data})
     log_file = tmp_path / "access.log"
-    with open_hub(tmp_path / "hub", faults="drop=1", faults_only=["GET /resolve/"], log_file=log_file) as hub:
-        status, headers, body = raw(hub, "GET", "/alice/net/resolve/main/w.bin")
+    with open_hub(tmp_path / "hub", faults="drop=1", faults_only=["GET /cdn-lfs/"], log_file=log_file) as hub:
+        url = storage_url(hub, "/alice/net/resolve/main/w.bin")  # (a HEAD: not faulted)
+        status, headers, body = raw(hub, "GET", url)
         assert status == 200 and int(headers["Content-Length"]) == len(data) > len(body) > 0
         assert body == data[:len(body)]
-        status, headers, body = raw(hub, "GET", "/alice/net/resolve/main/w.bin", {"Range": "bytes=1000-1999"})
+        status, headers, body = raw(hub, "GET", url, {"Range": "bytes=1000-1999"})
         assert status == 206 and headers["Content-Length"] == "1000" and body == data[1000:1500]
-        assert raw(hub, "HEAD", "/alice/net/resolve/main/w.bin")[0] == 200  # only GETs of files are faulted
+        assert raw(hub, "HEAD", url)[0] == 200  # only GETs of files are faulted
         conn = http.client.HTTPConnection(hub.url.removeprefix("http://"), timeout=10)
-        conn.request("GET", "/alice/net/resolve/main/w.bin")
+        conn.request("GET", url)
         with pytest.raises(http.client.IncompleteRead):
             conn.getresponse().read()
         conn.close()
-    assert [(r.status, r.fault) for r in hub.requests] == [(200, "drop"), (206, "drop"), (200, None), (200, "drop")]
-    assert log_file.read_text().splitlines()[0].endswith(" GET /alice/net/resolve/main/w.bin 200 user=- fault=drop")
+    assert [(r.status, r.fault) for r in hub.requests] == [(302, None), (200, "drop"), (206, "drop"), (200, None),
+                                                           (200, "drop")]
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert log_file.read_text().splitlines()[1].endswith(f" GET /cdn-lfs/{sha256} 200 user=- fault=drop")
 
 
 def test_dropped_head_gets_no_answer(tmp_path):
@@ -295,10 +327,12 @@ def test_dropped_head_gets_no_answer(tmp_path):
     assert [(r.method, r.status, r.fault) for r in hub.requests][0] == ("HEAD", 0, "drop")
 
 
-@pytest.mark.parametrize("faults, only", [("drop=1", "POST /commit/"), ("5xx=1", "POST /commit/"),
-                                          ("429=1", "POST /commit/"), ("drop=1", "PUT /lfs-upload/"),
-                                          ("drop=1", "POST /preupload/")])
-def test_a_faulted_write_leaves_the_repo_unchanged(tmp_path, fast_retries, faults, only):
+@pytest.mark.parametrize("faults, only, transfer", [
+    ("drop=1", "POST /commit/", "xet"), ("5xx=1", "POST /commit/", "xet"), ("429=1", "POST /commit/", "xet"),
+    ("drop=1", "PUT /lfs-upload/", "lfs"), ("drop=1", "POST /preupload/", "xet"),
+    ("drop=1", "POST /xet-cas/v1/xorbs/", "xet"), ("5xx=1", "POST /xet-cas/v2/shards", "xet")])
+def test_a_faulted_write_leaves_the_repo_unchanged(tmp_path, fast_retries, monkeypatch, faults, only, transfer):
+    use_transfer(monkeypatch, transfer)
     seed(tmp_path / "hub", {"a.txt": b"old"})
     blob = os.urandom(300_000)  # LFS
     with open_hub(tmp_path / "hub", faults=faults, faults_only=[only], log_file=tmp_path / "access.log") as hub:
@@ -311,7 +345,7 @@ def test_a_faulted_write_leaves_the_repo_unchanged(tmp_path, fast_retries, fault
         assert api.list_repo_files("alice/net") == [".gitattributes", "a.txt"]
         path = hf_hub_download("alice/net", "a.txt", endpoint=hub.url, token=ALICE.secret, cache_dir=tmp_path / "c")
         assert Path(path).read_bytes() == b"old"
-        if "lfs-upload" in only:  # the dropped PUT's bytes are not kept
+        if "lfs-upload" in only or "xet-cas" in only:  # the bytes of a failed upload are not kept
             assert not hub.store.has_blob(__import__("hashlib").sha256(blob).hexdigest(), len(blob))
         faulted = [r for r in settled(hub) if r.fault]
     method, part = only.split()

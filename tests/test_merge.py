@@ -216,7 +216,9 @@ def test_merge_refuses_to_overwrite_a_foreign_folder(tmp_path, capsys):
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
 
 
-def test_merge_from_the_hub_downloads_only_planned_files(example_repos, hub, tmp_path, monkeypatch):
+def test_merge_from_the_hub_downloads_only_planned_files(example_repos, hub, tmp_path, monkeypatch, lfs_transfer):
+    """Which files were downloaded, read off the Hub's log: through LFS each is a GET of its path (Xet downloads
+    are named by content, and hf_xet serves what its own caches hold without asking)."""
     import huggingface_hub.constants
 
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)

@@ -21,7 +21,7 @@ from huggingface_hub import HfApi, snapshot_download
 from chatvector.cli import main
 from chatvector.localhub import LocalHub
 from chatvector.testing.tinymodels import TripletSpec
-from tests.conftest import WRITE_TOKEN
+from tests.conftest import WRITE_TOKEN, file_registrations, file_uploads
 from tests.hubkit import env_for, folder_bytes, published_equals_snapshot, recipe, run_main, seed_on
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +123,8 @@ class DiskWatch:
             time.sleep(0.002)
 
 
-def test_streaming_publish_holds_one_shard_and_commits_once(tmp_path, cli, api, hub, sources_llama, monkeypatch):
+def test_streaming_publish_holds_one_shard_and_commits_once(tmp_path, cli, api, hub, sources_llama, monkeypatch,
+                                                            transfer):
     target = f"alice/streamed-{uuid.uuid4().hex[:8]}"
     r = recipe(tmp_path, sources_llama, target=target, shard="300KB")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
@@ -143,7 +144,8 @@ def test_streaming_publish_holds_one_shard_and_commits_once(tmp_path, cli, api, 
     assert {"download", "merge", "upload-overlapped"} <= set(doc["stages"])
     log = list(hub.requests)[mark:]
     commits = [i for i, q in enumerate(log) if q.method == "POST" and "/commit/" in q.path]
-    uploads = [i for i, q in enumerate(log) if q.method == "PUT" and "lfs" in q.path.lower()]
+    registered = {id(q) for q in file_registrations(log)}  # one a shard: its LFS verify, or its Xet shard upload
+    uploads = [i for i, q in enumerate(log) if id(q) in registered]
     reads = [i for i, q in enumerate(log) if q.method == "GET" and q.path.endswith(".safetensors")]
     n_lfs = len(shards)  # every *.safetensors is LFS, whatever its size: the repo's .gitattributes says so
     assert len(commits) == 1 and len(uploads) == n_lfs and max(uploads) < commits[0]
@@ -213,7 +215,7 @@ def test_a_hub_that_always_fails_stops_the_run_with_one_line_per_source(tmp_path
 
 
 def test_a_commit_that_always_fails_stops_after_bounded_retries_and_the_rerun_uploads_nothing_again(
-        tmp_path, own_hub, capsys):
+        tmp_path, own_hub, capsys, transfer):
     hub, repos = own_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256), "5xx=1",
                             only=("POST /api/models/alice/never/commit/",))
     r = recipe(tmp_path, repos, target="alice/never", shard="300KB")
@@ -223,25 +225,25 @@ def test_a_commit_that_always_fails_stops_after_bounded_retries_and_the_rerun_up
     assert line.startswith("error: ") and "alice/never" in line and "50" in line, err
     tries = [q for q in hub.requests if "/commit/" in q.path]
     assert len(tries) == 5 and all(q.fault for q in tries)  # retried, but not forever
-    assert any(q.method == "PUT" for q in hub.requests)  # the shards went up, invisible without the commit
+    assert file_uploads(hub.requests)  # the shards went up, invisible without the commit
     hub.stop()
     clean = own_hub.serve()  # the Hub is well again
     code, _, err = run_main(capsys, "publish", str(r), "--fetch", "stream")
     assert code == 0, err
-    assert not any(q.method == "PUT" for q in clean.requests)  # every shard was held: none computed or sent again
+    assert not file_uploads(clean.requests)  # every shard was held: none computed or sent again
     assert len(HfApi(endpoint=clean.url, token=WRITE_TOKEN.secret).list_repo_commits("alice/never")) == 2
 
 
-def test_uploads_that_always_fail_stop_the_merge_and_commit_nothing(tmp_path, own_hub, capsys):
-    hub, repos = own_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256), "5xx=1",
-                            only=("PUT /lfs-upload/",))
+def test_uploads_that_always_fail_stop_the_merge_and_commit_nothing(tmp_path, own_hub, capsys, transfer):
+    only = {"lfs": "PUT /lfs-upload/", "xet": "POST /xet-cas/v1/xorbs/"}[transfer]
+    hub, repos = own_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256), "5xx=1", only=(only,))
     code, _, err = run_main(capsys, "publish", str(recipe(tmp_path, repos, target="alice/never", shard="300KB")),
                             "--fetch", "stream")
     assert code == 2
     [line] = err.strip().splitlines()
     assert "uploading model-00001-of-" in line and "nothing was committed" in line, err
-    puts = [q for q in hub.requests if q.method == "PUT"]
-    assert 1 < len(puts) <= 6 and all(q.fault for q in puts)  # one shard's tries (huggingface_hub's); then stop
+    puts = file_uploads(hub.requests)
+    assert 1 < len(puts) <= 6 and all(q.fault for q in puts), puts  # one shard's tries (the client's); then stop
     assert not any("/commit/" in q.path for q in hub.requests)
 
 

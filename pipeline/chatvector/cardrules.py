@@ -46,7 +46,9 @@ _BCP47 = re.compile(r"^([A-Za-z]{2,3})[-_][A-Za-z0-9-_]+$")
 
 # -- the front matter ----------------------------------------------------------------------------------
 def split_front_matter(text: str) -> str | None:
-    """The YAML text of the front matter, or None when the document has none."""
+    """The YAML text of the front matter, or None when the document has none. Blank lines may come before it, as
+    huggingface_hub's parser (REGEX_YAML_BLOCK) and the Hub allow."""
+    text = text.lstrip()
     if not text.startswith("---"):
         return None
     lines = text.splitlines()
@@ -275,6 +277,14 @@ def validate_card(text: str, *, repo_type: str = "model") -> tuple[list[str], li
     if not isinstance(data, dict):
         return ["The metadata block must be a YAML mapping"], []
     return metadata_problems(data, repo_type=repo_type), []
+
+
+def hub_error_text(problem: str) -> str:
+    """PROBLEM worded as the Hub's validate-yaml words an error (the client lists them as `- {message}`):
+    `Error: ` first, and a license that is no Hub id as its schema validator says it, with every id."""
+    if problem.startswith('"license": '):
+        return f'Error: "license" must be one of [{", ".join(LICENSES)}]'
+    return f"Error: {problem}"
 
 
 def card_errors(text: str) -> list[str]:

@@ -369,17 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def prepare_environment() -> None:
-    """Settings huggingface_hub reads at import time, so this runs before anything imports it.
-
-    A loopback HF_ENDPOINT is the local Hub, which speaks Git LFS but not Xet: without this, huggingface_hub
-    would push every large file through Xet and fail.
-    """
+    """Settings read at import time, so this runs before anything imports them. Xet is left as the user has it:
+    the local Hub speaks Xet and Git LFS alike, as the Hub does."""
     import os
-    from urllib.parse import urlparse
 
-    host = urlparse(os.environ.get("HF_ENDPOINT", "")).hostname or ""
-    if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
-        os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -434,7 +427,20 @@ def configure_logging(verbose: bool, quiet: bool = False) -> None:
     logging.getLogger("chatvector").setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "filelock", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
-    logging.getLogger("huggingface_hub").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    _own_huggingface_hub_logging(logging.DEBUG if verbose else logging.ERROR)
+
+
+def _own_huggingface_hub_logging(level: int) -> None:
+    """Set huggingface_hub's log level so that it sticks. Its logging module, when first imported (in a run that
+    is later, as the client loads lazily), sets the level from HF_HUB_VERBOSITY (default WARNING: the retry chatter
+    would show) and adds a handler of its own. It is not imported here: the demo sets HF_ENDPOINT first."""
+    import os
+
+    os.environ["HF_HUB_VERBOSITY"] = logging.getLevelName(level).lower()
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_logger.setLevel(level)  # already imported (in-process callers): set it now
+    for own in [h for h in hub_logger.handlers if type(h) is logging.StreamHandler]:  # ours prints its records
+        hub_logger.removeHandler(own)
 
 
 def _unexpected(err: Exception, verbose: bool) -> int:

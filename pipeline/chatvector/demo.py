@@ -33,7 +33,7 @@ def run_demo(root: Path = ROOT / ".demo", recipe_path: Path = DEFAULT_RECIPE) ->
     token = Token("demo", "hf_demo_" + secrets.token_hex(12), "write")
     hub = LocalHub(root / "hub", tokens=[token], log_file=root / "hub" / "access.log").start()
     os.environ.update(
-        HF_ENDPOINT=hub.url, HF_TOKEN=token.secret, HF_HOME=str(root / "hf_home"), HF_HUB_DISABLE_XET="1",
+        HF_ENDPOINT=hub.url, HF_TOKEN=token.secret, HF_HOME=str(root / "hf_home"),
         HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false",
     )
     try:

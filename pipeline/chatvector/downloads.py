@@ -29,10 +29,17 @@ class _SharedBar:
     """A stand-in for each file's tqdm that counts into the one shared bar (its total is set up front)."""
 
     bar = None  # set per download by `download_all`
+    # What huggingface_hub's Xet progress reporter reads of a bar. `update_transfer` makes it treat this class as
+    # an aggregated bar: network bytes go there (and are not counted), written bytes go to `update`, once.
+    n = 0
+    total = None
+    format_dict: dict = {}
+
+    counted: list[int]  # bytes this file's downloads counted so far (one class per file, see `download_all`)
 
     def __init__(self, *args, **kwargs):
         if kwargs.get("initial"):  # resumed from an .incomplete file: those bytes are part of the total
-            self.bar.update(kwargs["initial"])
+            self.update(kwargs["initial"])
 
     def __enter__(self):
         return self
@@ -41,18 +48,28 @@ class _SharedBar:
         pass
 
     def update(self, n: int | float | None = 1) -> None:
+        self.counted[0] += n or 0
         self.bar.update(n)
+
+    def update_transfer(self, n: int | float | None = 1) -> None:
+        pass
 
     def __getattr__(self, name: str):  # close, refresh, set_postfix_str, update_transfer, ...: nothing to do
         return lambda *args, **kwargs: None
 
 
-def missing_bytes(files: list[tuple["SourcePlan", str]]) -> int:
-    """Bytes of `files` the HF cache does not hold at their pinned commits."""
+def _missing(files: list[tuple["SourcePlan", str]]) -> set[tuple[str, str]]:
+    """(source key, name) of the `files` the HF cache does not hold at their pinned commits."""
     from huggingface_hub import try_to_load_from_cache
 
-    return sum(source.files[name].size for source, name in files
-               if not isinstance(try_to_load_from_cache(source.repo_id, name, revision=source.sha), str))
+    return {(source.key, name) for source, name in files
+            if not isinstance(try_to_load_from_cache(source.repo_id, name, revision=source.sha), str)}
+
+
+def missing_bytes(files: list[tuple["SourcePlan", str]]) -> int:
+    """Bytes of `files` the HF cache does not hold at their pinned commits."""
+    missing = _missing(files)
+    return sum(source.files[name].size for source, name in files if (source.key, name) in missing)
 
 
 def download_all(api: "HfApi", plan: "Plan", wanted: dict[str, list[str]], roles: dict[str, str]) -> dict[str, Path]:
@@ -62,20 +79,23 @@ def download_all(api: "HfApi", plan: "Plan", wanted: dict[str, list[str]], roles
 
     sources = {plan.sources[role].key: plan.sources[role] for role in roles.values()}
     files = [(sources[key], name) for key, names in wanted.items() for name in names]
-    total = missing_bytes(files)
+    missing = _missing(files)
+    total = sum(source.files[name].size for source, name in files if (source.key, name) in missing)
     weights = sum(name.endswith(".safetensors") for _, name in files)
     if total:
         log.info("downloading %d weight file(s) from %d repositories", weights, len(wanted))
     folders: dict[str, Path] = {}
     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc="download",
                disable=not total, name="huggingface_hub.chatvector.download")
-    shared = type("SharedBar", (_SharedBar,), {"bar": bar})
 
     def one(item: tuple["SourcePlan", str]) -> None:
         source, name = item
         role = roles[source.key]
+        shared = type("FileBar", (_SharedBar,), {"bar": bar, "counted": [0]})
         with hub_call(api, source.repo_id, field=role, revision=source.sha):
             path = Path(api.hf_hub_download(source.repo_id, name, revision=source.sha, tqdm_class=shared))
+        if (source.key, name) in missing:  # a Xet download's last progress report may come after it returns
+            bar.update(max(0, source.files[name].size - shared.counted[0]))
         folders.setdefault(source.key, path.parents[len(Path(name).parts) - 1])
 
     pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="download")

@@ -33,7 +33,7 @@ from chatvector.conventions import (
     summarize,
 )
 from chatvector.errors import FieldError, FieldErrors
-from chatvector.hub import hub_call, network_errors, quiet_progress
+from chatvector.hub import hub_call, quiet_progress
 from chatvector.recipe import Source
 
 if TYPE_CHECKING:
@@ -274,7 +274,6 @@ def _library_opinion(path: Path) -> str | None:
 
 
 HEADER_PROBE = 100_000  # the first range request for a header (as huggingface_hub's parser asks); most fit
-_READ_ATTEMPTS = 3  # a body cut short is read again this often (http_stream_backoff retries the rest)
 
 
 def _hub_reader(api: "HfApi", resolved: ResolvedSource, name: str) -> Callable[[int, int], bytes]:
@@ -282,35 +281,17 @@ def _hub_reader(api: "HfApi", resolved: ResolvedSource, name: str) -> Callable[[
     The body is read only as far as asked, so not even a server that ignores Range sends more."""
     from huggingface_hub import hf_hub_url
 
+    from chatvector.retry import with_retries
+
     url = hf_hub_url(resolved.source.repo_id, name, revision=resolved.sha, endpoint=api.endpoint)
     headers = api._build_hf_headers()
     size = resolved.files[name].size if name in resolved.files else 0
     probe: list[bytes] = []
 
     def get(start: int, end: int) -> bytes:
-        from huggingface_hub.utils import hf_raise_for_status, http_stream_backoff
-
-        for attempt in range(_READ_ATTEMPTS):
-            data = bytearray()
-            try:
-                with http_stream_backoff("GET", url, headers={**headers, "Range": f"bytes={start}-{end - 1}"},
-                                         follow_redirects=True) as response:
-                    hf_raise_for_status(response)
-                    skip = start if response.status_code == 200 else 0  # Range ignored: the file from byte 0
-                    for block in response.iter_bytes():
-                        if skip:
-                            cut = min(skip, len(block))
-                            block, skip = block[cut:], skip - cut
-                        data += block
-                        if len(data) >= end - start:
-                            break
-            except network_errors():  # a connection dropped mid-body: read again
-                if attempt == _READ_ATTEMPTS - 1:
-                    raise
-                continue
-            if len(data) >= end - start or attempt == _READ_ATTEMPTS - 1:
-                return bytes(data[:end - start])
-        return b""
+        # One policy for every try (chatvector.retry): after a 429/5xx or a connection dropped mid-body the
+        # range is read again from `start`, a bounded number of times.
+        return with_retries(lambda: _read_range(url, headers, start, end), f"reading {name} bytes {start}-{end - 1}")
 
     def read(start: int, n: int) -> bytes:
         if not probe:
@@ -320,6 +301,28 @@ def _hub_reader(api: "HfApi", resolved: ResolvedSource, name: str) -> Callable[[
         return get(start, min(size, start + n))
 
     return read
+
+
+def _read_range(url: str, headers: dict[str, str], start: int, end: int) -> bytes:
+    """Bytes [start, end) of `url` in one GET, no retries (a body cut short raises httpx's transport error).
+
+    Not huggingface_hub's `http_stream_backoff`: it retries an error raised while the body is read by yielding a
+    second response into the same `with` block, which fails as "generator didn't stop after throw()"."""
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    data = bytearray()
+    with get_session().stream("GET", url, headers={**headers, "Range": f"bytes={start}-{end - 1}"},
+                              follow_redirects=True) as response:
+        hf_raise_for_status(response)
+        skip = start if response.status_code == 200 else 0  # Range ignored: the file from byte 0
+        for block in response.iter_bytes():
+            if skip:
+                cut = min(skip, len(block))
+                block, skip = block[cut:], skip - cut
+            data += block
+            if len(data) >= end - start:
+                break
+    return bytes(data[:end - start])  # shorter only when the file is: the header checks say what is wrong
 
 
 # -- safetensors headers -----------------------------------------------------------------------------------------

@@ -30,10 +30,6 @@ def agent_harnesses(hub: Hub, req: Request) -> Response:
 
 
 # -- identity and repos -----------------------------------------------------------------------------------
-def xet_unsupported(hub: Hub, req: Request, **_: str) -> Response:
-    raise HubHTTPError(404, "This local Hub does not speak Xet; set HF_HUB_DISABLE_XET=1 in the client")
-
-
 def whoami(hub: Hub, req: Request) -> Response:
     user = req.user
     if user is None:
@@ -60,7 +56,8 @@ def create_repo(hub: Hub, req: Request) -> Response:
         raise HubHTTPError(401, "You must be authenticated with a write token to create a repo.")
     name, org = body_field(body, "name", str), body_field(body, "organization", str) or user.name
     repo_type = body_field(body, "type", str) or "model"
-    if repo_type not in PREFIX or not isinstance(name, str) or not valid_name(name) or not valid_name(org):
+    if (repo_type not in PREFIX or not isinstance(name, str) or not valid_name(name)
+            or not hub.valid_namespace(org, user.name)):
         raise HubHTTPError(400, f"Invalid repo name or type: {org}/{name} ({repo_type})")
     org = hub.canonical_namespace(org, user.name)
     hub.check_create(req, repo_type, org)  # before the existence check: no 409 leaks a private repo
@@ -121,10 +118,13 @@ def validate_yaml(hub: Hub, req: Request) -> Response:
     repo_type = body_field(body, "repoType", str)
     repo_type = repo_type if repo_type in PREFIX else "model"
     errors, warnings = cardrules.validate_card(body_field(body, "content", str, ""), repo_type=repo_type)
+    errors = [cardrules.hub_error_text(e) for e in errors]
+    status, headers = (400, {"X-Error-Message": errors[0]}) if errors else (200, {})
+    if "text/plain" in (req.headers.get("Accept") or ""):  # RepoCard.validate asks for the Hub's text answer
+        text = "\n".join(f"- {m}" for m in errors or warnings)
+        return Response(status, body=text.encode(), headers={**headers, "Content-Type": "text/plain; charset=utf-8"})
     payload = {"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]}
-    if errors:
-        return Response(400, json=payload, headers={"X-Error-Message": errors[0]})
-    return Response(json=payload)
+    return Response(status, json=payload, headers=headers)
 
 
 def repo_info(hub: Hub, req: Request, repo_type: str, name: str, revision: str | None) -> Response:
@@ -168,10 +168,15 @@ def _card_data(hub: Hub, files: list[FileEntry]) -> dict | None:
 
 
 # -- listing ---------------------------------------------------------------------------------------------
-def tree_entry(f: FileEntry) -> dict:
+def tree_entry(hub: Hub, f: FileEntry) -> dict:
+    """A file's listing entry; `xetHash` only for a file stored with Xet (the client then downloads it through
+    the CAS without asking `/resolve` first)."""
     entry: dict = {"type": "file", "oid": f.git_oid, "size": f.size, "path": f.path}
     if f.lfs:
         entry["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": len(lfs_pointer(f.sha256, f.size))}
+        xet_file = hub.xet.cas.file_by_sha256(f.sha256)
+        if xet_file is not None:
+            entry["xetHash"] = xet_file.file_hash
     return entry
 
 
@@ -196,7 +201,7 @@ def tree(hub: Hub, req: Request, repo_type: str, name: str, revision: str, folde
             folder_path = prefix + "/".join(parts[:i])
             entries.setdefault(folder_path, _folder_entry(folder_path))
         if recursive or len(parts) == 1:
-            entries[f.path] = tree_entry(f)
+            entries[f.path] = tree_entry(hub, f)
     ordered = sorted(entries.values(), key=lambda e: (e["type"] != "directory", e["path"]))
     if not req.flag("expand"):
         return _paginate(hub, req, ordered)
@@ -272,7 +277,7 @@ def paths_info(hub: Hub, req: Request, repo_type: str, name: str, revision: str)
         path = path.strip("/")
         match = next((f for f in files if f.path == path), None)
         if match:
-            out.append(tree_entry(match))
+            out.append(tree_entry(hub, match))
         elif any(f.path.startswith(path + "/") for f in files):
             out.append(_folder_entry(path))
     if expand:
@@ -310,8 +315,8 @@ def branch(hub: Hub, req: Request, repo_type: str, name: str, branch_name: str) 
     body = req.body.json() if req.method == "POST" else {}
     repo = hub.repo_for_write(req, repo_type, name)
     if req.method == "DELETE":
-        if branch_name == "main":
-            raise HubHTTPError(403, "The main branch cannot be deleted")
+        if branch_name == "main":  # the Hub's message starts so (its default branch is protected)
+            raise HubHTTPError(403, "Cannot delete refs/heads/main: it is the repository's default branch")
         hub.store.delete_ref(repo, "branch", branch_name)
         return Response(json={})
     start = hub.resolve(repo, body_field(body, "startingPoint", str) or "main")
@@ -329,8 +334,8 @@ def tag(hub: Hub, req: Request, repo_type: str, name: str, revision_or_tag: str)
     tag_name = body.get("tag")
     if not isinstance(tag_name, str) or not tag_name:
         raise HubHTTPError(400, "Missing 'tag' in the request body")
+    sha = hub.resolve(repo, revision_or_tag)  # first, as on the Hub: a missing revision is RevisionNotFound
     _check_ref_name(tag_name, "tag")
-    sha = hub.resolve(repo, revision_or_tag)
     hub.store.set_ref(repo, "tag", tag_name, sha, must_not_exist=True)
     return Response(json={})
 

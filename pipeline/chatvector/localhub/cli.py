@@ -12,12 +12,14 @@ DESCRIPTION = """\
 Serve the Hugging Face Hub HTTP API (the part huggingface_hub uses) from the folder ROOT.
 
 Point a client at it with HF_ENDPOINT=http://HOST:PORT (set before importing
-huggingface_hub) and HF_HUB_DISABLE_XET=1 before uploading weights: this server speaks Git LFS, not Xet,
-and, as on the Hub, every file a `filter=lfs` rule of the repo's .gitattributes matches (*.safetensors,
-*.bin, ...) or as large as --lfs-threshold goes through LFS.
+huggingface_hub); nothing else. As on the Hub, every file a `filter=lfs` rule of the repo's
+.gitattributes matches (*.safetensors, *.bin, ...) or as large as --lfs-threshold is a large file: a
+client with hf_xet (the default) uploads it through Xet, to the CAS this server also runs, and one with
+HF_HUB_DISABLE_XET=1 through Git LFS; either way it downloads either way, and /resolve answers a large
+file with a redirect to a presigned URL on the storage host (this server under its other loopback name,
+127.0.0.1 <-> localhost), as the Hub does.
 After its first line (`Serving on http://HOST:PORT`, which scripts parse), the server prints the lines
-to paste into the client's shell: `export HF_ENDPOINT=...`, `export HF_HUB_DISABLE_XET=1` and, for each
-token that can write, `# export HF_TOKEN=<SECRET given with --token NAME>`. The secret itself is never
+to paste into the client's shell: `export HF_ENDPOINT=...` and, for each token that can write, `# export HF_TOKEN=<SECRET given with --token NAME>`. The secret itself is never
 printed: a server's output often ends up in a log file, so the line names the token and you fill in the
 secret you chose. Without a token that can write (--token NAME=SECRET:write, or a fine-grained token
 with repo.write) it warns on stderr that every upload and publish will be refused.
@@ -154,7 +156,7 @@ def usage_lines(url: str, tokens: list) -> list[str]:
     redirected to a file (`... > hub.log &`, a service manager), and the only thing a printed secret would save
     is retyping what the user typed a moment ago; so the HF_TOKEN line names the token, not its secret."""
     lines = ["# to use this server, paste into the client's shell (before huggingface_hub is imported):",
-             f"export HF_ENDPOINT={url}", "export HF_HUB_DISABLE_XET=1"]
+             f"export HF_ENDPOINT={url}"]
     for t in tokens:
         if _can_write(t):
             flag = "--fine-grained-token" if t.fine_grained is not None else "--token"

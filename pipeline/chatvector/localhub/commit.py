@@ -1,15 +1,15 @@
 """Writes: `preupload` (regular or LFS per file, and which files `.gitignore` drops) and the NDJSON `commit`.
 
-As on the Hub, a file is LFS when it is large (HubConfig.lfs_threshold) or when the revision's `.gitattributes`
-sets `filter=lfs` for its path (gitrules.GitAttributes); a file the revision's `.gitignore` (or the one the
+As on the Hub, a non-empty file is LFS when it is large (HubConfig.lfs_threshold) or when the revision's
+`.gitattributes` sets `filter=lfs` for its path (gitrules.GitAttributes); a file the revision's `.gitignore` (or the one the
 client sends, or the one the commit adds) matches is ignored: `shouldIgnore` in preupload, dropped from the
 commit. A file committed inline that must be LFS is stored as LFS (git's clean filter would do the same): see
 docs/local-hub.md for why it is not refused.
 
-Paths are checked as the Hub checks them (protocol.repo_path, 422): no control characters, backslashes,
-absolute paths, empty, `.`, `..` or `.git` segments. A commit body is streamed line by line; a line holds one
-inline file (base64), so it is held to `max_commit_line` (413 beyond): the client inlines only files under the
-LFS threshold.
+Paths are checked as the Hub checks them (protocol.repo_path, 422): no control characters, absolute paths or
+paths starting with `..` (`/` or `\\` as separator), empty, `.`, `..` or `.git` segments. A commit body is
+streamed line by line; a line holds one inline file (base64), so it is held to `max_commit_line` (413 beyond):
+the client inlines only files under the LFS threshold.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from chatvector.localhub.protocol import HubHTTPError, Request, Response, body_f
 from chatvector.localhub.storage import FileOp, StoreError
 
 GITATTRIBUTES, GITIGNORE = ".gitattributes", ".gitignore"
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"  # an empty file: never LFS
 _RULES_FILE_CAP = 1 << 20  # a .gitattributes or .gitignore larger than this is read no further
 
 
 def preupload(hub: Hub, req: Request, repo_type: str, name: str, revision: str) -> Response:
     body = req.body.json()
-    repo = hub.repo_for_write(req, repo_type, name)
+    repo = _repo_for(hub, req, repo_type, name)
     try:
         head = hub.store.resolve(repo, revision)
     except StoreError:
@@ -44,7 +45,7 @@ def preupload(hub: Hub, req: Request, repo_type: str, name: str, revision: str) 
         if not isinstance(path, str) or not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise HubHTTPError(400, "Each file needs a path and a size")
         path = repo_path(path)
-        mode = "lfs" if size >= hub.config.lfs_threshold or attributes.is_lfs(path) else "regular"
+        mode = "lfs" if size and (size >= hub.config.lfs_threshold or attributes.is_lfs(path)) else "regular"
         answer = {"path": path, "uploadMode": mode, "shouldIgnore": _ignored(ignore, path)}
         current = hub.store.file(head, path) if head else None
         if current is not None:
@@ -55,7 +56,7 @@ def preupload(hub: Hub, req: Request, repo_type: str, name: str, revision: str) 
 
 
 def commit(hub: Hub, req: Request, repo_type: str, name: str, revision: str) -> Response:
-    repo = hub.repo_for_write(req, repo_type, name)
+    repo = _repo_for(hub, req, repo_type, name)
     user = req.user
     assert user is not None
     header, ops = _parse(hub, req)
@@ -86,6 +87,14 @@ def commit(hub: Hub, req: Request, repo_type: str, name: str, revision: str) -> 
     })
 
 
+def _repo_for(hub: Hub, req: Request, repo_type: str, name: str):
+    """The repo a preupload or commit writes to: `create_pr=1` only proposes a change, which anyone who can see
+    the repo may do on the Hub (a pull request on a repo one cannot write to); anything else needs write access."""
+    if req.flag("create_pr"):
+        return hub.repo_for_contribution(req, repo_type, name)
+    return hub.repo_for_write(req, repo_type, name)
+
+
 def _head_or_none(hub: Hub, repo, revision: str) -> str | None:
     try:
         return hub.store.resolve(repo, revision)
@@ -103,7 +112,7 @@ def _apply_rules(hub: Hub, base: str | None, ops: list[FileOp]) -> list[FileOp]:
     for op in ops:
         if op.kind == "add" and _ignored(ignore, op.path):
             continue
-        if op.kind == "add" and not op.lfs and attributes.is_lfs(op.path):
+        if op.kind == "add" and not op.lfs and op.sha256 != EMPTY_SHA256 and attributes.is_lfs(op.path):
             op = replace(op, lfs=True)
         kept.append(op)
     return kept

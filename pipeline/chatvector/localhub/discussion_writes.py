@@ -10,7 +10,8 @@ and the discussion-wide checks `pull_requests.merge` shares:
 "Anyone" means any user with a token of write scope (a read-scope token reads only, as on the Hub), or a
 fine-grained token with `discussion.write` (or `repo.write`) on the repo or `discussion.write` globally. A repo
 the token cannot see is 404 `RepoNotFound`; not being allowed is 403. A hidden comment's text is gone (as on the
-Hub: hiding cannot be undone) and it can no longer be edited. A merged pull request's status stays merged.
+Hub: hiding cannot be undone) and it can no longer be edited. A merged pull request's status stays merged. Setting
+the status a discussion already has is accepted and recorded, as on the Hub (its client's tests reopen an open PR).
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ import sqlite3
 
 from chatvector.localhub import discussion_events as ev
 from chatvector.localhub.hub import Hub
-from chatvector.localhub.protocol import REPO_WRITE, HubHTTPError, Request, Response, Token, body_field, require_write
+from chatvector.localhub.protocol import HubHTTPError, Request, Response, Token, body_field
 from chatvector.localhub.storage import Event, Repo, now_iso, record_discussion_events
-
-DISCUSSION_WRITE = "discussion.write"
 
 
 def discussion_of(hub: Hub, repo: Repo, num: str) -> sqlite3.Row:
@@ -32,14 +31,11 @@ def discussion_of(hub: Hub, repo: Repo, num: str) -> sqlite3.Row:
     return row
 
 
-def poster(req: Request, repo: Repo) -> Token:
+def poster(hub: Hub, req: Request, repo: Repo) -> Token:
     """The token, when it may post in the repo's discussions (the repo is known to be visible to it)."""
-    token = require_write(req)
-    fine = token.fine_grained
-    if fine is not None and not (fine.allows((DISCUSSION_WRITE, REPO_WRITE), repo.type, repo.name)
-                                 or DISCUSSION_WRITE in fine.global_permissions):
-        raise HubHTTPError(403, f"The fine-grained token has no {DISCUSSION_WRITE} permission on {repo.name}")
-    return token
+    hub.repo_for_contribution(req, repo.type, repo.name)
+    assert req.user is not None
+    return req.user
 
 
 def is_writer(hub: Hub, req: Request, repo: Repo) -> bool:
@@ -51,7 +47,7 @@ def is_writer(hub: Hub, req: Request, repo: Repo) -> bool:
 
 
 def _author_or_writer(hub: Hub, req: Request, repo: Repo, row: sqlite3.Row, what: str) -> Token:
-    token = poster(req, repo)
+    token = poster(hub, req, repo)
     if token.name != row["author"] and not is_writer(hub, req, repo):
         raise HubHTTPError(403, f"Only the author of discussion {row['num']} or a writer of {repo.name} may {what}")
     return token
@@ -61,7 +57,7 @@ def comment(hub: Hub, req: Request, repo_type: str, name: str, num: str) -> Resp
     body = req.body.json()
     repo = hub.repo_for_read(req, repo_type, name)
     row = discussion_of(hub, repo, num)
-    token = poster(req, repo)
+    token = poster(hub, req, repo)
     text = body_field(body, "comment", str, "")
     if not text.strip():
         raise HubHTTPError(400, "A comment cannot be empty")
@@ -87,7 +83,7 @@ def edit_comment(hub: Hub, req: Request, repo_type: str, name: str, num: str, co
     body = req.body.json()
     repo = hub.repo_for_read(req, repo_type, name)
     row = discussion_of(hub, repo, num)
-    token = poster(req, repo)
+    token = poster(hub, req, repo)
     event = _comment_event(hub, repo, row, comment_id)
     if token.name != event.author:
         raise HubHTTPError(403, f"Only {event.author}, who wrote comment {event.id}, may edit it")
@@ -104,7 +100,7 @@ def edit_comment(hub: Hub, req: Request, repo_type: str, name: str, num: str, co
 def hide_comment(hub: Hub, req: Request, repo_type: str, name: str, num: str, comment_id: str) -> Response:
     repo = hub.repo_for_read(req, repo_type, name)
     row = discussion_of(hub, repo, num)
-    token = poster(req, repo)
+    token = poster(hub, req, repo)
     event = _comment_event(hub, repo, row, comment_id)
     if token.name != event.author and not is_writer(hub, req, repo):
         raise HubHTTPError(403, f"Only {event.author}, who wrote comment {event.id}, or a writer of {repo.name} "
@@ -138,8 +134,6 @@ def status(hub: Hub, req: Request, repo_type: str, name: str, num: str) -> Respo
         raise HubHTTPError(400, f"Invalid status {new_status!r}: expected 'open' or 'closed'")
     if row["status"] == "merged":
         raise HubHTTPError(400, f"Pull request {row['num']} is merged; its status cannot change")
-    if row["status"] == new_status:
-        raise HubHTTPError(400, f"Discussion {row['num']} is already {new_status}")
     text = body_field(body, "comment", str, "").strip()
     said = [ev.comment(token.name, text)] if text else []  # (made first: it comes before the change)
     event = ev.status_change(token.name, new_status)

@@ -47,7 +47,7 @@ def details(hub: Hub, req: Request, repo_type: str, name: str, num: str) -> Resp
 
 def create(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
     body = req.body.json()
-    repo = hub.repo_for_write(req, repo_type, name)
+    repo = hub.repo_for_contribution(req, repo_type, name)  # anyone who can see a repo may open one, as on the Hub
     assert req.user is not None
     title = body_field(body, "title", str, "").strip()
     if not title:

@@ -262,10 +262,10 @@ def repo_path_problem(path: str, *, folder: bool = False) -> str | None:
     bad = UNSAFE_CHARS.search(path)
     if bad:
         return f"the character {bad.group()!r} is not allowed in a path"
-    if "\\" in path:
-        return "the character '\\\\' is not allowed in a path"
-    if path.startswith("/"):
-        return "an absolute path (starting with '/') is not allowed"
+    # A backslash is a file-name character to git and the Hub (`folder/..\..\x` uploads), but a path read
+    # with Windows separators must not start above or at the repo's root (`..\ddd`, `\x`: 422 on the Hub).
+    if path.replace("\\", "/").split("/")[0] in ("", ".."):
+        return "an absolute path, or one starting with '..', is not allowed"
     parts = path.split("/")
     if "" in parts:
         return "a path may not hold an empty segment ('//') nor end with '/'"

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
+from urllib.parse import quote, unquote, urlencode
 
 from chatvector.localhub.protocol import (
     CONTENT_READ,
@@ -35,11 +36,14 @@ from chatvector.localhub.protocol import (
     repo_not_found,
     require_write,
 )
-from chatvector.localhub.storage import Repo, Store, StoreError
+from chatvector.localhub.storage import Repo, Store, StoreError, renamed_repo
+from chatvector.localhub.xet.auth import XetAuth
+from chatvector.localhub.xet.cas import Cas
 
 PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
 PREFIX = {"dataset": "datasets/", "space": "spaces/", "kernel": "kernels/", "model": ""}
 WEB_TYPES = {"datasets": "dataset", "spaces": "space", "kernels": "kernel"}  # URL prefixes of non-model repos
+DISCUSSION_WRITE = "discussion.write"  # a fine-grained permission: open and write discussions and PRs
 ALWAYS_DOWNLOADABLE = ("README.md",)  # a gated repo still shows its card, and nothing else (as the Hub)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
@@ -118,6 +122,14 @@ class Uploads:
         return gone
 
 
+@dataclass(frozen=True)
+class XetState:
+    """The CAS beside the Hub: its issued tokens and presigned URLs, and what it stores."""
+
+    auth: XetAuth
+    cas: Cas
+
+
 @dataclass
 class HubConfig:
     lfs_threshold: int = 10 * 1024 * 1024
@@ -138,6 +150,7 @@ class Hub:
                 raise ValueError(f"organization {org.name} is given twice")
             self.orgs[org.name] = org
         self.uploads = Uploads(config.upload_ttl, config.max_uploads)
+        self.xet = XetState(XetAuth(), Cas(store))
 
     # -- who is who ----------------------------------------------------------------------------------------
     def role(self, user: str, namespace: str) -> str | None:
@@ -146,6 +159,12 @@ class Hub:
         if org is not None:
             return org.members.get(user)
         return "owner" if user == namespace else None
+
+    def valid_namespace(self, namespace: str, user: str) -> bool:
+        """A well-formed namespace, or one the operator named (the user's own, an organization) even if it is not:
+        the Hub's CI user `__DUMMY_HUB_USER__` starts with '_', which new names may not."""
+        known = namespace.casefold() == user.casefold() or namespace.casefold() in (o.casefold() for o in self.orgs)
+        return known or valid_name(namespace)
 
     def canonical_namespace(self, namespace: str, user: str) -> str:
         """NAMESPACE as the Hub spells it: namespaces are found ignoring case, like repo ids (the user's own, or an
@@ -166,6 +185,10 @@ class Hub:
 
     def repo_for_read(self, req: Request, repo_type: str, name: str) -> Repo:
         repo = self.store.get_repo(repo_type, name)
+        if repo is None and req.method in ("GET", "HEAD"):
+            moved = renamed_repo(self.store, repo_type, name)
+            if moved is not None and self.can_see(req.user, moved):
+                raise _moved(req, name, moved.name)
         if repo is None or not self.can_see(req.user, repo):
             raise repo_not_found(name)
         return repo
@@ -192,6 +215,18 @@ class Hub:
         reason = self._refusal(token, repo.type, repo.namespace, repo)
         if reason:
             raise HubHTTPError(403, f"You don't have the rights to write to {repo.name}: {reason}")
+        return repo
+
+    def repo_for_contribution(self, req: Request, repo_type: str, name: str) -> Repo:
+        """The repo, when the request's token may write to it or propose a change (open a discussion or pull
+        request, upload the LFS objects of one): on the Hub anyone with a write token who can see a repo may. A
+        fine-grained token needs `discussion.write` (on the repo or globally) or `repo.write` on the repo."""
+        repo = self.repo_for_read(req, repo_type, name)
+        token = require_write(req)
+        fine = token.fine_grained
+        if fine is not None and not (fine.allows((DISCUSSION_WRITE, REPO_WRITE), repo.type, repo.name)
+                                     or DISCUSSION_WRITE in fine.global_permissions):
+            raise HubHTTPError(403, f"The fine-grained token has no {DISCUSSION_WRITE} permission on {repo.name}")
         return repo
 
     def check_create(self, req: Request, repo_type: str, namespace: str) -> Token:
@@ -225,6 +260,19 @@ class Hub:
             return self.store.resolve(repo, revision)
         except StoreError as err:
             raise HubHTTPError(err.status, err.message, err.code) from None
+
+
+def _moved(req: Request, old: str, new: str) -> HubHTTPError:
+    """307 to the same URL with the repo's new id in place of OLD: the Hub redirects a moved repo's old id (reads
+    only here: a write to the old id stays RepoNotFound)."""
+    segments, old_parts = list(req.segments), old.casefold().split("/")
+    for i in range(len(segments) - len(old_parts) + 1):
+        if [unquote(x).casefold() for x in segments[i:i + len(old_parts)]] == old_parts:
+            segments[i:i + len(old_parts)] = [quote(x, safe="") for x in new.split("/")]
+            break
+    query = urlencode(req.query, doseq=True)
+    location = f"{req.base_url}/{'/'.join(segments)}" + (f"?{query}" if query else "")
+    return HubHTTPError(307, f"Repository moved to {new}", headers={"Location": location})
 
 
 def valid_name(name: str) -> bool:

@@ -1,7 +1,8 @@
 """Git LFS uploads: the batch endpoint, basic and multipart transfers, and verify.
 
 The client sends the bytes without its token (huggingface_hub drops auth on LFS PUTs), so each upload URL
-carries an unguessable one-time token issued by the batch call to a write-token holder. Tokens expire an hour
+carries an unguessable one-time token issued by the batch call to a write-token holder who may write to
+the repo or open a pull request on it (hub.repo_for_contribution). Tokens expire an hour
 (HubConfig.upload_ttl) after their last use and at most HubConfig.max_uploads are pending (hub.Uploads).
 
 Bodies are held to what the batch call declared: a basic PUT to the object's size, a part to the chunk size (413
@@ -27,7 +28,7 @@ MAX_BATCH_OBJECTS = 1000  # objects in one batch call (huggingface_hub sends at 
 
 def batch(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
     body = req.body.json()
-    repo = hub.repo_for_write(req, repo_type, name)
+    repo = hub.repo_for_contribution(req, repo_type, name)  # a pull request's objects too (see commit.py)
     if body.get("operation") != "upload":
         raise HubHTTPError(400, "Only the upload operation is supported")
     wanted = body_field(body, "objects", list, [])
@@ -64,7 +65,7 @@ def batch(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
 
 def verify(hub: Hub, req: Request, repo_type: str, name: str) -> Response:
     body = req.body.json()
-    hub.repo_for_write(req, repo_type, name)
+    hub.repo_for_contribution(req, repo_type, name)
     if not hub.store.has_blob(str(body.get("oid")), body.get("size")):
         raise HubHTTPError(404, f"LFS object {body.get('oid')} of size {body.get('size')} was not uploaded")
     return Response(json={"message": "Object verified"})

@@ -41,8 +41,8 @@ def unsafe_char(text: str) -> str | None:
 
 def repo_path(path: object, *, folder: bool = False) -> str:
     """PATH as a file (or, FOLDER, a folder: a trailing '/' is dropped) path in a repo; 422 for what the Hub
-    refuses (gitrules.repo_path_problem): no path, control characters, backslashes, an absolute path, an empty,
-    '.', '..' or '.git' segment."""
+    refuses (gitrules.repo_path_problem): no path, control characters, an absolute path or one starting with
+    '..' (either separator), an empty, '.', '..' or '.git' segment."""
     reason = repo_path_problem(path, folder=folder) if isinstance(path, str) else "a path is needed"
     if reason:
         raise HubHTTPError(422, f"Invalid path in repo {path!r}: {reason}")
@@ -68,7 +68,9 @@ _JSON_TYPE = {str: "a string", int: "an integer", float: "a number", bool: "a bo
 
 
 def repo_not_found(name: str) -> HubHTTPError:
-    return HubHTTPError(404, f"Repository Not Found for url: {name}.", "RepoNotFound")
+    """The Hub's text, without NAME: the client writes "Repository Not Found for url: URL." itself and adds the
+    server's text only when it is not already in that."""
+    return HubHTTPError(404, "Repository not found", "RepoNotFound")
 
 
 # -- identities: tokens, fine-grained permissions, organizations ------------------------------------------

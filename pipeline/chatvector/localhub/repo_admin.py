@@ -24,7 +24,7 @@ def move(hub: Hub, req: Request) -> Response:
     if not source or not target:
         raise HubHTTPError(400, "Both 'fromRepo' and 'toRepo' are needed, as namespace/name")
     namespace, _, new_name = target.partition("/")
-    if not valid_name(namespace) or not valid_name(new_name):
+    if not hub.valid_namespace(namespace, user.name) or not valid_name(new_name):
         raise HubHTTPError(400, f"Invalid repo id {target!r}: expected namespace/name")
     repo = hub.repo_for_write(req, repo_type, source)
     namespace = hub.canonical_namespace(namespace, user.name)
@@ -35,19 +35,21 @@ def move(hub: Hub, req: Request) -> Response:
 
 
 def super_squash(hub: Hub, req: Request, repo_type: str, name: str, branch: str) -> Response:
-    """Body `{"message"}`: the branch becomes one commit (no parent) with its head's files; other refs stay.
-    A tag or PR ref is 400 (the client's BadRequestError), an unknown branch 404 `RevisionNotFound`."""
+    """Body `{"message"}`: the branch (or special ref: `refs/pr/N`, as the Hub's dataset viewer squashes
+    `refs/convert/parquet`) becomes one commit (no parent) with its head's files; other refs stay. A tag is 400
+    (the client's BadRequestError), an unknown ref 404 `RevisionNotFound`."""
     body = req.body.json()
     repo = hub.repo_for_write(req, repo_type, name)
     assert req.user is not None
-    if branch.startswith(("refs/tags/", "refs/pr/")):
+    if branch.startswith("refs/tags/"):
         raise HubHTTPError(400, f"Invalid reference for a branch: {branch} (only a branch's history can be squashed)")
-    branch_name = branch.removeprefix("refs/heads/")
-    if branch_name not in hub.store.refs(repo, "branch"):
-        if branch_name in hub.store.refs(repo, "tag"):
+    kind, ref = ("pr", branch.removeprefix("refs/pr/")) if branch.startswith("refs/pr/") else ("branch", branch)
+    ref = ref.removeprefix("refs/heads/")
+    if ref not in hub.store.refs(repo, kind):
+        if ref in hub.store.refs(repo, "tag"):
             raise HubHTTPError(400, f"Invalid reference for a branch: {branch} is a tag")
         raise HubHTTPError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
-    message = body_field(body, "message", str, "").strip() or f"Super-squash branch '{branch_name}'"
+    message = body_field(body, "message", str, "").strip() or f"Super-squash branch '{ref}'"
     title, _, rest = message.partition("\n")
-    sha = squash_branch(hub.store, repo, branch_name, title.strip(), rest.strip(), req.user.name)
+    sha = squash_branch(hub.store, repo, ref, title.strip(), rest.strip(), req.user.name, kind)
     return Response(json={"commitOid": sha})

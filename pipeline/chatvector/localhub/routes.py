@@ -42,9 +42,10 @@ from chatvector.localhub import (
 from chatvector.localhub.hub import PLURAL, WEB_TYPES, Hub
 from chatvector.localhub.protocol import HubHTTPError, Request, Response
 from chatvector.localhub.storage import StoreError
+from chatvector.localhub.xet import routes as xet
 
 Match = tuple[object, int] | None  # (value, index of the next segment), or no match
-_NOT_A_MODEL_NAMESPACE = {*WEB_TYPES, "api", "lfs-upload"}  # first segments that never start a model's web path
+_NOT_A_MODEL_NAMESPACE = {*WEB_TYPES, "api", "lfs-upload", xet.CAS_PREFIX, files.STORAGE_PREFIX}  # first segments that never start a model's web path
 
 
 def _one(s: list[str], i: int) -> Match:
@@ -185,8 +186,22 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", f"{_API_REPO}/lfs-files/batch", lfs_files.delete_batch),
     _r("GET", f"{_API_REPO}/auth-check", auth_check.auth_check),
     _r("GET", f"{_API_REPO}/auth-check/write", auth_check.auth_check_write),
-    _r(None, f"{_API_REPO}/xet-read-token/{{rest:rest}}", api.xet_unsupported),
-    _r(None, f"{_API_REPO}/xet-write-token/{{rest:rest}}", api.xet_unsupported),
+    _r("GET", f"{_API_REPO}/xet-read-token/{{rest:rest}}", xet.token, scope="read"),
+    _r("GET", f"{_API_REPO}/xet-write-token/{{rest:rest}}", xet.token, scope="write"),
+    # The CAS (Xet storage), under its own base URL; its Xet tokens and signed URLs are its credentials.
+    _r("GET", f"{xet.CAS_PREFIX}/v1/reconstructions/{{file_id}}", xet.reconstruct, version="v1"),
+    _r("GET", f"{xet.CAS_PREFIX}/v2/reconstructions/{{file_id}}", xet.reconstruct, version="v2"),
+    _r("GET", f"{xet.CAS_PREFIX}/v1/chunks/{{prefix}}/{{chunk}}", xet.chunk_dedupe),
+    _r("POST", f"{xet.CAS_PREFIX}/v1/xorbs/{{prefix}}/{{xorb_id}}", xet.upload_xorb),
+    _r("HEAD", f"{xet.CAS_PREFIX}/v1/xorbs/{{prefix}}/{{xorb_id}}", xet.head_xorb),
+    _r("POST", f"{xet.CAS_PREFIX}/v1/xorb-grants/{{prefix}}/{{xorb_id}}", xet.xorb_grant),
+    _r("POST", f"{xet.CAS_PREFIX}/v1/shards", xet.upload_shard),
+    _r("POST", f"{xet.CAS_PREFIX}/v2/shards", xet.upload_shard_v2),
+    _r("HEAD", f"{xet.CAS_PREFIX}/v1/files/{{file_id}}", xet.file_size),
+    _r("POST", f"{xet.CAS_PREFIX}/v1/telemetry", xet.telemetry),
+    _r("GET", f"{xet.CAS_PREFIX}/fetch/{{xorb_id}}", xet.fetch),
+    # The storage host's presigned downloads, where `/resolve` redirects for LFS and Xet files.
+    _r("GET HEAD", f"{files.STORAGE_PREFIX}/{{sha256}}", files.storage_download),
     # Web-style routes: models have no type prefix, other repo types do.
     _r("GET HEAD", "{repo_type:web_type}/{name:repo}/resolve/{revision}/{path:rest1}", files.resolve),
     _r("GET HEAD", "{name:model_repo}/resolve/{revision}/{path:rest1}", files.resolve, repo_type="model"),
@@ -233,8 +248,10 @@ ROUTES = _with_namespace_less(ROUTES)
 # The endpoints a download or an upload touches: the ones `LocalHub(faults=...)` injects faults into.
 FAULT_PRONE = frozenset({
     files.resolve, api.repo_info, api.tree, commit.preupload, commit.commit,
-    lfs.batch, lfs.verify, lfs.upload_put, lfs.upload_part, lfs.upload_complete,
+    lfs.batch, lfs.verify, lfs.upload_put, lfs.upload_part, lfs.upload_complete, files.storage_download,
+    xet.token, xet.reconstruct, xet.fetch, xet.upload_xorb, xet.upload_shard, xet.upload_shard_v2,
 })
+UNAUTHENTICATED_PREFIXES = frozenset({xet.CAS_PREFIX, files.STORAGE_PREFIX})  # their own credentials, not Hub tokens
 
 
 def find(req: Request, routes: tuple[Route, ...] = ROUTES) -> tuple[Route, dict[str, object]]:

@@ -67,7 +67,7 @@ from chatvector.localhub.protocol import (
     Token,
     unsafe_char,
 )
-from chatvector.localhub.routes import FAULT_PRONE, call, find
+from chatvector.localhub.routes import FAULT_PRONE, UNAUTHENTICATED_PREFIXES, call, find
 from chatvector.localhub.storage import Store
 from chatvector.localhub.throttle import Bucket, PacedReader, bucket_of, check_rate, pace, slice_size
 
@@ -287,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = BodyReader(PacedReader(self.rfile, self._up) if self._up else self.rfile, self.headers)
             segments = self._segments(raw_path)
-            user = self._user()
+            user = None if segments[:1] and segments[0] in UNAUTHENTICATED_PREFIXES else self._user()
             req = Request(
                 method=self.command,
                 segments=segments,

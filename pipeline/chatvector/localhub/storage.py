@@ -28,6 +28,8 @@ INITIAL_GITATTRIBUTES = "".join(f"{pattern} filter=lfs diff=lfs merge=lfs -text\
     "*.pth", "*.rar", "*.safetensors", "saved_model/**/*", "*.tar.*", "*.tar", "*.tflite", "*.tgz", "*.wasm", "*.xz",
     "*.zip", "*.zst", "*tfevents*",
 ))
+STALE_PARENT = "The branch was updated since you opened this page. Please refresh and try again."  # the Hub's 412
+_REF_PREFIX = {"branch": "refs/heads/", "tag": "refs/tags/", "pr": "refs/pr/"}  # the store's ref kinds, as git names
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS repos (
     id INTEGER PRIMARY KEY, type TEXT NOT NULL, name TEXT NOT NULL, private INTEGER NOT NULL,
@@ -307,9 +309,8 @@ class Store:
             exists = db.execute(
                 "SELECT 1 FROM refs WHERE repo_id=? AND kind=? AND name=?", (repo.id, kind, name)
             ).fetchone()
-            if exists and must_not_exist:
-                kind_word = {"branch": "Branch", "tag": "Tag"}.get(kind, "Reference")
-                raise StoreError(409, f"{kind_word} {name} already exists")
+            if exists and must_not_exist:  # the Hub's text, with the full git ref name
+                raise StoreError(409, f"Reference {_REF_PREFIX.get(kind, 'refs/')}{name} already exists")
             db.execute("INSERT OR REPLACE INTO refs VALUES (?,?,?,?)", (repo.id, kind, name, sha))
 
     def delete_ref(self, repo: Repo, kind: str, name: str) -> None:
@@ -373,7 +374,7 @@ class Store:
             else:
                 kind, name, head = "branch", "main", None
             if parent_commit and not (head or "").startswith(parent_commit.lower()):
-                raise StoreError(412, "A commit has happened since. Please refresh and try again.")  # the Hub's text
+                raise StoreError(412, STALE_PARENT)
             files: dict[str, tuple[str, int]] = {}
             if head:
                 for r in db.execute("SELECT path, sha256, lfs FROM commit_files WHERE commit_sha=?", (head,)):
@@ -468,6 +469,10 @@ CREATE TABLE IF NOT EXISTS discussion_events (
 CREATE INDEX IF NOT EXISTS discussion_events_by_discussion ON discussion_events (repo_id, num);
 CREATE TRIGGER IF NOT EXISTS discussion_events_of_deleted_repo AFTER DELETE ON repos
 BEGIN DELETE FROM discussion_events WHERE repo_id = OLD.id; END;
+CREATE TABLE IF NOT EXISTS repo_redirects (
+    type TEXT NOT NULL, old_name TEXT NOT NULL COLLATE NOCASE, repo_id INTEGER NOT NULL, PRIMARY KEY (type, old_name));
+CREATE TRIGGER IF NOT EXISTS repo_redirects_of_deleted_repo AFTER DELETE ON repos
+BEGIN DELETE FROM repo_redirects WHERE repo_id = OLD.id; END;
 """
 
 
@@ -498,15 +503,27 @@ def list_repos(store: Store, repo_type: str) -> list[Repo]:
 
 
 def rename_repo(store: Store, repo: Repo, new_name: str) -> Repo:
-    """REPO under NEW_NAME; its refs, commits and discussions follow (they are keyed by its id). 409 when taken."""
+    """REPO under NEW_NAME; its refs, commits and discussions follow (they are keyed by its id), and its old name
+    leads to it (`renamed_repo`) until a repo takes that name. 409 when NEW_NAME is taken."""
     with store._tx() as db:
         if db.execute("SELECT 1 FROM repos WHERE type=? AND name=? COLLATE NOCASE AND id != ?",
                       (repo.type, new_name, repo.id)).fetchone():  # (ids ignore case; a repo may change its own)
-            raise StoreError(409, f"Cannot move {repo.name} to {new_name}: a {repo.type} repo with this name exists")
+            raise StoreError(409, f"A {repo.type} repository called {new_name} already exists")  # the Hub's text
         db.execute("UPDATE repos SET name=? WHERE id=?", (new_name, repo.id))
+        db.execute("DELETE FROM repo_redirects WHERE type=? AND old_name=? COLLATE NOCASE", (repo.type, new_name))
+        if repo.name.casefold() != new_name.casefold():
+            db.execute("INSERT OR REPLACE INTO repo_redirects VALUES (?,?,?)", (repo.type, repo.name, repo.id))
     moved = store.get_repo(repo.type, new_name)
     assert moved is not None
     return moved
+
+
+def renamed_repo(store: Store, repo_type: str, old_name: str) -> Repo | None:
+    """The repo once called OLD_NAME (moved since), when no repo has that name now."""
+    row = store._read().execute(
+        "SELECT r.* FROM repo_redirects d JOIN repos r ON r.id = d.repo_id WHERE d.type=? AND d.old_name=? "
+        "COLLATE NOCASE", (repo_type, old_name)).fetchone()
+    return None if row is None or store.get_repo(repo_type, old_name) else _repo(row)
 
 
 def discussion_events(store: Store, repo: Repo, num: int) -> list[Event]:
@@ -549,16 +566,18 @@ def move_ref(store: Store, repo: Repo, kind: str, name: str, expected: str, new:
             raise StoreError(412, f"A commit has happened on {name} since. Please refresh and try again.")
 
 
-def squash_branch(store: Store, repo: Repo, branch: str, title: str, message: str, author: str) -> str:
-    """Replace BRANCH's history by one commit without parent holding its head's files; returns its sha."""
+def squash_branch(store: Store, repo: Repo, branch: str, title: str, message: str, author: str,
+                  kind: str = "branch") -> str:
+    """Replace the history of BRANCH (a ref of KIND: "branch" or "pr") by one commit without parent holding its
+    head's files; returns its sha."""
     with store._tx() as db:
-        head = db.execute("SELECT sha FROM refs WHERE repo_id=? AND kind='branch' AND name=?",
-                          (repo.id, branch)).fetchone()
+        head = db.execute("SELECT sha FROM refs WHERE repo_id=? AND kind=? AND name=?",
+                          (repo.id, kind, branch)).fetchone()
         if head is None:
             raise StoreError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
         files = db.execute("SELECT path, sha256, lfs FROM commit_files WHERE commit_sha=?", (head["sha"],))
         sha = _insert_commit(db, repo, None, [tuple(f) for f in files], title, message, author, now_iso())
-        db.execute("UPDATE refs SET sha=? WHERE repo_id=? AND kind='branch' AND name=?", (sha, repo.id, branch))
+        db.execute("UPDATE refs SET sha=? WHERE repo_id=? AND kind=? AND name=?", (sha, repo.id, kind, branch))
     return sha
 
 
