@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 RECIPE ?=
 FETCH  ?=
+# Extras installed with the project: the test tools by default; the workflows install none (EXTRAS=).
+EXTRAS ?= test
 
 .PHONY: venv test test-all lint demo publish plan bench bench-stream gpu-check clean
 
@@ -17,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".$(if $(EXTRAS),[$(EXTRAS)])"
 	touch $(STAMP)
 
 # pytest-xdist: up to 4 worker processes (each with its own local Hub); many tests wait on a server or a subprocess
@@ -57,6 +59,12 @@ bench-stream: $(STAMP)
 .PHONY: bench-sweep
 bench-sweep: $(STAMP)
 	$(PY) bench/sweep.py
+
+# uploads and downloads of the 953M triplet through the local Hub, Xet vs LFS vs curl, and the bytes a 4-variant
+# `sweep --publish` uploads with Xet: bench/hub_transfer.py (`--size small --runs 1`: a quick check)
+.PHONY: bench-hub
+bench-hub: $(STAMP)
+	$(PY) bench/hub_transfer.py
 
 gpu-check: $(STAMP)
 	bash bench/gpu_check.sh

@@ -56,7 +56,7 @@ def test_zero_on_embeddings_says_the_vector_is_not_added_to_the_shared_rows():
     vocab = text.split("## Vocabulary")[1].split("## Usage")[0]
     assert "added to those" not in vocab
     assert "but no vector is added to any of them" in vocab
-    assert "`embed_tokens` and `lm_head` take λ = 0 (set by module rule 1): the vector is not added" in vocab
+    assert "`embed_tokens` and `lm_head` take λ = 0 (set by module rule 0): the vector is not added" in vocab
 
 
 def test_zero_on_lm_head_only_names_the_tensor_that_gets_the_vector():
@@ -64,7 +64,7 @@ def test_zero_on_lm_head_only_names_the_tensor_that_gets_the_vector():
     p["coefficients"]["modules"] = [{"match": "lm_head", "value": 0.0}]
     vocab = body(p).split("## Vocabulary")[1]
     assert "the vector is added to those in `embed_tokens` (λ = 1.0)" in vocab
-    assert "`lm_head` takes λ = 0 (set by module rule 1)" in vocab
+    assert "`lm_head` takes λ = 0 (set by module rule 0)" in vocab
 
 
 def test_kept_embedding_tensor_counts_as_not_added():
@@ -167,7 +167,7 @@ def test_tied_embeddings_say_the_head_reads_the_embedding_rows_and_no_lm_head_ru
     assert "the vector is added to those (λ = 0.8)." in vocab
     p["tied_embeddings"] = False
     untied = body(p).split("## Vocabulary")[1].split("## Usage")[0]
-    assert "tied" not in untied and "`lm_head` takes λ = 0 (set by module rule 1)" in untied
+    assert "tied" not in untied and "`lm_head` takes λ = 0 (set by module rule 0)" in untied
 
 
 def evaluated(passed: bool = True, sweep: bool = False) -> dict:
@@ -239,3 +239,47 @@ def test_a_sweep_variants_recipe_has_its_scaled_coefficients():
     assert "sweep" not in yaml.safe_load(shown)
     scaled = parse_recipe(shown).coefficients  # exactly the sweep's factor × value, float for float
     assert scaled == scaled_coefficients(parse_recipe(RECIPE_TEXT).coefficients, 0.7)
+
+
+# -- a default that decides no tensor; one numbering of module rules (plan, recipes/README.md, card) ----------------
+def planned_card(tmp_path, coefficients: str) -> tuple[str, str]:
+    """(`chatvector plan`'s text, the card's body) of a recipe over a tiny local triplet."""
+    from chatvector.hub import connect
+    from chatvector.plan_report import render
+    from chatvector.planner import make_plan
+    from chatvector.provenance import build_provenance
+    from chatvector.recipe import load_recipe
+    from chatvector.testing.tinymodels import TripletSpec, write_triplet
+
+    if not (tmp_path / "m").exists():
+        write_triplet(tmp_path / "m", TripletSpec(arch="llama"))
+    (tmp_path / "r.yaml").write_text("base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\n" + coefficients)
+    recipe = load_recipe(tmp_path / "r.yaml")
+    plan = make_plan(recipe, connect())
+    return render(plan), body(build_provenance(plan, endpoint=None), recipe.text)
+
+
+def test_a_default_that_decides_no_tensor_is_not_said_to_apply(tmp_path):
+    plan, card = planned_card(tmp_path, 'coefficients:\n  default: 1.0\n  modules:\n'
+                                        '    - {match: "norm", value: 0.0}\n    - {match: ".", value: 0.5}\n')
+    assert "Coefficients λ(t) (default 1; it decides no tensor: the rules below cover every one)" in plan
+    assert "applies elsewhere" not in card and "Every layer takes the default" not in card
+    assert "from 0.0 to 0.5, for every tensor (the default coefficient 1.0 decides none)." in card
+    assert "Here the module rules decide every tensor: no layer value and not the default applies to any." in card
+    assert "| layers | λ |" not in card and "per-layer λ" not in card  # no layer value applies either
+    assert "No layer value applies: the module rules above decide every tensor." in card
+
+    plan, card = planned_card(tmp_path, 'coefficients:\n  default: 1.0\n  modules: [{match: ".", value: 0.5}]\n')
+    assert "out = cp + 0.5 · (chat − base)\n" in card and "by tensor" not in card  # the one λ every tensor takes
+
+    plan, card = planned_card(tmp_path, 'coefficients: {default: 1.0, modules: [{match: "norm", value: 0.0}]}\n')
+    assert "it decides no tensor" not in plan and "and the default coefficient 1.0 applies elsewhere" in card
+
+
+def test_module_rules_have_one_numbering_in_plan_and_card(tmp_path):
+    plan, card = planned_card(tmp_path, 'coefficients:\n  modules:\n    - {match: "embed_tokens|lm_head", value: 0.0}\n'
+                                        '    - {match: "norm", value: 0.0}\n')
+    assert "[0] 'embed_tokens|lm_head' → 0" in plan and "[1] 'norm' → 0" in plan
+    assert "| # | module rule (regex, first match wins) | λ |" in card
+    assert "| 0 | `embed_tokens\\|lm_head` | 0.0 |" in card and "| 1 | `norm` | 0.0 |" in card
+    assert "(set by module rule 0)" in card and "module rule 1)" not in card

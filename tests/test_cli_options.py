@@ -81,3 +81,153 @@ def test_every_option_that_takes_a_value_says_its_default_in_help():
     assert silent == []
     text = sub.choices["publish"].format_help()
     assert "--revision BRANCH" in text and "else main)" in text
+
+
+# -- CLI conventions (issue 20, item 6) ----------------------------------------------------------------------
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_token_quiet_and_verbose_go_before_the_command_too(tmp_path, capsys, monkeypatch, api):
+    target = f"alice/token-first-{uuid.uuid4().hex[:6]}"
+    recipe = local_recipe(tmp_path, target)
+    monkeypatch.setenv("HF_TOKEN", READ_TOKEN.secret)
+    code, out, err = run_cli(capsys, "--token", WRITE_TOKEN.secret, "-q", "publish", recipe)
+    assert code == 0, err
+    assert out.startswith(f"published {target} at ") and "fetch:" not in err and WRITE_TOKEN.secret not in out + err
+
+
+def test_a_refused_token_given_with_the_option_is_the_one_blamed(tmp_path, capsys, monkeypatch):
+    recipe = local_recipe(tmp_path, f"alice/bad-token-{uuid.uuid4().hex[:6]}")
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)  # a good one in the environment: not the one used
+    code, _, err = run_cli(capsys, "publish", recipe, "--token", "hf_not_a_token_of_this_hub")
+    assert code == 2 and "--token" in err and "HF_TOKEN" not in err, err
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_token_of_this_hub")
+    code, _, err = run_cli(capsys, "publish", recipe)
+    assert code == 2 and "HF_TOKEN" in err and "--token" not in err, err
+
+
+def test_commit_description_is_the_commits(tmp_path, capsys, monkeypatch, api):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    target = f"alice/description-{uuid.uuid4().hex[:6]}"
+    recipe = local_recipe(tmp_path, target)
+    code, _, err = run_cli(capsys, "publish", recipe, "--commit-description", "Korean chat, λ 1.0; see the card")
+    assert code == 0, err
+    commit = api.list_repo_commits(target)[0]
+    assert commit.message.startswith("Korean chat, λ 1.0; see the card\n\nRecipe "), commit.message
+
+
+def test_dry_run_marks_unchanged_files_and_says_it_would_open_a_pr(tmp_path, capsys, monkeypatch, api):
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    target = f"alice/dry-{uuid.uuid4().hex[:6]}"
+    recipe = local_recipe(tmp_path, target)
+    assert run_cli(capsys, "publish", recipe, "--commit-message", "first")[0] == 0
+    code, out, err = run_cli(capsys, "publish", recipe, "--dry-run", "--force", "--create-pr")
+    assert code == 0, err
+    assert out.startswith(f"dry run: would open a pull request against main of {target} "), out
+    listed = [line for line in out.splitlines() if line.startswith(("  + ", "  = "))]
+    assert listed and all(line.startswith("  = ") and line.endswith(" bytes, unchanged)") for line in listed), listed
+    code, out, _ = run_cli(capsys, "publish", recipe, "--dry-run", "--force")
+    assert out.startswith(f"dry run: would commit to {api.endpoint}/{target}")
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    recipe = local_recipe(tmp_path)
+    command = f"{sys.executable} -m chatvector plan {recipe} --json | true"
+    result = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True, timeout=120)
+    assert result.stderr == "" and result.returncode == 141, result.stderr  # 128 + SIGPIPE, as `yes | true`
+
+
+def test_an_endpoint_without_a_scheme_is_refused_at_once(tmp_path, capsys, monkeypatch):
+    recipe = local_recipe(tmp_path, "alice/never")
+    monkeypatch.setenv("HF_ENDPOINT", "localhost:8080")
+    code, out, err = run_cli(capsys, "plan", recipe)
+    assert code == 2 and out == ""
+    assert err == ("error: HF_ENDPOINT='localhost:8080' is not a URL: give it with its scheme, e.g. "
+                   "HF_ENDPOINT=http://localhost:8080 (or https://... for a server with TLS)\n")
+
+
+def test_ctrl_c_says_nothing_was_pushed_and_a_rerun_resumes(tmp_path, capsys, monkeypatch):
+    import chatvector.publish
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    monkeypatch.setattr(chatvector.publish, "build_model", interrupted)
+    code, _, err = run_cli(capsys, "publish", local_recipe(tmp_path, f"alice/ctrl-c-{uuid.uuid4().hex[:6]}"))
+    assert code == 130
+    assert err.splitlines()[-1] == ("interrupted: nothing was pushed; run the same command again to resume (shards "
+                                    "already uploaded and files already downloaded are not redone)")
+
+
+def test_hub_serve_takes_quiet_and_verbose(tmp_path):
+    """-q: no line per request on stderr (the access log keeps them); -v: accepted as by every command."""
+    import http.client
+    import subprocess
+    import sys
+
+    for flag, echoed in (("-q", False), ("-v", True)):
+        root = tmp_path / flag
+        proc = subprocess.Popen([sys.executable, "-m", "chatvector", "hub", "serve", "--root", str(root), flag],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            url = proc.stdout.readline().split()[-1]
+            host, port = url.removeprefix("http://").split(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request("GET", "/api/models")
+            assert conn.getresponse().status == 200
+            conn.close()
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+        assert ("GET /api/models 200" in err) is echoed, err
+        assert "GET /api/models 200" in (root / "access.log").read_text()
+
+
+def test_eval_of_a_missing_folder_says_it_does_not_exist(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "eval", "./missing")
+    assert code == 2 and out == ""
+    assert err == "error: model ./missing: the folder does not exist (nor is it a Hub repository id, namespace/name)\n"
+
+
+def test_a_perplexity_threshold_without_a_reference_is_refused_before_generating(tmp_path, capsys, monkeypatch):
+    import chatvector.evaluation
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("evaluate() ran")
+
+    monkeypatch.setattr(chatvector.evaluation, "evaluate", must_not_run)
+    (tmp_path / "model").mkdir()
+    code, _, err = run_cli(capsys, "eval", str(tmp_path / "model"), "--language", "ko", "--require", "perplexity=1.5")
+    assert code == 2
+    assert err.startswith("error: --require perplexity=1.5: the threshold is on the ratio to a reference model; give "
+                          "--reference DIR|REPO"), err
+
+
+def test_a_tokenizer_error_is_told_whole(tmp_path, monkeypatch):
+    """transformers breaks its message across lines; the first line alone ends mid-sentence ("...from one of:")."""
+    import pytest
+    import transformers
+
+    from chatvector.tokenizer_files import TokenizerUnreadable, read_tokenizer
+
+    said = ("Couldn't instantiate the backend tokenizer from one of: \n(1) a `tokenizers` library serialization file, "
+            "\n(2) a slow tokenizer instance to convert or \n(3) an equivalent slow tokenizer class to instantiate and "
+            "convert. \nYou need to have sentencepiece or tiktoken installed to convert a slow tokenizer to a fast one.")
+
+    def refuse(*args, **kwargs):
+        raise ValueError(said)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
+    (tmp_path / "tokenizer.model").write_bytes(b"not sentencepiece")  # no tokenizer.json: transformers reads it
+    with pytest.raises(TokenizerUnreadable) as caught:
+        read_tokenizer(tmp_path)
+    assert str(caught.value) == " ".join(said.split())

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from chatvector.demo import final_message, finish
+from chatvector.demo import chatvector_command, final_message, finish
 from chatvector.localhub import LocalHub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,8 +69,31 @@ def test_final_message_gives_the_model_page_and_how_to_serve_it_again(tmp_path):
     assert lines[0] == f"Done. Published demo/tiny-llama-ko-chat; its card is {root / 'out' / 'README.md'}"
     assert lines[1] == "Model page: http://127.0.0.1:40123/demo/tiny-llama-ko-chat"
     assert "stopped" in lines[2]
-    assert lines[3] == f"  chatvector hub serve --root '{root / 'hub'}' --port 40123"
+    assert lines[3] == f"  {chatvector_command()} hub serve --root '{root / 'hub'}' --port 40123"
     assert len(lines) == 4  # `make demo` fits on one screen
+
+
+def test_the_serve_again_command_works_when_pasted_from_the_checkout(tmp_path, monkeypatch):
+    """`make demo` leaves .venv/bin off PATH: the printed command runs as it is, from the checkout, in a plain shell."""
+    import os
+    import socket
+
+    monkeypatch.chdir(ROOT)
+    with socket.socket() as s:  # a free port for the pasted server
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    line = final_message(f"http://127.0.0.1:{port}", "demo/x", tmp_path / "demo").splitlines()[-1].strip()
+    assert not line.startswith("chatvector ")  # not on this PATH
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "VIRTUAL_ENV"))} | {"PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(["bash", "-c", line], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        first = proc.stdout.readline()  # printed once the server listens
+        assert first.startswith(f"Serving on http://127.0.0.1:{port}"), first or proc.stderr.read()
+        assert _get(f"http://127.0.0.1:{port}/api/models")[0] == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
 
 
 def test_at_a_terminal_the_demo_serves_the_page_until_enter(tmp_path, capsys, monkeypatch):
@@ -84,4 +107,4 @@ def test_at_a_terminal_the_demo_serves_the_page_until_enter(tmp_path, capsys, mo
                     "Serving the model page at http://127.0.0.1:40123/demo/tiny-llama-ko-chat — press Enter or "
                     "Ctrl-C to stop\n"]
     assert capsys.readouterr().out == ("Stopped. To browse it again, serve the same state on the same address:\n"
-                                       "  chatvector hub serve --root .demo/hub --port 40123\n")
+                                       f"  {chatvector_command()} hub serve --root .demo/hub --port 40123\n")

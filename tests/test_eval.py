@@ -177,7 +177,7 @@ def test_eval_a_hub_repo_takes_its_language_from_its_card_and_a_missed_gate_exit
                                                         "number from 0 to 1, got 1.5"),
     (["--language", "ko", "--require", "format"], "--require: 'format': give a threshold, as in format=0.9"),
     (["--language", "ko", "--max-new-tokens", "0"], "--max-new-tokens: expected a whole number of tokens from 1"),
-    (["--language", "ko", "--lm-eval", "kobest_boolq"], "pip install chatvector[eval]"),
+    (["--language", "ko", "--lm-eval", "kobest_boolq"], "-m pip install 'lm-eval>=0.4'"),
     (["--revision", "main", "--language", "ko"], "is a local folder: a revision applies to a Hub repository only"),
 ])
 def test_bad_input_is_one_line_and_exit_2(switch, capsys, args, message):
@@ -193,8 +193,8 @@ def test_a_model_without_a_chat_template_or_a_folder_that_is_not_there(switch, c
     code, _, err = run_main(capsys, "-q", "eval", str(switch["cp"]), "--language", "ko", "--no-perplexity")
     assert code == 2 and err.startswith(f"error: {switch['cp']} has no chat template") and err.count("\n") == 1
     code, _, err = run_main(capsys, "eval", "./no/such/model", "--language", "ko")
-    assert code == 2 and err == "error: model ./no/such/model: no such folder, and not a Hub repository id " \
-                                "(namespace/name)\n"
+    assert code == 2 and err == "error: model ./no/such/model: the folder does not exist (nor is it a Hub " \
+                                "repository id, namespace/name)\n"
     code, _, err = run_main(capsys, "eval", str(switch["cp"]))
     assert code == 2 and "--language is needed" in err
 

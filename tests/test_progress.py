@@ -38,11 +38,11 @@ def bars(monkeypatch):
 
 def test_one_download_bar_in_bytes_across_sources_and_a_shared_source_fetched_once(tmp_path, progress_sources, hub,
                                                                                   capsys, monkeypatch, bars, transfer):
+    import huggingface_hub.constants
+
     from chatvector.hub import connect
     from chatvector.planner import make_plan
     from chatvector.recipe import load_recipe
-
-    import huggingface_hub.constants
 
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))  # nothing cached yet

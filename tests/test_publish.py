@@ -62,7 +62,7 @@ def publish_cli(capsys, monkeypatch):
     return run
 
 
-def test_publish_end_to_end_then_rerun_is_a_noop(tmp_path, sources, hub, publish_cli, api):
+def test_publish_end_to_end_then_rerun_is_a_noop(tmp_path, sources, hub, publish_cli, api, transfer):
     target = new_target()
     recipe = recipe_for(tmp_path, sources, target, "output: {shard_size: 150KB}\n")
     result = publish_cli([str(recipe)])

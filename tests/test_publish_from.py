@@ -29,7 +29,7 @@ def sha(path: Path) -> str:
 
 
 def test_publish_from_pushes_the_merged_bytes_without_merging_again(tmp_path, sources_for_from, hub, capsys,
-                                                                    monkeypatch):
+                                                                    monkeypatch, transfer):
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
     target = f"alice/from-{uuid.uuid4().hex[:6]}"
     r = recipe(tmp_path, sources_for_from, target=target)
@@ -52,7 +52,8 @@ def test_publish_from_pushes_the_merged_bytes_without_merging_again(tmp_path, so
     card = (published / "README.md").read_text(encoding="utf-8")
     (tmp_path / "pinned.yaml").write_text(card.split("## How to reproduce")[1].split("```yaml\n")[1].split("```")[0])
     assert main(["-q", "merge", str(tmp_path / "pinned.yaml"), "--out", str(tmp_path / "again")]) == 0
-    assert tensors(tmp_path / "again") == tensors(published)  # (the headers record each recipe's own hash)
+    assert tensors(tmp_path / "again") == tensors(published)
+    assert {n: sha(tmp_path / "again" / n) for n in merged} == merged  # the shard files too, byte for byte
 
 
 def tensors(folder: Path) -> dict[str, bytes]:

@@ -87,7 +87,7 @@ def sweep_recipe(root: Path, target: str) -> Path:
 
 
 def test_each_variant_on_its_branch_and_the_largest_passing_factor_on_main(switch_folders, tmp_path, capsys,
-                                                                             monkeypatch):
+                                                                             monkeypatch, transfer):
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
     api = HfApi(token=WRITE_TOKEN.secret)
     target = f"alice/sweep-{uuid.uuid4().hex[:6]}"

@@ -126,7 +126,12 @@ class DiskWatch:
 def test_streaming_publish_holds_one_shard_and_commits_once(tmp_path, cli, api, hub, sources_llama, monkeypatch,
                                                             transfer):
     target = f"alice/streamed-{uuid.uuid4().hex[:8]}"
-    r = recipe(tmp_path, sources_llama, target=target, shard="300KB")
+    # Shards of another size for each transfer: other bytes, which the Hub cannot already hold from the other run
+    shard = {"xet": 300_000, "lfs": 290_000}[transfer]
+    r = recipe(tmp_path, sources_llama, target=target, shard=f"{shard // 1000}KB")
+    # A prefetch window of about one shard, as for a real model (256 MiB at least would hold all of this one's
+    # inputs at once): the inputs then stream in as the merge consumes them, while the shards go up.
+    monkeypatch.setattr("chatvector.inputs.default_window", lambda plan: 2 * shard)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HOME", str(tmp_path / "home"))
     mark = len(hub.requests)
@@ -136,20 +141,22 @@ def test_streaming_publish_holds_one_shard_and_commits_once(tmp_path, cli, api, 
     doc = json.loads(out)
     shards = [n for n in doc["added"] if n.endswith(".safetensors")]
     total = sum(doc["added"][n] for n in shards)
-    assert len(shards) >= 5 and total >= 5 * 300_000  # a model of at least 5 shards
+    assert len(shards) >= 5 and total >= 5 * shard  # a model of at least 5 shards
     io = doc["io"]
-    assert io["fetch"] == "stream" and io["disk_high_water"] <= 300_000 * 1.1
+    assert io["fetch"] == "stream" and io["disk_high_water"] <= shard * 1.1
     assert io["bytes_uploaded"] == sum(doc["added"].values())  # a new repo: every file went up, each once
-    assert watch.peak <= 300_000 * 1.1 + 64 * 1024, watch.peak  # measured: one shard (+ headers of the hollow ones)
+    assert watch.peak <= shard * 1.1 + 64 * 1024, watch.peak  # measured: one shard (+ headers of the hollow ones)
     assert {"download", "merge", "upload-overlapped"} <= set(doc["stages"])
     log = list(hub.requests)[mark:]
     commits = [i for i, q in enumerate(log) if q.method == "POST" and "/commit/" in q.path]
     registered = {id(q) for q in file_registrations(log)}  # one a shard: its LFS verify, or its Xet shard upload
     uploads = [i for i, q in enumerate(log) if id(q) in registered]
+    sent = {id(q) for q in file_uploads(log)}  # a shard's bytes going up (LFS PUT, Xet xorb)
+    first_sent = min(i for i, q in enumerate(log) if id(q) in sent)
     reads = [i for i, q in enumerate(log) if q.method == "GET" and q.path.endswith(".safetensors")]
     n_lfs = len(shards)  # every *.safetensors is LFS, whatever its size: the repo's .gitattributes says so
     assert len(commits) == 1 and len(uploads) == n_lfs and max(uploads) < commits[0]
-    assert uploads[0] < reads[-1]  # the first shard went up while the inputs were still streaming in
+    assert first_sent < reads[-1]  # the first shard went up while the inputs were still streaming in
     assert len(api.list_repo_commits(target)) == 2  # the empty repo's first commit, then everything at once
     assert not (tmp_path / "home" / "chatvector" / "publish").exists() or not any(
         (tmp_path / "home" / "chatvector" / "publish").rglob("journal.jsonl"))
@@ -190,7 +197,7 @@ def test_a_corrupted_input_byte_stops_the_publish_before_the_commit(tmp_path, cl
     assert len(api.list_repo_commits(target)) == 1  # only the empty repo: nothing committed
 
 
-def test_a_streaming_publish_under_faults_completes_with_the_same_output(tmp_path, own_hub, capsys):
+def test_a_streaming_publish_under_faults_completes_with_the_same_output(tmp_path, own_hub, capsys, transfer):
     hub, repos = own_hub(TripletSpec(arch="llama"), "5xx=0.03,429=0.01,drop=0.02", seed=3)
     r = recipe(tmp_path, repos, target="alice/faulty", shard="100KB")
     code, _, err = run_main(capsys, "publish", str(r), "--fetch", "stream")
@@ -248,7 +255,7 @@ def test_uploads_that_always_fail_stop_the_merge_and_commit_nothing(tmp_path, ow
 
 
 @pytest.mark.slow
-def test_a_killed_streaming_publish_resumes_without_uploading_again(tmp_path, own_hub, capsys):
+def test_a_killed_streaming_publish_resumes_without_uploading_again(tmp_path, own_hub, capsys, transfer):
     """A publish in a process of its own, SIGKILLed once two shards are up; the rerun (in-process) skips them."""
     hub, repos = own_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256, max_shard_size="400KB"),
                          throttle_total=3)
@@ -277,7 +284,7 @@ def test_a_killed_streaming_publish_resumes_without_uploading_again(tmp_path, ow
     assert code == 0, err
     doc = json.loads(out)
     shards = [n for n in doc["added"] if n.endswith(".safetensors")]
-    puts = [q for q in list(hub.requests)[before:] if q.method == "PUT"]
+    puts = file_registrations(list(hub.requests)[before:])
     assert doc["io"]["resumed_shards"] == len(held) >= 2
     assert len(puts) == len(shards) - len(held)  # the shards the Hub held were not uploaded again
     assert len(api.list_repo_commits("alice/resumed")) == 2
@@ -285,3 +292,31 @@ def test_a_killed_streaming_publish_resumes_without_uploading_again(tmp_path, ow
     hub.stop()
     clean = own_hub.serve()  # unthrottled, for the comparison
     published_equals_snapshot(tmp_path, capsys, clean.url, "alice/resumed", r)  # byte-identical to a fresh merge
+
+
+def served_bytes(hub_log) -> int:
+    """Bytes of file content the Hub sent: ranged or whole GETs on the storage host and the CAS's xorb fetches."""
+    import re
+
+    total = 0
+    for q in hub_log:
+        if q.method == "GET" and q.status in (200, 206) and (q.path.startswith("/cdn-lfs/") or "/fetch/" in q.path):
+            m = re.match(r"bytes=(\d+)-(\d+)$", q.range or "")
+            assert m, f"an unranged read of a whole file: {q.path}"  # (stream mode reads ranges only)
+            total += int(m.group(2)) - int(m.group(1)) + 1
+    return total
+
+
+def test_a_stream_sweep_of_hub_sources_reads_each_input_byte_once(tmp_path, own_hub, capsys):
+    """plan's header probes are kept for the stream, the merge and every variant's spot check share one parsed
+    header per file: a 4-factor stream sweep is served at most 1.05x the input files' bytes (1.19x before)."""
+    hub, repos = own_hub(TripletSpec(arch="llama", hidden_size=128, intermediate_size=256, max_shard_size="400KB"))
+    api = HfApi(endpoint=hub.url, token=WRITE_TOKEN.secret)
+    inputs = sum(s.size for repo in set(repos.values()) for s in api.model_info(repo, files_metadata=True).siblings
+                 if s.rfilename.endswith(".safetensors"))
+    mark = len(hub.requests)
+    code, _, err = run_main(capsys, "sweep", str(recipe(tmp_path, repos, shard="300KB")), "--out",
+                            str(tmp_path / "s"), "--fetch", "stream", "--lambdas", "0.5,0.7,0.85,1")
+    assert code == 0, err
+    served = served_bytes(list(hub.requests)[mark:])
+    assert inputs <= served <= 1.05 * inputs, served / inputs

@@ -1,11 +1,14 @@
-"""The scheduled publish workflow (.github/workflows/publish.yml) and its recipe-listing script.
+"""The scheduled publish workflow (.github/workflows/publish.yml), the pull-request plan workflow (plan.yml) and
+their scripts (.github/scripts/list_recipes.py: which recipes each picks; plan_changed.py: the plans' outcomes).
 
 Static checks run the real tools (zizmor, offline; check-jsonschema with the vendored GitHub-workflow
-schema); the listing step's own shell runs against temporary recipe folders.
+schema); the steps' own shell runs against temporary recipe folders and git repositories, the plans against
+the local Hub without a token.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -19,7 +22,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "publish.yml"
-LIST_SCRIPT = ROOT / ".github" / "scripts" / "list_recipes.py"
+PLAN_WORKFLOW = ROOT / ".github" / "workflows" / "plan.yml"
+WORKFLOWS = (WORKFLOW, PLAN_WORKFLOW)
+SCRIPTS = ROOT / ".github" / "scripts"
+LIST_SCRIPT = SCRIPTS / "list_recipes.py"
+PLAN_SCRIPT = SCRIPTS / "plan_changed.py"
 BIN = Path(sys.executable).parent
 
 
@@ -30,26 +37,34 @@ def _tool(name: str) -> Path:
     return path
 
 
-def _workflow() -> dict:
-    doc = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+def _script(name: str):
+    """A script of .github/scripts imported as a module (they import each other from their folder)."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    return importlib.import_module(name)
+
+
+def _workflow(path: Path = WORKFLOW) -> dict:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     doc["on"] = doc.pop(True, doc.get("on"))  # YAML 1.1 reads the key `on` as the boolean true
     return doc
 
 
-def _steps(job: str) -> list[dict]:
-    return _workflow()["jobs"][job]["steps"]
+def _steps(job: str, path: Path = WORKFLOW) -> list[dict]:
+    return _workflow(path)["jobs"][job]["steps"]
 
 
 # --------------------------------------------------------------------------------------------------
 # The real linters
 
 
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
 @pytest.mark.parametrize("persona", ["regular", "auditor"])
-def test_zizmor_reports_no_findings(persona):
+def test_zizmor_reports_no_findings(persona, workflow):
     zizmor = _tool("zizmor")
     result = subprocess.run(
         [str(zizmor), "--offline", "--no-ignores", "--no-progress", f"--persona={persona}", "--format=json",
-         str(WORKFLOW)],
+         str(workflow)],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -57,10 +72,11 @@ def test_zizmor_reports_no_findings(persona):
     assert findings == [], json.dumps(findings, indent=2)
 
 
-def test_check_jsonschema_accepts_the_workflow():
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_check_jsonschema_accepts_the_workflow(workflow):
     checker = _tool("check-jsonschema")
     result = subprocess.run(
-        [str(checker), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+        [str(checker), "--builtin-schema", "vendor.github-workflows", str(workflow)],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -80,8 +96,9 @@ def test_runs_on_a_daily_schedule_and_by_hand_with_a_recipe_input():
     assert recipe["type"] == "string" and recipe["required"] is False and recipe["default"] == ""
 
 
-def test_no_default_permissions_and_jobs_only_read_contents():
-    wf = _workflow()
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_no_default_permissions_and_jobs_only_read_contents(workflow):
+    wf = _workflow(workflow)
     assert wf["permissions"] == {}
     for name, job in wf["jobs"].items():
         assert job["permissions"] == {"contents": "read"}, name
@@ -102,7 +119,7 @@ def test_publish_step_runs_make_publish_with_the_token_from_secrets():
     publish = _workflow()["jobs"]["publish"]
     runs = [s for s in publish["steps"] if "make publish RECIPE=" in s.get("run", "")]
     assert len(runs) == 1
-    assert runs[0]["run"].strip() == 'make publish RECIPE="$RECIPE" FETCH="$FETCH"'
+    assert runs[0]["run"].strip() == 'make publish RECIPE="$RECIPE" FETCH="$FETCH" EXTRAS='
     assert publish["env"]["FETCH"] == "${{ vars.PUBLISH_FETCH || 'stream' }}"  # stream mode unless told otherwise
     assert runs[0]["env"]["HF_TOKEN"] == "${{ secrets.HF_TOKEN }}"
     assert publish["env"]["RECIPE"] == "${{ matrix.recipe }}"
@@ -112,21 +129,23 @@ def test_publish_step_runs_make_publish_with_the_token_from_secrets():
     assert "name it `huggingface-hub`" in (ROOT / "docs" / "scheduled-publishing.md").read_text(encoding="utf-8")
 
 
-def test_expressions_never_appear_inside_run_scripts():
-    for name, job in _workflow()["jobs"].items():
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_expressions_never_appear_inside_run_scripts(workflow):
+    for name, job in _workflow(workflow)["jobs"].items():
         for step in job["steps"]:
             assert "${{" not in step.get("run", ""), f"{name}: {step.get('name')}: pass values through env"
 
 
-def test_actions_are_pinned_to_full_commits_and_checkouts_drop_credentials():
-    text = WORKFLOW.read_text(encoding="utf-8")
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_actions_are_pinned_to_full_commits_and_checkouts_drop_credentials(workflow):
+    text = workflow.read_text(encoding="utf-8")
     uses = re.findall(r"uses: (\S+)@(\S+)(.*)", text)
-    assert {u[0] for u in uses} == {"actions/checkout", "actions/setup-python", "actions/cache/restore",
+    assert {u[0] for u in uses} <= {"actions/checkout", "actions/setup-python", "actions/cache/restore",
                                     "actions/cache/save"}
     for action, ref, comment in uses:
         assert re.fullmatch(r"[0-9a-f]{40}", ref), action
         assert re.fullmatch(r" # v\d+\.\d+\.\d+", comment), action
-    for name, job in _workflow()["jobs"].items():
+    for name, job in _workflow(workflow)["jobs"].items():
         for step in job["steps"]:
             if step.get("uses", "").startswith("actions/checkout@"):
                 assert step["with"]["persist-credentials"] is False, name
@@ -199,12 +218,28 @@ def test_listing_every_recipe_leaves_out_the_demo(repo):
     assert recipes == ["recipes/ja-swallow.yaml", "recipes/ko.yaml", "recipes/zh.yaml"]
 
 
-def test_listing_the_projects_own_recipes_folder_leaves_out_the_demo(tmp_path):
+def test_a_fresh_fork_publishes_nothing_it_did_not_add(tmp_path):
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     result, recipes = _run_listing(tmp_path)
     assert result.returncode == 0, result.stderr
-    expected = sorted(f"recipes/{p.name}" for p in (ROOT / "recipes").glob("*.yaml") if p.name != "demo.yaml")
-    assert recipes == expected
+    assert recipes == []  # the demo and the examples stay out of the schedule
+    (notice,) = result.stderr.splitlines()
+    assert notice.startswith("::notice title=list recipes::not published: the project's examples (recipes/llama2-")
+    assert notice.endswith("copy it to a new recipes/NAME.yaml and set target.repo_id to a namespace your token can "
+                           "write to")
+    # what the fork adds (here a copy of an example, as the examples' comments suggest) is published
+    mine = (ROOT / "recipes" / "llama3-korean.yaml").read_text(encoding="utf-8").replace("my-org/", "alice/")
+    (tmp_path / "recipes" / "ko-mine.yaml").write_text(mine, encoding="utf-8")
+    result, recipes = _run_listing(tmp_path)
+    assert result.returncode == 0 and recipes == ["recipes/ko-mine.yaml"]
+
+
+def test_the_examples_list_is_every_shipped_recipe_but_the_demo():
+    script = _script("list_recipes")
+    shipped = sorted(f"recipes/{p.name}" for p in (ROOT / "recipes").glob("*.yaml") if p.name != "demo.yaml")
+    assert list(script.EXAMPLES) == shipped
+    for name in shipped:  # each is a placeholder: no fork's token can write to its target
+        assert yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))["target"]["repo_id"].startswith("my-org/")
 
 
 def test_listing_refuses_recipe_file_names_that_would_need_quoting(repo):
@@ -232,6 +267,8 @@ def test_a_manual_run_lists_only_the_requested_recipe(repo, requested):
     ("requested", "message"),
     [
         ("recipes/demo.yaml", "recipes/demo.yaml is the offline demo"),
+        ("recipes/llama3-korean.yaml", "recipes/llama3-korean.yaml is one of the project's examples (its target is a "
+                                       "placeholder): copy it to a new recipes/NAME.yaml and set target.repo_id"),
         ("recipes/missing.yaml", "'recipes/missing.yaml' does not exist in this commit"),
         ("recipes/drafts/x.yaml", "is not a file name of the form recipes/NAME.yaml"),
         ("recipes/../pyproject.toml", "is not a file name of the form recipes/NAME.yaml"),
@@ -266,12 +303,12 @@ def test_scheduled_run_command_lines_publish_then_noop_on_the_local_hub(example_
         stamp.touch()  # the venv running this test is the one `make publish` would build
     output = tmp_path / "github_output"
     env = dict(hub_env, REQUESTED="", GITHUB_OUTPUT=str(output))
-    listed = subprocess.run(["bash", "-e", "-c", _run_lines("list", "list recipes/*.yaml except recipes/demo.yaml "
-                                                                   "(or only the requested one)")],
+    listed = subprocess.run(["bash", "-e", "-c", _run_lines("list", "list the recipes to publish (or only the "
+                                                                   "requested one)")],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     matrix = json.loads(output.read_text().strip().removeprefix("recipes="))
-    assert "recipes/demo.yaml" not in matrix and "recipes/llama3-korean.yaml" in matrix
+    assert matrix == []  # the project's own recipes are examples; a fork publishes what it adds, like this one
 
     publish_step = _run_lines("publish", "publish")
     env = dict(hub_env, RECIPE="recipes/llama3-korean.yaml")

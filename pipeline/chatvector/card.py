@@ -15,7 +15,8 @@ Variables a template sees (all always defined; see `templates/model_card.md.j2` 
     provenance                                                    the whole provenance dict
     formula, formula_terms, formula_note                          "out = cp + 0.8 · (chat − base)"
     sources       [{label, role, repo_id, revision, sha, url, local, path_name, files, license}]
-    default, layer_rows [{layers, value}], layer_count, module_rules [{match, value}], chart_file
+    default, default_unused (it decides no tensor), rules_only (module rules decide every tensor),
+    layer_rows [{layers, value}], layer_count, module_rules [{number (from 0), match, value}], chart_file
     special_tokens [{token, cp_row, chat_row}], vocabulary (dict or None), chat_template, dtype
     checks [{name, ok, detail}] (None when none were recorded), sample (or None), output (dict)
     license, license_source ("recipe", "cp" or None), license_warnings [str], metadata (the card data dict)
@@ -83,11 +84,11 @@ from markupsafe import Markup
 
 from chatvector.card_recipe import pinned_recipe
 from chatvector.coefficients import layer_runs
-from chatvector.conventions import PROJECT_ROOT
+from chatvector.conventions import shipped
 from chatvector.errors import PipelineError, RecipeError, VerificationError
 from chatvector.units import human_bytes
 
-TEMPLATE_DIR = PROJECT_ROOT / "templates"
+TEMPLATE_DIR = shipped("templates")  # the checkout's templates/, or the copy in the wheel
 DEFAULT_TEMPLATE = TEMPLATE_DIR / "model_card.md.j2"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
@@ -180,9 +181,13 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
     verification = p.get("verification")
     license_, license_source = _license(p)
     target = p.get("target") or {}
-    lam_range = _coefficient_range(default, layers, modules, tied=bool(p.get("tied_embeddings")))
-    uniform = lam_range[0] == lam_range[1] == default
-    formula, terms = _formula(vectors, default, None if uniform else lam_range)
+    recorded_range = coefficients.get("range")  # what the tensors took (older provenances: computed from the rules)
+    lam_range = (float(recorded_range[0]), float(recorded_range[1])) if recorded_range else \
+        _coefficient_range(default, layers, modules, tied=bool(p.get("tied_embeddings")))
+    default_unused = coefficients.get("default_decides") == 0  # module rules and layer values decide every tensor
+    rules_only = default_unused and coefficients.get("layers_decide") == 0  # module rules decide every tensor
+    uniform = lam_range[0] == lam_range[1] and (lam_range[0] == default or default_unused)
+    formula, terms = _formula(vectors, lam_range[0] if uniform else default, None if uniform else lam_range)
     compact = len(layers) >= COMPACT_LAYERS
     shown_layers = [_round3(v) for v in layers] if compact else layers
     return {
@@ -197,22 +202,28 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
         "formula_terms": terms,
         "formula_note": None if uniform
         else (f"λ depends on the tensor: the schedule below sets it per layer or module, from {_num(lam_range[0])} "
-              f"to {_num(lam_range[1])}, and the default coefficient {_num(default)} applies elsewhere"
+              f"to {_num(lam_range[1])}, "
+              + (f"for every tensor (the default coefficient {_num(default)} decides none)" if default_unused
+                 else f"and the default coefficient {_num(default)} applies elsewhere")
               + ("; each vector's λ is its weight times that coefficient" if len(vectors) > 1 else "") + "."),
         "vector_count": len(vectors),
         "multi": len(vectors) > 1,
         "sources": _sources(p, endpoint),
         "default": _num(default),
-        "layer_rows": _layer_runs(shown_layers, terms),
+        "default_unused": default_unused,
+        "rules_only": rules_only,
+        # layer values that decide no tensor (module rules cover all) are not shown as if they applied
+        "layer_rows": [] if rules_only else _layer_runs(shown_layers, terms),
         "layer_count": len(layers),
         "layers_compact": compact,
         "gradient_anchors": _gradient_anchors(recipe_text),
-        "module_rules": [{"match": str(r["match"]), "value": _num(r["value"]),
-                          "lams": [_num(float(r["value"]) * t["weight_value"]) for t in terms]} for r in modules],
+        "module_rules": [{"number": number, "match": str(r["match"]), "value": _num(r["value"]),
+                          "lams": [_num(float(r["value"]) * t["weight_value"]) for t in terms]}
+                         for number, r in enumerate(modules)],
         "vocabulary_lines": _vocabulary_lines(p, terms, default, modules),
         "attributions": _attributions(p),
         "citation": CITATION,
-        "chart_file": chart_file if layers else None,
+        "chart_file": chart_file if layers and not rules_only else None,
         "special_tokens": list(p.get("special_tokens") or []),
         "vocabulary": p.get("vocabulary"),
         "chat_template": _chat_template(output.get("chat_template")),
@@ -343,7 +354,7 @@ def _coefficient(name: str, default: float, layer_value: float | None, modules: 
         except re.error:
             hit = None
         if hit:
-            return float(rule["value"]), f"module rule {number + 1}"
+            return float(rule["value"]), f"module rule {number}"  # numbered from 0, as `plan` and recipes do
     if layer_value is not None:
         return layer_value, "layer"
     return default, "default"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from chatvector import __version__
@@ -257,6 +258,9 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     publish.add_argument("--commit-message", metavar="TEXT", default=None,
                          help="the commit's title (default: the recipe's commit_message, else \"chatvector: NAME "
                               "(base@sha, chat@sha, cp@sha)\")")
+    publish.add_argument("--commit-description", metavar="TEXT", default=None,
+                         help="the commit's description, before the lines chatvector writes there (default: only "
+                              "those: the recipe file and the sources' commits)")
     _revision_option(publish)
     publish.add_argument("--private", action="store_true",
                          help="create the target private when it does not exist (as target.private: true does)")
@@ -283,10 +287,11 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)
     recipe.require_target()
-    if args.commit_message is not None:  # (not part of the plan's fingerprint: the output is the same)
+    if args.commit_message is not None or args.commit_description is not None:  # (not in the plan's fingerprint)
         import dataclasses
 
-        recipe = dataclasses.replace(recipe, commit_message=args.commit_message)
+        recipe = dataclasses.replace(recipe, commit_message=args.commit_message or recipe.commit_message,
+                                     commit_description=args.commit_description)
     result = publish(recipe, private=args.private, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag, plan_file=args.plan,
                      out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force,
                      fetch=args.fetch, overwrite=args.overwrite, progress=not args.quiet,
@@ -295,7 +300,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         _print_json({"repo_id": result.repo_id, "branch": result.branch, "changed": result.changed,
                      "dry_run": args.dry_run, "branch_created": result.branch_created,
                      "commit": result.commit, "pull_request": result.pr_url, "tag": result.tag, "url": result.url,
-                     "added": result.added, "deleted": result.deleted,
+                     "added": result.added, "deleted": result.deleted, "card_only": result.card_only,
                      "out_dir": str(result.out_dir) if result.out_dir else None,
                      "io": result.io.to_dict() if result.io else None})
         return 0
@@ -313,9 +318,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
               + (f" (no {' or '.join(skipped)} was created: there is nothing new to propose; --force merges and "
                  "pushes anyway)" if skipped else ""))
     elif args.dry_run:
-        print(f"dry run: would commit to {result.url}")
+        print(f"dry run: would {_dry_run_action(result, args.create_pr)}")
         for name, size in result.added.items():
-            print(f"  + {name}  ({size} bytes)")
+            print(f"  = {name}  ({size} bytes, unchanged)" if name in result.unchanged else f"  + {name}  ({size} bytes)")
         for name in result.deleted:
             print(f"  - {name}")
         kept = f"card: {result.out_dir / 'README.md'}" if result.out_dir else "card (use --out DIR to keep the files):"
@@ -324,8 +329,16 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         where = f"pull request {result.pr_url}" if result.pr_url else result.url
         on = f" branch {result.branch}" if result.branch != "main" else ""
         print(f"published {result.repo_id}{on} at {result.commit} ({len(result.added)} files, "
-              f"{len(result.deleted)} deleted): {where}" + (f", tagged {result.tag}" if result.tag else ""))
+              f"{len(result.deleted)} deleted{', card only' if result.card_only else ''}): {where}"
+              + (f", tagged {result.tag}" if result.tag else ""))
     return 0
+
+
+def _dry_run_action(result, create_pr: bool) -> str:
+    """What the push of a dry run would have done: a commit to the branch, or a pull request against it."""
+    if create_pr:
+        return f"open a pull request against {result.branch} of {result.repo_id} ({result.url})"
+    return f"commit to {result.url}"
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -357,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages (also after COMMAND)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="only warnings, errors and the result (also after COMMAND)")
+    parser.add_argument("--token", metavar="TOKEN", dest="hub_token", default=None,
+                        help="the Hub token to use instead of HF_TOKEN; never printed (also after COMMAND)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_plan(sub)  # in the order of a maintainer's work
     _add_merge(sub)
@@ -365,7 +380,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_publish(sub)
     _add_demo(sub)
     add_hub_command(sub)
+    _add_verbosity_to_hub_serve(sub)
     return parser
+
+
+def _add_verbosity_to_hub_serve(sub: argparse._SubParsersAction) -> None:
+    """`hub serve -v/-q` as every command takes them (its `--token` is the server's own: NAME=SECRET:SCOPE)."""
+    hub = sub.choices["hub"]
+    serve = next(a for a in hub._actions if isinstance(a, argparse._SubParsersAction)).choices["serve"]
+    serve.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="log debug messages and show tracebacks")
+    serve.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="no line per request on stderr (ROOT/access.log still has them); warnings and errors only")
+    serve_command = serve.get_default("func")
+    serve.set_defaults(func=lambda args: _serve_quietly(serve_command, args) if args.quiet else serve_command(args))
+
+
+_REQUEST_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d \S+ /")  # the server's echo of a request
+
+
+class _WithoutRequestLines:
+    """stderr without the local Hub's per-request lines (it writes them to sys.stderr as it finds it)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return len(text) if _REQUEST_LINE.match(text) else self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _serve_quietly(serve_command, args: argparse.Namespace) -> int:
+    """`hub serve -q`: the request lines go to ROOT/access.log only."""
+    before, sys.stderr = sys.stderr, _WithoutRequestLines(sys.stderr)
+    try:
+        return serve_command(args)
+    finally:
+        sys.stderr = before
 
 
 def prepare_environment() -> None:
@@ -385,9 +438,22 @@ def run() -> None:
 
     code = main()
     logging.shutdown()
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()  # (a command's output is buffered when piped: a closed pipe shows here)
+    except BrokenPipeError:
+        code = _reader_went_away()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed the pipe (`chatvector plan R --json | head -1`): stop quietly, as other commands
+    do when SIGPIPE ends them, with the shell's code for that (128 + 13). What is left unwritten goes nowhere."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's own flush at exit must not fail again
+    return 141
 
 
 class _PlainFormatter(logging.Formatter):
@@ -443,6 +509,9 @@ def _own_huggingface_hub_logging(level: int) -> None:
         hub_logger.removeHandler(own)
 
 
+DEVICE_FIX = "run with --device cpu, or with a smaller --batch-size (eval)"
+
+
 def _unexpected(err: Exception, verbose: bool) -> int:
     """A library error no stage translated: one line naming it (-v: the traceback too); exit 2 when it is the
     Hub's or the network's, 1 when it is ours (a bug: please report it)."""
@@ -452,6 +521,11 @@ def _unexpected(err: Exception, verbose: bool) -> int:
 
     if verbose:
         traceback.print_exc()
+    from chatvector.device_errors import device_error, is_device_error
+
+    if is_device_error(err):  # a stage that did not translate it (generation, perplexity): the GPU's, not ours
+        print(f"error: {device_error(err, device='cuda', doing='computing', fix=DEVICE_FIX)}", file=sys.stderr)
+        return 2
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     cause = err.__cause__
     outside = isinstance(err, network_errors()) or type(err).__module__.startswith(("huggingface_hub", "httpx")) \
@@ -465,12 +539,53 @@ def _unexpected(err: Exception, verbose: bool) -> int:
     return 1
 
 
+def what_is_left(args: argparse.Namespace) -> str:
+    """After Ctrl-C: what the interrupted command leaves behind, and how to go on."""
+    from chatvector import stages
+
+    if args.command == "publish" and "push" in stages.timings():
+        return ("the commit was being made: it may have landed; run the same command again: it finds what the "
+                "target holds and pushes only what is missing")
+    if args.command == "publish":
+        return ("nothing was pushed; run the same command again to resume (shards already uploaded and files "
+                "already downloaded are not redone)")
+    if args.command == "sweep" and args.publish:
+        return ("what was pushed before stays as it is (each variant is one commit); run the same command again "
+                "to finish")
+    if args.command in ("merge", "sweep"):
+        return (f"{args.out} is as it was (the output is written beside it and takes its name only once verified); "
+                "run the same command again: files already downloaded are not downloaded again")
+    return "nothing was changed"
+
+
+def check_endpoint() -> None:
+    """HF_ENDPOINT must be a URL: without a scheme (`localhost:8080`) every request would fail and be retried."""
+    import os
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip()
+    parts = urlsplit(endpoint)
+    if endpoint and (parts.scheme not in ("http", "https") or not parts.netloc):
+        example = "http://" + endpoint.split("://", 1)[-1]
+        raise PipelineError(f"HF_ENDPOINT={endpoint!r} is not a URL: give it with its scheme, e.g. "
+                            f"HF_ENDPOINT={example} (or https://... for a server with TLS)")
+
+
 def main(argv: list[str] | None = None) -> int:
     prepare_environment()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _refuse_unknown(parser, args, unknown)
+    if args.command not in ("hub", "demo"):  # (the demo and the server set or ignore it)
+        try:
+            check_endpoint()
+        except PipelineError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
+    from chatvector.hub import set_token_origin
+
+    set_token_origin(bool(getattr(args, "hub_token", None)))
     if getattr(args, "hub_token", None):  # one place: every client the command builds reads it from here
         import os
 
@@ -495,12 +610,14 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(err).splitlines() or [type(err).__name__]:  # one line each, every problem at once
             print(f"error: {line}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:
+        return _reader_went_away()
     except OSError as err:  # a path or the disk, named by the OS; one line, no traceback
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
         print(f"error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"interrupted: {what_is_left(args)}", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - whatever a library raises reaches the user as one line
         return _unexpected(err, args.verbose)

@@ -12,6 +12,13 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: recipes/, templates/ (editable installs)
 
+
+def shipped(relative: str) -> Path:
+    """A file or folder whose source is the checkout's top level (`templates`, `recipes/demo.yaml`): the copy a
+    wheel carries inside the package (setup.py puts it there), else the checkout's own (editable installs)."""
+    packaged = Path(__file__).resolve().parent / relative
+    return packaged if packaged.exists() else PROJECT_ROOT / relative
+
 # -- files of a model folder ------------------------------------------------------------------------------
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"

@@ -14,12 +14,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from chatvector.conventions import PROJECT_ROOT
+from chatvector.conventions import PROJECT_ROOT, shipped
 from chatvector.errors import PipelineError
 from chatvector.localhub import LocalHub, Token
 
-ROOT = PROJECT_ROOT
-DEFAULT_RECIPE = ROOT / "recipes" / "demo.yaml"
+# The checkout when running from one (`make demo`), else (an installed wheel) the working directory.
+ROOT = PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").is_file() else Path.cwd()
+DEFAULT_RECIPE = shipped("recipes/demo.yaml")
 
 
 def say(step: str, text: str) -> None:
@@ -124,7 +125,22 @@ def serve_again_message(url: str, root: Path, lead: str = "Stopped. To browse it
     """The command that serves the demo's Hub state again on URL's port: the printed links open again."""
     port = url.rsplit(":", 1)[1]
     return (f"{lead}serve the same state on the same address:\n"
-            f"  chatvector hub serve --root {shlex.quote(_shown(root / 'hub'))} --port {port}")
+            f"  {chatvector_command()} hub serve --root {shlex.quote(_shown(root / 'hub'))} --port {port}")
+
+
+def chatvector_command() -> str:
+    """`chatvector` as a shell here can run it: by name when PATH finds this very installation, else the console
+    script beside this interpreter (`.venv/bin/chatvector`: `make demo` does not put .venv/bin on PATH), else
+    `python -m chatvector` with this interpreter."""
+    import shutil
+
+    script = Path(sys.executable).parent / "chatvector"  # (not resolved: a venv's python is a symlink)
+    on_path = shutil.which("chatvector")
+    if script.is_file() and on_path and Path(on_path).resolve() == script.resolve():
+        return "chatvector"
+    if script.is_file():
+        return shlex.quote(_shown(script))
+    return f"{shlex.quote(_shown(Path(sys.executable)))} -m chatvector"
 
 
 def _shown(path: Path) -> str:

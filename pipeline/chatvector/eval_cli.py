@@ -75,7 +75,8 @@ def add_eval_command(sub: argparse._SubParsersAction) -> None:
                         help="the gate: fidelity=0.9,format=1.0,perplexity=1.5; exit 2 with one line per threshold "
                              "missed (default: no gate)")
     parser.add_argument("--lm-eval", metavar="TASK[,TASK]", default=None,
-                        help="also run these lm-evaluation-harness tasks (needs pip install chatvector[eval]; default: none)")
+                        help="also run these lm-evaluation-harness tasks (needs lm-eval: pip install 'lm-eval>=0.4' in "
+                             "chatvector's environment; default: none)")
     parser.add_argument("--lm-eval-limit", type=int, metavar="N", default=None,
                         help="examples per lm-eval task (default: all)")
     parser.add_argument("--responses", metavar="FILE", default=None,
@@ -99,6 +100,7 @@ def _options(args: argparse.Namespace) -> dict:
                     "seed": checked("--seed", check_seed, args.seed), "perplexity": not args.no_perplexity}
     if args.require is not None:
         fields["require"] = checked("--require", parse_requirements, args.require)
+        _check_perplexity_can_be_gated(fields["require"], args)
     if args.batch_size < 1:
         raise EvalOptionError(f"--batch-size: expected a whole number >= 1, got {args.batch_size}")
     for option, key in (("--prompts", "prompts"), ("--text", "text")):
@@ -114,6 +116,30 @@ def _options(args: argparse.Namespace) -> dict:
             raise EvalOptionError(f"--lm-eval-limit: expected a whole number >= 1, got {args.lm_eval_limit}")
         fields["lm_eval"] = LmEvalSpec(tasks, args.lm_eval_limit)
     return fields
+
+
+def _check_perplexity_can_be_gated(require, args: argparse.Namespace) -> None:
+    """A perplexity threshold is on the ratio to --reference: refused before any answer is generated without one."""
+    if require.perplexity is None:
+        return
+    if args.no_perplexity:
+        raise EvalOptionError(f"--require perplexity={require.perplexity:g} with --no-perplexity: the gate needs "
+                              "perplexity measured; leave out one of them")
+    if args.reference is None:
+        raise EvalOptionError(f"--require perplexity={require.perplexity:g}: the threshold is on the ratio to a "
+                              "reference model; give --reference DIR|REPO (the cp the merge started from), or leave "
+                              "perplexity out of --require")
+
+
+def _check_model_argument(option: str, value: str) -> None:
+    """A path that names nothing is a typo, not a Hub repository id: say so before anything is downloaded."""
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise EvalOptionError(f"{option} {value}: is a file; give a model folder or a Hub repository id "
+                              "(namespace/name)")
+    if not path.exists() and (value.startswith((".", "/", "~")) or value.count("/") != 1):
+        raise EvalOptionError(f"{option} {value}: the folder does not exist (nor is it a Hub repository id, "
+                              "namespace/name)")
 
 
 def _spec(language: str, fields: dict):
@@ -165,6 +191,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from chatvector.evaluation.languages import canonical_language
     from chatvector.hub import connect
 
+    _check_model_argument("model", args.model)
+    if args.reference is not None:
+        _check_model_argument("--reference", args.reference)
     fields = _options(args)
     if args.language is not None:
         try:

@@ -29,6 +29,20 @@ class SourceHubError(FieldError, HubError):
     """A Hub error about one recipe source: `field` is the recipe field to blame ("cp.revision")."""
 
 
+_token_origin = "HF_TOKEN"  # where the token came from, for the messages that blame it
+
+
+def set_token_origin(from_option: bool) -> None:
+    """Whether the CLI's --token supplied the token (a refused token is then that one, not HF_TOKEN's)."""
+    global _token_origin
+    _token_origin = "--token" if from_option else "HF_TOKEN"
+
+
+def token_origin() -> str:
+    """How messages name the token in use: "HF_TOKEN" or "the token given with --token"."""
+    return "the token given with --token" if _token_origin == "--token" else "HF_TOKEN"
+
+
 def connect(token: str | None = None, endpoint: str | None = None) -> "HfApi":
     """The Hub client for one command: HF_ENDPOINT (or `endpoint`) and HF_TOKEN / `hf auth login` (or `token`).
 
@@ -180,7 +194,10 @@ def _http_message(err, repo_id: str, action: str) -> str:
     server = _server_message(err)
     if status == 401:
         if action == "read":
-            return f"the Hub refused the token while reading {repo_id} (401): check HF_TOKEN"
+            return f"the Hub refused the token while reading {repo_id} (401): check {token_origin()}"
+        if _token_origin == "--token":
+            return (f"publishing to {repo_id} needs a valid write token: the Hub refused the token given with "
+                    "--token (401); check it")
         return f"publishing to {repo_id} needs a valid write token: set HF_TOKEN (the Hub answered 401)"
     if status == 403:
         if action == "read":

@@ -140,7 +140,8 @@ def open_inputs(plan: Plan, api: "HfApi", mode: str, *, skip: Mapping[str, str] 
             remote[key] = RemoteFile(
                 key=key, url=_resolve_url(api, source.repo_id, source.sha, name), size=source.files[name].size,
                 label=f"{role} {source.repo_id}@{source.sha[:7]}: {name}",
-                sha256=want if kind == "sha256" else None, git_id=want if kind == "git" else None)
+                sha256=want if kind == "sha256" else None, git_id=want if kind == "git" else None,
+                head_key=(source.repo_id, source.sha, name))
             inputs.keys[key] = os.path.abspath(folders[role] / name)
     done = {k for k in inputs.keys if (skip or {}).get(k)}
     inputs.hasher = InputHasher(sorted(local)) if local else None

@@ -196,6 +196,37 @@ class Plan:
         return max(0, min(cp.vocab_size, cp.embedding_rows or cp.vocab_size) - self.shared_tokens)
 
     @property
+    def weights_sha256(self) -> str:
+        """What decides every tensor byte (`weights_fingerprint`): the shards' headers record it."""
+        return self.fingerprint["weights_sha256"]
+
+    def decided(self) -> list[tuple[TensorPlan, float]]:
+        """Each tensor whose coefficient applies, with that coefficient (before vector weights), read from the rule
+        that decided it (`reason`); a tensor kept because a model lacks it takes none."""
+        out = []
+        for t in self.tensors:
+            if t.kept.startswith("not in "):
+                continue
+            if t.reason.startswith("module rule "):
+                value = self.modules[int(t.reason.split()[2])].value
+            elif t.reason.startswith("layer "):
+                value = self.layer_values[int(t.reason.split()[1])]
+            else:
+                value = self.default
+            out.append((t, value))
+        return out
+
+    @property
+    def default_decides(self) -> int:
+        """Tensors whose coefficient the default decides (0: layer values and module rules cover every one)."""
+        return sum(1 for t, _ in self.decided() if t.reason == "default")
+
+    @property
+    def layers_decide(self) -> int:
+        """Tensors whose coefficient a layer value decides."""
+        return sum(1 for t, _ in self.decided() if t.reason.startswith("layer "))
+
+    @property
     def special_rows(self) -> tuple[RowCopy, ...]:
         return next((t.row_copies for t in self.tensors if t.row_copies), ())
 
@@ -283,12 +314,21 @@ class Plan:
             ),
             card=CardPlan(card["license"], card["license_source"], card["license_name"], card["license_link"],
                           tuple(card["language"]), tuple(card["tags"]), tuple(card["base_models"])),
-            fingerprint=dict(doc["fingerprint"]),
+            fingerprint=_fingerprint_from(doc["fingerprint"]),
             shared_tokens=int(doc["vocabulary"]["shared_tokens"]),
             ignored=tuple((i["name"], i["why"]) for i in doc["ignored"]),
             notes=tuple(doc["notes"]),
             warnings=tuple(doc["warnings"]),
         )
+
+
+def _fingerprint_from(doc: dict) -> dict:
+    """The fingerprint of a plan.json; one without the weights' and the model's hashes (an older layout) is not
+    this version's plan (KeyError: read_plan_file asks to make it again)."""
+    missing = [key for key in ("sha256", "weights_sha256", "model_sha256") if key not in doc]
+    if missing:
+        raise KeyError(f"fingerprint.{missing[0]}")
+    return dict(doc)
 
 
 def _source_dict(s: SourcePlan) -> dict:
@@ -345,13 +385,44 @@ def fingerprint(plan: Plan) -> dict:
     """What decides the output: the normalized recipe, the content of every input file the run reads (by its
     listing's hash: no download), the sources' card licenses (the card may show cp's), and the tool version.
     Two plans with equal fingerprints write identical files, so a publish can skip the second one; a
-    README-only commit upstream changes nothing here."""
+    README-only commit upstream changes nothing here.
+
+    Two narrower hashes sit inside it: `weights_sha256` (what decides a tensor byte: `weights_fingerprint`, which
+    the shards' headers record) and `model_sha256` (what decides every file but the card's: the weights, the
+    support files' plan and the input files they are made from). A plan whose `model_sha256` the target
+    records already needs only its card files published again (chatvector.publish.card_only)."""
     inputs = {role: {name: f.id for name, f in sorted(s.files.items())} for role, s in sorted(plan.sources.items())}
+    weights = weights_fingerprint(plan)
+    model = {"weights_sha256": weights, "output": _output_dict(plan.output), "inputs": inputs}
     parts = {
         "tool_version": plan.tool_version,
         "recipe_sha256": plan.recipe_sha256,
         "inputs": inputs,
         "licenses": {role: s.license for role, s in sorted(plan.sources.items())},
+        "weights_sha256": weights,
+        "model_sha256": _sha256_json(model),
     }
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
-    return {"sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(), **parts}
+    return {"sha256": _sha256_json(parts), **parts}
+
+
+def weights_fingerprint(plan: Plan) -> str:
+    """The hash of what decides a tensor byte, and nothing else: the tool version (its engine), each tensor's plan
+    (shape, dtypes, λ per vector, rows, the files it reads), the shard layout, and the content of the weight files
+    read (their listing's hash). Not the recipe's text, name, card, target or eval, nor how a source's revision
+    is written: a branch and the commit it points at give the same bytes, so a card's pinned recipe merges to
+    byte-identical shards (their headers record this hash as `chatvector_weights_sha256`)."""
+    read: dict[str, dict[str, str]] = {}
+    for t in plan.tensors:
+        for role, file in t.files.items():
+            read.setdefault(role, {})[file] = plan.sources[role].files[file].id
+    tensors = [{"name": t.name, "shape": list(t.shape), "cp_dtype": t.cp_dtype, "dtype": t.out_dtype,
+                "lambdas": list(t.lambdas), "kept": bool(t.kept), "delta_rows": t.delta_rows,
+                "row_copies": [[r.cp_row, r.chat_row] for r in t.row_copies], "files": dict(sorted(t.files.items()))}
+               for t in plan.tensors]
+    return _sha256_json({"tool_version": plan.tool_version, "dtype": plan.output.dtype,
+                         "shard_size": plan.output.shard_size, "shards": [list(s) for s in plan.output.shards],
+                         "tensors": tensors, "files": read})
+
+
+def _sha256_json(doc: object) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()

@@ -18,10 +18,12 @@ def render(plan: Plan) -> str:
         rows.append((role, s.label, s.architecture, str(s.layers), str(s.vocab_size), s.dtype, s.license or "-"))
     lines += _table(rows)
     terms = " + ".join(f"{v.weight:g}·λ(t)·({v.chat} − {v.base})" for v in plan.vectors)
-    lines += ["", f"Formula: out = cp + {terms}", "", f"Coefficients λ(t) (default {plan.default:g})"]
+    unused = "; it decides no tensor: the rules below cover every one" if plan.tensors and not plan.default_decides \
+        else ""
+    lines += ["", f"Formula: out = cp + {terms}", "", f"Coefficients λ(t) (default {plan.default:g}{unused})"]
     runs = layer_runs(list(plan.layer_values))
     lines.append("  layers   " + " | ".join(f"{a}: {v:g}" if a == b else f"{a}-{b}: {v:g}" for a, b, v in runs))
-    for i, rule in enumerate(plan.modules):
+    for i, rule in enumerate(plan.modules):  # numbered from 0, as coefficients.modules[i] and the card number them
         lines.append(f"  modules  [{i}] {rule.match!r} → {rule.value:g}  (decides {rule.decides} tensors)")
     if plan.special_rows:
         lines += ["", "Special tokens (rows copied from the chat model)"]
@@ -73,7 +75,7 @@ def short(sha: str | None) -> str:
 def publish_facts(plan: Plan, api) -> dict:
     """What `chatvector publish` would do with this plan, read from the target's metadata (no weights): the
     target (created? private?), the commit (or why nothing would change), the fetch mode and the disk."""
-    from chatvector.publish import SMALL_FILES_ROOM, commit_message, read_target, unchanged
+    from chatvector.publish import SMALL_FILES_ROOM, card_only, card_only_files, commit_message, read_target, unchanged
     from chatvector.workspace import work_folder
 
     recipe = plan.require_recipe()
@@ -95,6 +97,10 @@ def publish_facts(plan: Plan, api) -> dict:
             facts["fetch"], facts["disk"] = None, None
             return facts
         facts["why"] = changes(plan, state)
+        if card_only(plan, state):  # the target holds this model: only the card's files would be committed
+            endpoint = None if all(s.is_local for s in plan.sources.values()) else api.endpoint
+            facts.update(would="card only", files=sorted(card_only_files(plan, state, endpoint)), fetch=None, disk=None)
+            return facts
     write_dir = work_folder(plan, target.repo_id)
     facts.update(_fetch_and_disk(plan, recipe.merge.fetch, write_dir,
                                  stream_writes=plan.largest_file_bytes + SMALL_FILES_ROOM))
@@ -208,6 +214,11 @@ def render_publish(facts: dict) -> list[str]:
         lines = [f"Target: {t['repo_id']}{on} at {short(t['head'])} (exists)"]
     if facts["would"] == "nothing":
         lines.append(f"Publish would: do nothing — {facts['why'][0]}")
+        return lines
+    if facts["would"] == "card only":
+        lines.append(f"Publish would: commit \"{facts['commit_message']}\" — card only: {', '.join(facts['files'])} "
+                     "(the target holds these weights and the files beside them: no download, no merge, no shard "
+                     "upload)" + (" — " + "; ".join(facts["why"]) if facts["why"] else ""))
         return lines
     lines.append(f"Publish would: commit \"{facts['commit_message']}\""
                  + (" — " + "; ".join(facts["why"]) if facts["why"] else ""))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from chatvector.conventions import PROVENANCE_FILE
 from chatvector.errors import PipelineError, Problem
-from chatvector.hub import token_of, translate
+from chatvector.hub import token_of, token_origin, translate
 from chatvector.recipe import Recipe, check_revision
 from chatvector.units import human_bytes
 
@@ -113,20 +113,39 @@ def check_gpu_memory(recipe: Recipe, plan: "Plan", device: str | None, chunk_byt
     import torch
 
     terms = max((sum(1 for lam in t.lambdas if lam) for t in plan.tensors), default=0)
-    need = gpu_bytes_needed(chunk_bytes, terms)
+    need = gpu_bytes_needed(chunk_bytes, terms, input_itemsize(plan))
     free, total = torch.cuda.mem_get_info(dev)
     if free < need:
-        return [Problem(f"the merge on {dev} needs about {human_bytes(need)} of GPU memory for its buffers but only "
-                        f"{human_bytes(free)} of {human_bytes(total)} is free; free the GPU or use --device cpu")]
+        return [Problem(f"the merge on {dev} needs about {human_bytes(need)} of GPU memory (its buffers, temporaries "
+                        f"and headroom) but only {human_bytes(free)} of {human_bytes(total)} is free; free the GPU or "
+                        "use --device cpu")]
     return []
 
 
-def gpu_bytes_needed(chunk_bytes: int, terms: int) -> int:
-    """The CUDA pipeline's device buffers: per staging slot (two), fp32 scratch and output for a block's
-    elements, plus one input buffer each for cp and every term's base and chat (up to fp32)."""
-    elements = max(1, chunk_bytes // 2)
-    per_slot = elements * 4 * (3 + 1) + elements * 4 * (1 + 2 * terms)
-    return 2 * per_slot
+GPU_HEADROOM_FRACTION = 0.10  # the caching allocator's rounding and fragmentation, kernels' workspaces
+GPU_HEADROOM_MIN = 256 << 20
+
+
+def input_itemsize(plan: "Plan") -> int:
+    """The widest item size the merge reads: cp's tensors' dtypes and every source's checkpoint dtype (fp64: 8)."""
+    from chatvector.conventions import DTYPE_BY_NAME
+
+    names = {t.cp_dtype for t in plan.tensors} | {s.dtype for s in plan.sources.values()}
+    return max((DTYPE_BY_NAME[n].itemsize for n in names if n in DTYPE_BY_NAME), default=4)
+
+
+def gpu_bytes_needed(chunk_bytes: int, terms: int, itemsize: int = 4) -> int:
+    """What the CUDA pipeline holds on the device, with headroom. Per staging slot (two): fp32 scratch (3) and
+    output (1) for a block's elements, one input buffer each for cp and every term's base and chat at the widest
+    input's item size, and the temporaries its kernels allocate (the finiteness flags, an fp64 source's fp32
+    copy, row copies' rows). Then 10% (at least 256 MiB) for the allocator's rounding and fragmentation."""
+    from chatvector.merge.pinned import STAGING_SLOTS, pinned_block_bytes
+
+    elements = max(1, pinned_block_bytes(chunk_bytes) // 2)
+    buffers = elements * 4 * (3 + 1) + elements * itemsize * (1 + 2 * terms)
+    temporaries = elements * (1 + 4 + itemsize)
+    need = STAGING_SLOTS * (buffers + temporaries)
+    return need + max(GPU_HEADROOM_MIN, int(need * GPU_HEADROOM_FRACTION))
 
 
 # -- disk ----------------------------------------------------------------------------------------------------
@@ -248,6 +267,11 @@ def check_tag(tag: str | None, create_pr: bool) -> list[Problem]:
     return []
 
 
+def _use_token_instead() -> str:
+    """How to put another token in place of the refused one: where this one came from."""
+    return "pass it with --token" if token_origin() != "HF_TOKEN" else "set HF_TOKEN to it"
+
+
 def check_write_access(api: "HfApi", repo_id: str) -> list[Problem]:
     """The token can push to `repo_id`: it exists, the Hub accepts it, it has write scope, and the target's
     namespace is its user's or an org where its user may write (fine-grained tokens: `repo.write` there)."""
@@ -270,7 +294,7 @@ def check_write_access(api: "HfApi", repo_id: str) -> list[Problem]:
     role = access.get("role")
     if role == "read":
         return [Problem(f"the token of {name} is read-only: publishing to {repo_id} needs write access; create a "
-                        f"token with the write role at {api.endpoint}/settings/tokens and set HF_TOKEN to it (or use "
+                        f"token with the write role at {api.endpoint}/settings/tokens and {_use_token_instead()} (or use "
                         "--dry-run)")]
     namespace = repo_id.split("/", 1)[0]
     orgs = {o.get("name"): o.get("roleInOrg") for o in who.get("orgs") or [] if isinstance(o, dict)}

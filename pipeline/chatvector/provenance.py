@@ -70,8 +70,7 @@ def build_provenance(plan: Plan, *, endpoint: str | None, folders: dict[str, Pat
         "fingerprint": plan.fingerprint,
         "inputs": inputs,
         "vectors": [{"base": v.base, "chat": v.chat, "weight": v.weight} for v in plan.vectors],
-        "coefficients": {"default": plan.default, "layers": list(plan.layer_values),
-                         "modules": [{"match": m.match, "value": m.value} for m in plan.modules]},
+        "coefficients": _coefficients(plan),
         "special_tokens": [{"token": r.token, "cp_row": r.cp_row, "chat_row": r.chat_row} for r in plan.special_rows],
         "vocabulary": {"cp_extra_tokens": plan.cp_extra_tokens, "shared_tokens": plan.shared_tokens},
         # the output's head is its input embedding (cp's config, which the output keeps): no lm_head tensor
@@ -83,6 +82,16 @@ def build_provenance(plan: Plan, *, endpoint: str | None, folders: dict[str, Pat
                    "total_bytes": plan.output_bytes, "chat_template": plan.output.chat_template_source},
         "verification": verification or {"checks": [], "sample": None},
     }
+
+
+def _coefficients(plan: Plan) -> dict:
+    """The schedule, with what it decided: how many tensors each module rule, the layer values and the default
+    decide, and the least and greatest coefficient a tensor takes (the card says only what applies)."""
+    values = [value for _, value in plan.decided()]
+    return {"default": plan.default, "layers": list(plan.layer_values),
+            "modules": [{"match": m.match, "value": m.value, "decides": m.decides} for m in plan.modules],
+            "default_decides": plan.default_decides, "layers_decide": plan.layers_decide,
+            "range": [min(values), max(values)] if values else None}
 
 
 def _output_hashes(plan: Plan, out_dir: Path | None, weight_hashes: dict[str, str] | None,
@@ -103,8 +112,13 @@ def _output_hashes(plan: Plan, out_dir: Path | None, weight_hashes: dict[str, st
 
 def write_provenance(out_dir: Path, provenance: dict) -> str:
     path = Path(out_dir) / PROVENANCE_FILE
-    path.write_text(json.dumps(provenance, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(provenance_text(provenance), encoding="utf-8")
     return PROVENANCE_FILE
+
+
+def provenance_text(provenance: dict) -> str:
+    """chatvector.json's text."""
+    return json.dumps(provenance, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def read_provenance(path: Path) -> dict | None:

@@ -62,6 +62,8 @@ class PublishResult:
     branch: str = "main"  # the branch committed to (target.revision)
     branch_created: str | None = None  # the branch this run created (target.revision, when it was missing)
     io: "IOStats | None" = None  # bytes moved, disk and memory high-water marks
+    unchanged: list[str] = field(default_factory=list)  # a dry run's files the target holds already, byte for byte
+    card_only: bool = False  # only the card's files were published: the target held these weights already
 
 
 @dataclass
@@ -119,11 +121,11 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             return []
         problems = preflight.check_card(planned, api.endpoint)
         state = found["state"] = read_target(api, target.repo_id, target.revision)
-        if unchanged(planned, state) and not force:
+        if not force and (unchanged(planned, state) or (card_only_run(planned, state, out_dir, from_dir))):
             if tag is not None and not dry_run and tag in state.tags:
                 problems.append(Problem(f"--tag {tag}: {target.repo_id} already has that tag; choose another "
                                         "name"))
-            return problems  # nothing will be downloaded or written (a --tag tags the head)
+            return problems  # no weight will be downloaded or written (a --tag tags the head, or the card's commit)
         if not overwrite and state.foreign_files:
             problems.append(Problem(f"{target.repo_id} already holds files chatvector did not publish (e.g. "
                                     f"{state.foreign_files[0]}); choose another target.repo_id, or pass "
@@ -167,6 +169,8 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             return PublishResult(target.repo_id, changed=False, commit=proposed[1], pr_url=proposed[0], url=url,
                                  branch=target.revision)
 
+    if not force and card_only_run(plan, state, out_dir, from_dir):
+        return publish_card(api, plan, state, url=url, dry_run=dry_run, create_pr=create_pr, tag=tag)
     choice = found["fetch"]
     streaming = choice is not None and choice.mode == "stream" and not dry_run and out_dir is None \
         and recipe.eval is None
@@ -193,7 +197,9 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             result = PublishResult(target.repo_id, True, out_dir=out_dir, added=added, deleted=deleted,
                                    branch=target.revision,
                                    card=(folder / CARD_FILE).read_text(encoding="utf-8"), url=url, io=build.io)
-            if not dry_run:
+            if dry_run:
+                result.unchanged = files_the_target_holds(state, folder, added)
+            else:
                 with timed("push"):
                     push(api, plan, state, folder, result, create_pr=create_pr, tag=tag,
                          prebuilt=uploader.operations if uploader else None)
@@ -201,6 +207,21 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
             if uploader is not None:
                 uploader.close()
     return result
+
+
+def files_the_target_holds(state: TargetState, folder: Path, names) -> list[str]:
+    """Those of `names` in `folder` that the target's branch holds already, byte for byte (its listing's LFS sha256,
+    or git blob id of a small file): a dry run marks them unchanged."""
+    from chatvector.hashing import sha256_file
+    from chatvector.sources import git_blob_id
+
+    def held(name: str) -> bool:
+        remote, local = state.files.get(name), folder / name
+        if remote is None or remote.size not in (None, local.stat().st_size):
+            return False
+        return remote.lfs.sha256 == sha256_file(local) if remote.lfs is not None else remote.blob_id == git_blob_id(local)
+
+    return [name for name in names if held(name)]
 
 
 def on_branch(recipe: Recipe, revision: str | None) -> tuple[Recipe, list[Problem]]:
@@ -314,7 +335,12 @@ def unchanged(plan: Plan, state: TargetState) -> bool:
         return False
     if evaluation_changed(plan, recorded):
         return False
-    output = recorded.get("output") or {}
+    return holds_output(state)
+
+
+def holds_output(state: TargetState) -> bool:
+    """The target still holds every output file its provenance records, with the recorded content."""
+    output = (state.provenance or {}).get("output") or {}
     blob_ids = output.get("git_blob_ids") or {}
     for name, sha256 in (output.get("files") or {}).items():
         remote = state.files.get(name)
@@ -326,6 +352,98 @@ def unchanged(plan: Plan, state: TargetState) -> bool:
         elif blob_ids.get(name) != remote.blob_id:
             return False
     return True
+
+
+# -- card only: the target holds this model already; what the card says changed -----------------------------
+def card_only(plan: Plan, state: TargetState) -> bool:
+    """Whether publishing this plan changes only the card's files (README.md, chatvector.json, coefficients.svg):
+    the target's provenance records this plan's model (`model_sha256`: the weights, and the support files and the
+    inputs they are made from), the target still holds those files, and the evaluation it records still stands (the
+    recipe's `eval:` is the same, or gone). A change to `card:`, `name`, `target.private` or the recipe's text then
+    needs no weight read, no merge and no shard upload."""
+    recorded = state.provenance or {}
+    if not state.exists or (recorded.get("fingerprint") or {}).get("model_sha256") != plan.fingerprint["model_sha256"]:
+        return False
+    if plan.require_recipe().eval is not None and evaluation_changed(plan, recorded):
+        return False  # a new measurement needs the model loaded: the whole run
+    return holds_output(state)
+
+
+def card_only_run(plan: Plan, state: TargetState, out_dir: Path | None, from_dir: Path | None) -> bool:
+    """A card-only publish, unless the run was asked for a whole folder (--out keeps it, --from pushes one)."""
+    return out_dir is None and from_dir is None and not unchanged(plan, state) and card_only(plan, state)
+
+
+def card_only_provenance(plan: Plan, recorded: dict, endpoint: str | None) -> dict:
+    """The provenance of this plan for the model the target holds: what the plan says (recipe, card, coefficients,
+    sources' commits and licenses) with what the model's run measured (its output files, verification, the inputs'
+    hashes and, when the recipe still asks for it, the evaluation), which the same `model_sha256` makes true of this
+    plan too. A sweep's record is not carried over (the recipe now says what it says)."""
+    from chatvector.provenance import build_provenance
+
+    provenance = build_provenance(plan, endpoint=endpoint)
+    provenance["output"], provenance["verification"] = recorded["output"], recorded.get("verification")
+    for role, entry in provenance["inputs"].items():
+        entry["files"].update(((recorded.get("inputs") or {}).get(role) or {}).get("files") or {})
+    if plan.require_recipe().eval is not None and recorded.get("evaluation"):
+        provenance["evaluation"] = recorded["evaluation"]
+    return provenance
+
+
+def card_only_files(plan: Plan, state: TargetState, endpoint: str | None) -> dict[str, bytes]:
+    """The card's files of a card-only publish that differ from the target's (README.md, chatvector.json and the
+    λ chart when its content changed), as bytes."""
+    from chatvector.provenance import provenance_text
+
+    provenance = card_only_provenance(plan, state.provenance or {}, endpoint)
+    files = {PROVENANCE_FILE: provenance_text(provenance), **card_files(plan, provenance)}
+    out = {}
+    for name, text in files.items():
+        data = text.encode("utf-8")
+        remote = state.files.get(name)
+        if remote is None or remote.lfs is not None or remote.blob_id != _git_blob_id(data):
+            out[name] = data
+    return out
+
+
+def _git_blob_id(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def publish_card(api: "HfApi", plan: Plan, state: TargetState, *, url: str, dry_run: bool, create_pr: bool,
+                 tag: str | None) -> PublishResult:
+    """The card-only publish: one commit of the card's files that changed (and the evaluation's responses deleted
+    when the recipe dropped `eval:`); nothing is downloaded but the target's chatvector.json, nothing merged."""
+    from chatvector.evaluation.result import RESPONSES_FILE
+
+    target = plan.require_recipe().require_target()
+    endpoint = None if all(s.is_local for s in plan.sources.values()) else api.endpoint
+    with timed("card"):
+        files = card_only_files(plan, state, endpoint)
+    deleted = [RESPONSES_FILE] if plan.require_recipe().eval is None and RESPONSES_FILE in state.files else []
+    io = IOStats("none", "card only: the target holds these weights and files already")
+    result = PublishResult(target.repo_id, True, added={n: len(d) for n, d in sorted(files.items())}, deleted=deleted,
+                           branch=target.revision, url=url, io=io, card_only=True,
+                           card=(files.get(CARD_FILE) or b"").decode("utf-8") or _remote_card(api, state, target))
+    log.info("card only: %s (the target holds these weights: nothing downloaded or merged)", ", ".join(files))
+    if dry_run:
+        return result
+    with _staging(plan, target.repo_id, None) as folder:
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        with timed("push"):
+            push(api, plan, state, folder, result, create_pr=create_pr, tag=tag)
+    return result
+
+
+def _remote_card(api: "HfApi", state: TargetState, target) -> str:
+    """The target's README.md (a card-only publish whose card text did not change shows it)."""
+    if CARD_FILE not in state.files:
+        return ""
+    with hub_call(api, target.repo_id):
+        return Path(api.hf_hub_download(target.repo_id, CARD_FILE, revision=state.head)).read_text(encoding="utf-8")
 
 
 def evaluation_changed(plan: Plan, provenance: dict) -> bool:
@@ -386,11 +504,15 @@ def open_pr_with_same_inputs(api: "HfApi", repo_id: str, plan: Plan) -> tuple[st
 
 def write_card(plan: Plan, provenance: dict, folder: Path) -> None:
     """README.md and the per-layer λ chart."""
+    for name, text in card_files(plan, provenance).items():
+        (folder / name).write_text(text, encoding="utf-8")
+
+
+def card_files(plan: Plan, provenance: dict) -> dict[str, str]:
+    """{file: text} of the card rendered from `provenance`: the per-layer λ chart and README.md."""
     recipe = plan.require_recipe()
-    (folder / CHART_FILE).write_text(
-        coefficient_chart_svg(list(plan.layer_values), f"{recipe.display_name}: λ per layer"), encoding="utf-8")
-    text = render_card(provenance, recipe.text, recipe.card.template, CHART_FILE)
-    (folder / CARD_FILE).write_text(text, encoding="utf-8")
+    chart = coefficient_chart_svg(list(plan.layer_values), f"{recipe.display_name}: λ per layer")
+    return {CHART_FILE: chart, CARD_FILE: render_card(provenance, recipe.text, recipe.card.template, CHART_FILE)}
 
 
 def push(api: "HfApi", plan: Plan, state: TargetState, folder: Path, result: PublishResult, *,
@@ -465,7 +587,9 @@ def commit_message(recipe: Recipe, plan: Plan) -> str:
 
 
 def commit_description(recipe: Recipe, plan: Plan) -> str:
-    lines = [f"Recipe {recipe.path} (sha256 {recipe.sha256})", ""]
+    """The user's description (--commit-description), if any, then the recipe and the sources it pinned."""
+    lines = [recipe.commit_description, ""] if recipe.commit_description else []
+    lines += [f"Recipe {recipe.path} (sha256 {recipe.sha256})", ""]
     lines += [f"- {role}: {s.label}" for role, s in plan.sources.items()]
     return "\n".join(lines)
 

@@ -166,6 +166,7 @@ class Recipe:
     eval: EvalSpec | None = None  # how to evaluate the output (chatvector.evaluation); not in the fingerprint (publish.unchanged compares it)
     trust_remote_code: bool = False
     commit_message: str | None = None
+    commit_description: str | None = None  # `publish --commit-description` (not read from the file; not in the output)
     path: Path = Path("recipe.yaml")  # the recipe file, as the user named it
     text: str = field(default="", repr=False)  # the raw YAML, for provenance and the card
     field_lines: dict[FieldPath, int] = field(default_factory=dict, repr=False, compare=False, hash=False)

@@ -182,6 +182,7 @@ class IOStats:
     window_bytes: int | None = None  # the stream's prefetch window
     peak_window_bytes: int | None = None
     peak_memory: int = 0  # the process's peak resident memory
+    pinned_memory: int = 0  # host memory page-locked for the GPU's staging and output buffers (0 on the CPU)
     resumed_shards: int = 0
 
     def to_dict(self) -> dict:
@@ -198,6 +199,8 @@ class IOStats:
         if self.peak_window_bytes is not None:
             parts.append(f"stream window peak {human_bytes(self.peak_window_bytes)} of {human_bytes(self.window_bytes)}")
         parts.append(f"peak memory {human_bytes(self.peak_memory)}")
+        if self.pinned_memory:
+            parts.append(f"{human_bytes(self.pinned_memory)} of it pinned for the GPU")
         if self.resumed_shards:
             parts.append(f"{self.resumed_shards} shard(s) resumed")
         return ", ".join(parts)
@@ -245,7 +248,7 @@ def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = 
     finally:
         inputs.close()
     provenance = finish_folder(plan, folder, inputs, result, spot, input_sha256, api, uploader=uploader)
-    stats.peak_memory = peak_memory()
+    stats.peak_memory, stats.pinned_memory = peak_memory(), result.pinned_bytes
     log.debug("%s", stats.summary())
     return Build(folder, provenance, result.device, time.perf_counter() - t0, stats)
 
@@ -280,7 +283,7 @@ def build_models(plans: Sequence[Plan], folders: Sequence[Path], *, api: "HfApi"
     provenances = [finish_folder(plan, folder, inputs, result, spot, input_sha256, api, extra=extra)
                    for plan, folder, result, spot, extra in zip(plans, folders, results, spots,
                                                                 extras or [None] * len(plans))]
-    stats.peak_memory = peak_memory()
+    stats.peak_memory, stats.pinned_memory = peak_memory(), sum(r.pinned_bytes for r in results[:1])
     log.debug("%s", stats.summary())
     seconds = time.perf_counter() - t0
     return [Build(folder, provenance, result.device, seconds, stats)
@@ -325,6 +328,7 @@ def finish_folder(plan: Plan, folder: Path, inputs: RunInputs, result, spot, inp
                                       weight_hashes=hashes, input_sha256=input_sha256,
                                       verification=report.to_dict(),
                                       blob_ids=uploader.git_blob_ids if uploader else None)
+        provenance["merge"] = {"device": result.device_name or result.device, "backend": result.backend}
         provenance.update(extra or {})
         write_provenance(folder, provenance)
     report.raise_for_failures()
@@ -368,8 +372,14 @@ def merge_weights(plan: Plan, inputs: RunInputs, out_dir: Path, *, device: str, 
     if uploader is not None:
         extra.update(on_file=uploader.on_file, disk_budget=uploader.budget, skip_files=uploader.skip_files)
     return run_merge(jobs, out_dir, shard_size=plan.output.shard_size, shards=plan.output.shards, device=device,
-                     progress=progress, metadata={"chatvector_recipe_sha256": plan.recipe_sha256},
+                     progress=progress, metadata=shard_metadata(plan),
                      inputs=inputs.reader, **extra)
+
+
+def shard_metadata(plan: Plan) -> dict[str, str]:
+    """The shards' header metadata: only what decides their tensors (the weights' fingerprint), so that a card,
+    a name or a revision written as a branch rather than its commit leaves the shard files byte-identical."""
+    return {"chatvector_weights_sha256": plan.weights_sha256}
 
 
 def merge_variants(plans: Sequence[Plan], inputs: RunInputs, folders: Sequence[Path], *, device: str,
@@ -377,7 +387,7 @@ def merge_variants(plans: Sequence[Plan], inputs: RunInputs, folders: Sequence[P
     """The engine on several plans' jobs at once (`run_merges`): one read of the inputs, one output per plan."""
     from chatvector.merge import MergeOutput, run_merges
 
-    outputs = [MergeOutput(plan_jobs(plan, inputs), folder, {"chatvector_recipe_sha256": plan.recipe_sha256})
+    outputs = [MergeOutput(plan_jobs(plan, inputs), folder, shard_metadata(plan))
                for plan, folder in zip(plans, folders)]
     extra = {"chunk_bytes": inputs.stream.chunk_bytes} if inputs.stream is not None else {}
     return run_merges(outputs, shard_size=plans[0].output.shard_size, shards=plans[0].output.shards, device=device,

@@ -281,6 +281,7 @@ def _hub_reader(api: "HfApi", resolved: ResolvedSource, name: str) -> Callable[[
     The body is read only as far as asked, so not even a server that ignores Range sends more."""
     from huggingface_hub import hf_hub_url
 
+    from chatvector import probes
     from chatvector.retry import with_retries
 
     url = hf_hub_url(resolved.source.repo_id, name, revision=resolved.sha, endpoint=api.endpoint)
@@ -296,6 +297,7 @@ def _hub_reader(api: "HfApi", resolved: ResolvedSource, name: str) -> Callable[[
     def read(start: int, n: int) -> bytes:
         if not probe:
             probe.append(get(0, min(size, HEADER_PROBE)) if size else b"")
+            probes.remember((resolved.source.repo_id, resolved.sha, name), probe[0])  # stream mode reuses it
         if start + n <= len(probe[0]):
             return probe[0][start:start + n]
         return get(start, min(size, start + n))

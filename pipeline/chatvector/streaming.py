@@ -60,6 +60,7 @@ class RemoteFile:
     label: str  # for messages: "cp acme/x@1a2b3c4: model-00001-of-00004.safetensors"
     sha256: str | None = None  # the LFS oid, when the listing has one
     git_id: str | None = None  # the git blob id, for a file stored without LFS
+    head_key: tuple[str, str, str] | None = None  # (repo, sha, file): its head as planning read it (probes.py)
 
 
 @dataclass
@@ -94,7 +95,17 @@ class RangeClient:
                       "base_wait_time": base_wait, "max_wait_time": 8 * base_wait if max_wait is None else max_wait}
 
     def get(self, f: RemoteFile, start: int, end: int) -> bytes:
-        """Bytes [start, end) of `f`; MergeError naming the file when they cannot be had."""
+        """Bytes [start, end) of `f`, those the plan read already from memory; MergeError naming the file when
+        they cannot be had."""
+        from chatvector import probes
+
+        head = probes.recall(f.head_key)
+        if start < len(head):
+            known = head[start:min(end, len(head))]
+            return known if start + len(known) == end else known + self._fetch(f, start + len(known), end)
+        return self._fetch(f, start, end)
+
+    def _fetch(self, f: RemoteFile, start: int, end: int) -> bytes:
         from huggingface_hub.errors import HfHubHTTPError
         from huggingface_hub.utils import hf_raise_for_status, http_backoff
 
@@ -238,6 +249,7 @@ class StreamReader:
         self.skip = skip  # keys of files not to stream when no tensor of theirs is needed (a resumed run)
         self.stats = StreamStats(window=self.window)
         self.opened: dict[str, RemoteInput] = {}
+        self._headers: dict[str, Header] = {}
         self._cond = threading.Condition()
         self._order: list[_Chunk] = []
         self._next = 0  # position in _order of the next chunk to fetch
@@ -250,6 +262,9 @@ class StreamReader:
 
     # -- InputReader -------------------------------------------------------------------------------------
     def header(self, key: str) -> Header:
+        """The file's parsed header, read once (the merge and the spot check ask for it)."""
+        if key in self._headers:
+            return self._headers[key]
         remote = self._remote(key)
         probe = self.client.get(remote, 0, min(remote.size, HEADER_PROBE)) if remote.size else b""
 
@@ -258,7 +273,8 @@ class StreamReader:
                 return probe[start:start + n]
             return self.client.get(remote, start, min(remote.size, start + n))
 
-        return parse_header(key, remote.size, read)
+        self._headers[key] = parse_header(key, remote.size, read)
+        return self._headers[key]
 
     def open(self, header: Header, needed: Mapping[str, int]) -> RemoteInput:
         remote = self._remote(str(header.path))

@@ -4,7 +4,8 @@ DIR/sweep.md (a short table for people).
 sweep.json holds the recipe (path, name, hashes), the factors, what the one pass read (`inputs`: every weight
 file once, its bytes, the fetch mode) and per variant, in the order of the factors: the factor, its folder, the
 λ range and default λ of its schedule, its files with their sha256 and sizes, its fingerprint and the scaled
-recipe's normalized sha256 (the `chatvector_recipe_sha256` in its safetensors headers), and its checks.
+recipe's normalized sha256, and its checks (its safetensors headers record its weights' fingerprint,
+`chatvector_weights_sha256`, as its own merge's would).
 """
 
 from __future__ import annotations

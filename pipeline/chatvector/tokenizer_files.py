@@ -67,7 +67,7 @@ def _from_files(folder: Path) -> TokenizerFacts:
     try:
         backend = Tokenizer.from_file(str(folder / TOKENIZER_JSON_FILE))
     except Exception as err:  # noqa: BLE001 - the library's message says what is wrong
-        raise TokenizerUnreadable(f"{TOKENIZER_JSON_FILE} does not load: {str(err).splitlines()[0]}") from None
+        raise TokenizerUnreadable(f"{TOKENIZER_JSON_FILE} does not load: {_whole_message(err)}") from None
     config = _read_json(folder / TOKENIZER_CONFIG_FILE)
     special_map = _read_json(folder / SPECIAL_TOKENS_MAP_FILE)
     vocab = backend.get_vocab(with_added_tokens=True)
@@ -96,14 +96,19 @@ def _from_files(folder: Path) -> TokenizerFacts:
     return TokenizerFacts(tokens, tuple(dict.fromkeys(specials)), named)
 
 
+def _whole_message(err: Exception) -> str:
+    """The library's message on one line, all of it: transformers breaks sentences across lines ("Couldn't
+    instantiate the backend tokenizer from one of: (1) ...")."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def _from_transformers(folder: Path, trust_remote_code: bool) -> TokenizerFacts:
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except Exception as err:  # noqa: BLE001 - transformers raises many types here; the message is what matters
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TokenizerUnreadable(text) from None
+        raise TokenizerUnreadable(_whole_message(err)) from None
     vocab = tok.get_vocab()
     size = max(len(tok), max(vocab.values(), default=-1) + 1)
     tokens: list[str | None] = [None] * size

@@ -1,14 +1,18 @@
-"""lm-evaluation-harness tasks, when the optional extra is installed (`pip install chatvector[eval]`)."""
+"""lm-evaluation-harness tasks, when the optional extra is installed (`pip install -e '.[eval]'` in a checkout, or
+`pip install 'lm-eval>=0.4'` beside chatvector: the package is not on an index, so `chatvector[eval]` is not)."""
 
 from __future__ import annotations
 
 import importlib.util
+import shlex
+import sys
 from pathlib import Path
 
 from chatvector.errors import PipelineError
 from chatvector.evaluation.spec import LmEvalSpec
 
-INSTALL_HINT = "pip install chatvector[eval]"
+# The extra's one requirement (pyproject.toml's `eval`), installed into the interpreter that runs chatvector.
+INSTALL_HINT = f"{shlex.quote(sys.executable)} -m pip install 'lm-eval>=0.4'"
 
 
 class LmEvalError(PipelineError):

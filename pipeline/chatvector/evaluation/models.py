@@ -112,7 +112,27 @@ def load(ref: ModelRef, device, progress: bool = False) -> Loaded:
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise EvalInputError(f"{ref.label}: cannot be loaded with transformers: {text}") from None
     tokenizer.padding_side = "left"
-    return Loaded(model.to(device).eval(), tokenizer, device)
+    try:
+        model = model.to(device)
+    except Exception as err:
+        from chatvector.device_errors import is_device_error
+
+        if not is_device_error(err):
+            raise
+        raise _loading_device_error(err, ref, model, device) from err
+    return Loaded(model.eval(), tokenizer, device)
+
+
+def _loading_device_error(err: Exception, ref: ModelRef, model, device) -> Exception:
+    """A CUDA out-of-memory or accelerator error while moving the model to the GPU: one line with the fix."""
+    from chatvector.device_errors import device_error
+    from chatvector.merge.engine import device_label
+    from chatvector.units import human_bytes
+
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return device_error(err, device=device_label(device), doing=f"loading {ref.label}",
+                        holds=f"the model's weights are {human_bytes(weights)}",
+                        fix="run with --device cpu, or on a GPU with more free memory")
 
 
 def release(loaded: Loaded) -> None:

@@ -21,7 +21,7 @@ class Response:
 
     prompt: str
     response: str  # decoded up to (not including) the end-of-turn token, special tokens kept as text
-    language: str  # detected language of the text without special tokens ("und": no letters)
+    language: str  # detected language of the text without special tokens ("und": no letters; "ko+en": mixed)
     ended_with_eot: bool  # an end-of-turn token came within the token limit
     leaked: tuple[str, ...] = ()  # special tokens / template markers found in the text
     n_tokens: int = 0  # tokens generated, the end-of-turn token included

@@ -42,7 +42,7 @@ class Requirements:
 
 @dataclass(frozen=True)
 class LmEvalSpec:
-    """lm-evaluation-harness tasks to run as well (the optional extra `chatvector[eval]`)."""
+    """lm-evaluation-harness tasks to run as well (the optional extra `eval`: lm-eval)."""
 
     tasks: tuple[str, ...]
     limit: int | None = None  # examples per task; None: all of them

@@ -20,12 +20,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
+from chatvector.conventions import MERGEABLE_CODES
 from chatvector.errors import MergeError
 from chatvector.merge.blocks import Block, Piece, SharedChunk, shared_work
 from chatvector.merge.finite import FiniteWatch
+from chatvector.merge.pinned import PinnedLedger, host_buffer, wants_pinned
 from chatvector.merge.safetensors_io import InputFile, TensorInfo
 from chatvector.merge.validate import source_key
-from chatvector.merge.writer import ALIGN, FileWriter
+from chatvector.merge.writer import FileWriter
 
 TILE_ELEMS = 1 << 20  # CPU: fp32 working tiles of 4 MiB keep the op sequence in cache
 
@@ -93,13 +95,12 @@ class BufferPool:
     """A fixed set of ALIGN-aligned byte buffers; `get` blocks (checking the writer for errors)
     until one comes back."""
 
-    def __init__(self, nbytes: int, depth: int, writer: FileWriter, pin: bool = False):
+    def __init__(self, nbytes: int, depth: int, writer: FileWriter, pin: bool = False,
+                 ledger: PinnedLedger | None = None):
         self.writer = writer
         self._free: queue.Queue = queue.Queue()
         for _ in range(depth):
-            raw = torch.empty(nbytes + ALIGN, dtype=torch.uint8, pin_memory=pin)
-            skip = -raw.data_ptr() % ALIGN
-            self._free.put(raw[skip : skip + nbytes])
+            self._free.put(host_buffer(nbytes, pin=pin, ledger=ledger))
 
     def get(self) -> torch.Tensor:
         while True:
@@ -122,8 +123,9 @@ class Backend:
     depth = 1  # blocks in flight before the engine waits for the oldest
 
     def __init__(self, dev: torch.device, inputs: dict[str, InputFile], block_bytes: int, chunk_bytes: int,
-                 watches: list[FiniteWatch] | None = None):
+                 watches: list[FiniteWatch] | None = None, ledger: PinnedLedger | None = None):
         self.dev = dev
+        self.ledger = ledger or PinnedLedger()  # what this backend's own host buffers page-lock
         self.watches = watches or [FiniteWatch()]  # one per output: every value is scanned as it is computed
         self.watch = self.watches[0]
         self.inputs = inputs
@@ -251,8 +253,8 @@ class CpuBackend(Backend):
 
     name = "cpu"
 
-    def __init__(self, dev, inputs, block_bytes, chunk_bytes, watches=None):
-        super().__init__(dev, inputs, block_bytes, chunk_bytes, watches)
+    def __init__(self, dev, inputs, block_bytes, chunk_bytes, watches=None, ledger=None):
+        super().__init__(dev, inputs, block_bytes, chunk_bytes, watches, ledger)
         self.threads = max(1, torch.get_num_threads())
         self.depth = self.threads
         self.local = threading.local()
@@ -378,13 +380,16 @@ class StagedBackend(Backend):
     SLOTS = 2
     depth = 2
 
-    def __init__(self, dev, inputs, block_bytes, chunk_bytes, watches=None):
-        super().__init__(dev, inputs, block_bytes, chunk_bytes, watches)
+    def __init__(self, dev, inputs, block_bytes, chunk_bytes, watches=None, ledger=None):
+        super().__init__(dev, inputs, block_bytes, chunk_bytes, watches, ledger)
         self.cuda = dev.type == "cuda"
         elems = max(1, block_bytes // 2)  # the most elements a piece can have
+        # staging buffers sized once for the widest input: never regrown (a regrown pinned buffer stays cached)
+        itemsize = input_itemsize(inputs)
         with self._on_device():
             self.copy_stream = torch.cuda.Stream(dev) if self.cuda else None
-            self.slots = [_Slot(dev, elems, self.cuda) for _ in range(self.SLOTS)]
+            self.slots = [_Slot(dev, elems, self.cuda, itemsize, wants_pinned(dev), self.ledger)
+                          for _ in range(self.SLOTS)]
         self.k = 0
 
     def _on_device(self):
@@ -517,8 +522,12 @@ class StagedBackend(Backend):
 class _Slot:
     """One set of staging buffers (pinned host + device), grown on demand, reused across pieces."""
 
-    def __init__(self, dev: torch.device, elems: int, cuda: bool):
+    def __init__(self, dev: torch.device, elems: int, cuda: bool, itemsize: int = 4, pin: bool | None = None,
+                 ledger: PinnedLedger | None = None):
         self.dev, self.elems, self.cuda = dev, elems, cuda
+        self.itemsize = itemsize  # of the widest input: every staging buffer holds a piece of any input
+        self.pin = cuda if pin is None else pin
+        self.ledger = ledger
         self.host: list[torch.Tensor] = []
         self.device_in: list[torch.Tensor] = []
         self.scratch = tuple(torch.empty(elems, dtype=torch.float32, device=dev) for _ in range(3))
@@ -531,14 +540,14 @@ class _Slot:
             self.uploaded.synchronize()
 
     def stage(self, i: int, src: torch.Tensor) -> torch.Tensor:
-        nbytes = self.elems * src.element_size()
+        nbytes = self.elems * max(self.itemsize, src.element_size())
         while len(self.host) <= i:
             self.host.append(torch.empty(0, dtype=torch.uint8))
             self.device_in.append(torch.empty(0, dtype=torch.uint8, device=self.dev))
         if self.host[i].numel() < nbytes:
             if self.cuda:
                 torch.cuda.synchronize(self.dev)  # the old buffers may still be in use
-            self.host[i] = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.cuda)
+            self.host[i] = host_buffer(nbytes, pin=self.pin, ledger=self.ledger)
             self.device_in[i] = torch.empty(nbytes, dtype=torch.uint8, device=self.dev)
         view = self.host[i][: src.numel() * src.element_size()].view(src.dtype)
         view.copy_(src)
@@ -566,6 +575,12 @@ class _Slot:
         if cuda:
             self.done = torch.cuda.Event()
             self.done.record(torch.cuda.current_stream(self.dev))
+
+
+def input_itemsize(inputs: dict[str, InputFile]) -> int:
+    """The widest item size among the inputs' mergeable tensors (fp64: 8), 2 when there are none."""
+    sizes = [t.itemsize for f in inputs.values() for t in f.header.tensors.values() if t.dtype in MERGEABLE_CODES]
+    return max(sizes, default=2)
 
 
 BACKENDS = ("auto", "cpu", "staged")

@@ -29,11 +29,13 @@ import torch
 from huggingface_hub.utils import tqdm
 
 from chatvector.conventions import WEIGHTS_INDEX_FILE, shard_filenames
+from chatvector.device_errors import DeviceError, device_error, is_device_error
 from chatvector.errors import MergeError
 from chatvector.merge.blocks import plan_blocks
 from chatvector.merge.compute import Backend, BufferPool, backend_class
 from chatvector.merge.finite import FileScan, FiniteWatch
 from chatvector.merge.jobs import MergeOutput, MergeResult, TensorJob
+from chatvector.merge.pinned import PinnedLedger, pinned_block_bytes, wants_pinned
 from chatvector.merge.safetensors_io import Header, InputFile, InputReader, LocalInputs, build_header, fsync_dir
 from chatvector.merge.sharding import file_layout, index_json, is_owned_output, plan_shards
 from chatvector.merge.validate import check_jobs, load_headers, source_key, used_tensors
@@ -129,6 +131,10 @@ def run_merges(
     # in flight hold about what one merge's do
     share = chunk_bytes if len(outputs) == 1 else max(min(MIN_SHARED_BLOCK, chunk_bytes), chunk_bytes // len(outputs))
     block_bytes = max(ALIGN, share // ALIGN * ALIGN)
+    if wants_pinned(dev):  # the pinned allocator rounds to a power of two: ask for one, or it page-locks double
+        block_bytes = pinned_block_bytes(block_bytes)
+    label = device_label(dev)
+    ledger = PinnedLedger()
     metas = [_file_metadata(o.metadata) for o in outputs]
     reader = inputs or LocalInputs()
     headers = load_headers([j for o in outputs for j in o.jobs], reader.header)
@@ -165,8 +171,8 @@ def run_merges(
         for k, o in enumerate(outputs):
             writers.append(FileWriter(out_dirs[k], on_bytes=on_bytes, direct_io=direct_io,
                                       on_file=_file_done(o.on_file, watches[k], contents), budget=o.disk_budget))
-        engine = backend_cls(dev, opened, block_bytes, chunk_bytes, watches)
-        pools = [BufferPool(block_bytes, engine.depth + 2, w, pin=dev.type == "cuda") for w in writers]
+        engine = backend_cls(dev, opened, block_bytes, chunk_bytes, watches, ledger)
+        pools = [BufferPool(block_bytes, engine.depth + 2, w, pin=wants_pinned(dev), ledger=ledger) for w in writers]
         pending: deque = deque()  # (handle, blocks, buffers), oldest first
 
         def drain(keep: int) -> None:
@@ -225,12 +231,14 @@ def run_merges(
                 writer.close_file()
         for writer in writers:
             writer.publish()
-    except BaseException:
+    except BaseException as err:
         if engine is not None:
             engine.shutdown()
             engine = None
         for writer in writers:
             writer.abort()
+        if is_device_error(err) and not isinstance(err, DeviceError):
+            raise _merge_device_error(err, label, block_bytes, len(outputs), ledger) from err
         raise
     finally:
         if engine is not None:
@@ -249,7 +257,8 @@ def run_merges(
     seconds = time.perf_counter() - t0
     results = [MergeResult(files=files, total_bytes=total, device=str(dev), seconds=seconds, backend=backend_cls.name,
                            direct_io_files=direct, nonfinite=watch.report(), scanned_values=watch.values,
-                           scanned_tensors=len(watch.names)) for (files, direct), watch in zip(written, watches)]
+                           scanned_tensors=len(watch.names), device_name=label, pinned_bytes=ledger.total)
+               for (files, direct), watch in zip(written, watches)]
     direct = results[0].direct_io_files
     if len(outputs) == 1:
         log.info("merged %d tensors (%s) into %d file(s) in %s on %s (%s backend) in %.1f s%s", len(first),
@@ -325,10 +334,29 @@ def _given_shards(jobs: Sequence[TensorJob], shards: Sequence[Sequence[str]]) ->
     return [[by_name[name] for name in shard] for shard in shards]
 
 
+def _merge_device_error(err: BaseException, label: str, block_bytes: int, outputs: int, ledger: PinnedLedger):
+    """A CUDA out-of-memory or accelerator failure of the merge, as one line with the fix."""
+    holds = (f"its buffers for {outputs} output(s) of {human_bytes(block_bytes)} blocks (plus "
+             f"{human_bytes(ledger.total)} of pinned host memory)")
+    return device_error(err, device=label, doing="merging", holds=holds,
+                        fix="free the GPU (other processes may hold its memory) or run with --device cpu")
+
+
+def device_label(dev: torch.device) -> str:
+    """The device as the provenance records it: "cpu", or "cuda:0 (NVIDIA H100 80GB HBM3)"."""
+    if dev.type != "cuda":
+        return str(dev)
+    try:
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    except (RuntimeError, AssertionError):  # the name is for the record: never fail a merge for it
+        return str(dev)
+
+
 def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; "cuda" without CUDA is an error, not a fallback."""
+    """"auto" -> cuda when available, else cpu; "cuda" without CUDA is an error, not a fallback. A CUDA device
+    always has its index ("cuda" -> "cuda:0", the current device), so that the record names the GPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -340,6 +368,8 @@ def resolve_device(device: str) -> torch.device:
             raise MergeError(f"--device {device} was asked for but CUDA is not available")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise MergeError(f"--device {device} was asked for but only {torch.cuda.device_count()} CUDA device(s) exist")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 

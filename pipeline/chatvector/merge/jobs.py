@@ -116,6 +116,8 @@ class MergeResult:
     device: the device the arithmetic ran on ("cpu", "cuda", "cuda:1", ...).
     seconds: wall time of the whole merge, validation and fsync included.
     backend: the code path the arithmetic took: "cpu" (worker threads) or "staged" (accelerator pipeline).
+    device_name: the device and its name ("cuda:0 (NVIDIA H100 80GB HBM3)"; "cpu").
+    pinned_bytes: host memory page-locked for the accelerator's staging and output buffers.
     direct_io_files: the files written with O_DIRECT to the end (the others took ordinary writes:
         `direct_io=False`, or a filesystem that refuses O_DIRECT, such as tmpfs).
     """
@@ -129,3 +131,5 @@ class MergeResult:
     nonfinite: dict = field(default_factory=dict)  # tensor → NonFinite(count, first_index, first_value)
     scanned_values: int = 0  # output values scanned for NaN and ±inf as they were computed
     scanned_tensors: int = 0
+    device_name: str = ""  # the device with its name, for the record: "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
+    pinned_bytes: int = 0  # host memory the run page-locked (the pinned allocator's footprint; 0 on the CPU)

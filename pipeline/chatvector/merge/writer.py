@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import queue
 import threading
@@ -24,6 +25,7 @@ from pathlib import Path
 from chatvector.errors import MergeError
 from chatvector.merge.safetensors_io import fsync_dir, start_writeback
 
+log = logging.getLogger(__name__)
 ALIGN = 4096  # O_DIRECT alignment of buffers, offsets and lengths (the largest logical block size)
 WRITEBACK_STEP = 64 << 20  # buffered fallback: start writeback of every 64 MiB written
 
@@ -188,6 +190,8 @@ class FileWriter:
                         f.write(offset, buf, nbytes)
                     finally:
                         done()
+                    if f.direct_failed is not None and self.direct_io:
+                        self._give_up_direct_io(f)
                     self.on_bytes(nbytes)
                 elif kind == "close":
                     f.finish()
@@ -198,6 +202,13 @@ class FileWriter:
         finally:
             if f is not None:
                 f.close()
+
+    def _give_up_direct_io(self, f: "_OutFile") -> None:
+        """The direct-I/O write path failed once: this file went on with buffered writes, and so do the next."""
+        err = f.direct_failed
+        log.warning("direct I/O to %s failed (%s): writing with ordinary buffered writes from here on", f.name,
+                    err.strerror or err)
+        self.direct_io = False
 
     def _hash_loop(self, q: queue.Queue) -> None:
         digest = None
@@ -274,6 +285,7 @@ class _OutFile:
         self.fd = os.open(temp, flags, 0o644)
         self.direct = False
         self.direct_fd = -1
+        self.direct_failed: OSError | None = None  # what made a direct write fail (the file then went buffered)
         if direct_io:
             try:
                 self.direct_fd = os.open(temp, (flags & ~os.O_TRUNC) | os.O_DIRECT)
@@ -293,10 +305,9 @@ class _OutFile:
                 _pwrite_all(self.direct_fd, view[:padded], offset)
                 self.pos += nbytes
                 return
-            except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-                self.direct = False  # the filesystem takes the flag but not the I/O: fall back
+            except OSError as e:  # any error of this path (EINVAL, EIO on pinned pages, ...): buffered from here on;
+                self.direct = False  # a real disk problem (ENOSPC) fails the buffered write below as well
+                self.direct_failed = e
         _pwrite_all(self.fd, view[:nbytes], offset)
         self.pos += nbytes
         if self.pos - self.kicked >= WRITEBACK_STEP:
