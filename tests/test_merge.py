@@ -235,7 +235,7 @@ def test_merge_from_the_hub_downloads_only_planned_files(example_repos, hub, tmp
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("default", [1.0, 0.7])
+@pytest.mark.parametrize("default", [1.0, 0.7, -0.35])
 def test_cuda_merge_matches_cpu(tmp_path, default):
     write_triplet(tmp_path / "m", TripletSpec(arch="llama", extra_cp_tokens=20, dtype="bfloat16"))
     recipe = write_recipe(tmp_path / "r.yaml", "base: {path: m/base}\nchat: {path: m/chat}\ncp: {path: m/cp}\n"
@@ -243,12 +243,13 @@ def test_cuda_merge_matches_cpu(tmp_path, default):
     assert main(["merge", str(recipe), "--out", str(tmp_path / "cpu"), "--device", "cpu"]) == 0
     assert main(["merge", str(recipe), "--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 0
     cpu, gpu = state_dict(tmp_path / "cpu"), state_dict(tmp_path / "gpu")
-    for name in cpu:
-        if default == 1.0:
-            assert torch.equal(cpu[name], gpu[name]), name
-        else:  # at most one ulp of bf16 apart
-            a, b = cpu[name].view(torch.int16).int(), gpu[name].view(torch.int16).int()
-            assert (a - b).abs().max() <= 1, name
+    for name in cpu:  # the same bits at any λ
+        assert torch.equal(cpu[name].view(torch.int16), gpu[name].view(torch.int16)), name
+    weights = sorted(p.name for p in (tmp_path / "cpu").glob("*.safetensors"))
+    for name in weights:
+        assert (tmp_path / "cpu" / name).read_bytes() == (tmp_path / "gpu" / name).read_bytes(), name
+    provenance = json.loads((tmp_path / "gpu" / "chatvector.json").read_text())
+    assert provenance["merge"]["device"].startswith("cuda:") and "(" in provenance["merge"]["device"]
 
 
 def test_chat_template_kept_in_tokenizer_config_when_the_chat_model_has_it_there(tmp_path):

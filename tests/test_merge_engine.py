@@ -281,7 +281,7 @@ def test_staged_pipeline_equals_cpu_loop(tmp_path):
 def test_single_file_layout_and_metadata(tmp_path):
     base, chat, cp = triplet(tmp_path, SHAPES)
     res = run_merge(simple_jobs(tmp_path, cp), tmp_path / "out", shard_size=1 << 30, progress=False,
-                    metadata={"chatvector": "recipe-x"})
+                    metadata={"chatvector": "recipe-x"}, device="cpu")  # the CPU, also on a host with a GPU
     assert sorted(os.listdir(tmp_path / "out")) == ["model.safetensors"]
     assert list(res.files) == ["model.safetensors"]
     with safe_open(tmp_path / "out" / "model.safetensors", "pt") as f:
@@ -631,7 +631,7 @@ _MEMORY_CHILD = textwrap.dedent(
     S = lambda m, k: TensorSource(d / f"{m}.safetensors", k)
     jobs = [TensorJob(k, tuple(s), "bfloat16", S("cp", k), (VectorTerm(S("base", k), S("chat", k), 0.7),)) for k, s in shapes.items()]
     with PeakMemory() as peak:
-        run_merge(jobs, d / "out", shard_size=1 << 30, chunk_bytes=1 << 20, progress=False)
+        run_merge(jobs, d / "out", shard_size=1 << 30, chunk_bytes=1 << 20, device="cpu", progress=False)
     print(json.dumps({"anon": peak.anon, "rss": peak.rss}))
     """
 )
@@ -655,24 +655,6 @@ def test_peak_memory_is_bounded_by_chunks_not_model(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # CUDA: the same bytes as the CPU.
-
-
-def _ulps(a: torch.Tensor, b: torch.Tensor) -> int:
-    """Largest distance in units in the last place between two same-dtype float tensors."""
-    bits = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}[a.dtype]
-    ia, ib = a.view(bits).to(torch.int64), b.view(bits).to(torch.int64)
-    sign = 1 << (8 * a.element_size() - 1)
-    ia = torch.where(ia < 0, -(ia + sign), ia)  # sign-magnitude -> monotonic integers
-    ib = torch.where(ib < 0, -(ib + sign), ib)
-    return int((ia - ib).abs().max()) if a.numel() else 0
-
-
-def test_ulps_helper():
-    a = torch.tensor([1.0, -2.0, 0.0], dtype=torch.bfloat16)
-    b = torch.nextafter(a.float(), torch.tensor(10.0)).to(torch.bfloat16)
-    assert _ulps(a, a) == 0
-    assert _ulps(a, torch.tensor([1.0078125, -1.9921875, 0.0], dtype=torch.bfloat16)) == 1
-    assert _ulps(b, b) == 0
 
 
 def _gpu_case(tmp_path, out_dt):
@@ -718,15 +700,56 @@ def test_cuda_runs_the_staged_backend_and_refuses_cpu_workers(tmp_path):
 @pytest.mark.gpu
 @cuda
 @pytest.mark.parametrize("out_dt", ["bfloat16", "float16", "float32"])
-def test_cuda_within_one_ulp_of_cpu(tmp_path, out_dt):
-    jobs = _gpu_case(tmp_path, out_dt)((0.7, -0.35))
-    run_merge(jobs, tmp_path / "cpu", shard_size=40_000, chunk_bytes=4096, device="cpu", progress=False)
-    run_merge(jobs, tmp_path / "gpu", shard_size=40_000, chunk_bytes=1 << 20, device="cuda", progress=False)
-    a, b = load_all(tmp_path / "cpu"), load_all(tmp_path / "gpu")
-    assert set(a) == set(b)
-    for k in a:
-        assert a[k].dtype == b[k].dtype
-        assert _ulps(a[k], b[k]) <= 1, k
+@pytest.mark.parametrize("lams", [(0.7, -0.35), (1 / 3, 1e-3)])
+def test_cuda_equals_cpu_bit_exactly_at_any_coefficient(tmp_path, out_dt, lams):
+    jobs = _gpu_case(tmp_path, out_dt)(lams)
+    cpu = run_merge(jobs, tmp_path / "cpu", shard_size=40_000, chunk_bytes=4096, device="cpu", progress=False)
+    gpu = run_merge(jobs, tmp_path / "gpu", shard_size=40_000, chunk_bytes=1 << 20, device="cuda", progress=False)
+    assert gpu.files == cpu.files  # sha256 of every file: the same bits, not within an ulp
+
+
+def _adversarial_pair(tmp_path, case, a: dict, b: dict):
+    """One adversarial case (chatvector.testing.adversarial) merged twice; the two results."""
+    from chatvector.testing.adversarial import SHARD_SIZE, adversarial_jobs, write_adversarial
+
+    _, lams, out_dt = case
+    inputs = write_adversarial(tmp_path / "inputs")
+    jobs = adversarial_jobs(inputs, lams, out_dt)
+    first = run_merge(jobs, tmp_path / "a", shard_size=SHARD_SIZE, progress=False, **a)
+    second = run_merge(jobs, tmp_path / "b", shard_size=SHARD_SIZE, progress=False, **b)
+    return jobs, inputs, first, second
+
+
+def _adversarial_cases():
+    from chatvector.testing.adversarial import cases
+
+    return cases()
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("case", _adversarial_cases(), ids=lambda c: c[0])
+def test_cuda_equals_cpu_on_inputs_built_to_break_a_kernel(tmp_path, case):
+    _, _, gpu, cpu = _adversarial_pair(tmp_path, case, dict(device="cuda", chunk_bytes=3 * 4096 + 100),
+                                       dict(device="cpu", chunk_bytes=4096))
+    assert gpu.device.startswith("cuda") and gpu.backend == "staged"
+    assert gpu.files == cpu.files
+
+
+@pytest.mark.parametrize("case", _adversarial_cases(), ids=lambda c: c[0])
+def test_both_cpu_paths_write_plain_torchs_bits_on_inputs_built_to_break_a_kernel(tmp_path, case):
+    """What the GPU test compares, on the CPU: the staged pipeline (what CUDA runs) against the worker threads, at
+    other block sizes, and both against plain torch's whole-tensor arithmetic."""
+    from chatvector.testing.adversarial import reference
+
+    jobs, inputs, staged, threads = _adversarial_pair(
+        tmp_path, case, dict(device="cpu", backend="staged", chunk_bytes=3 * 4096 + 100),
+        dict(device="cpu", backend="cpu", chunk_bytes=4096))
+    assert staged.files == threads.files
+    out = load_all(tmp_path / "b")
+    for job in jobs:
+        assert not torch.isnan(out[job.name]).any(), job.name
+        assert_same(out[job.name], reference(inputs, job))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -744,7 +767,7 @@ def test_non_finite_outputs_are_found_as_they_are_computed(tmp_path, backend):
     jobs = simple_jobs(tmp_path, cp, (0.5,))
     jobs[-1] = TensorJob("raw", (16, 16), "bfloat16", src(tmp_path, "cp", "raw"), ())  # a byte copy of cp
     result = run_merge(jobs, tmp_path / "out", shard_size=1 << 30, chunk_bytes=4096, backend=backend,
-                       progress=False)
+                       device="cpu", progress=False)
     assert set(result.nonfinite) == {"w", "v"}
     assert (result.nonfinite["w"].count, result.nonfinite["w"].first_index) == (2, 70)
     assert result.nonfinite["v"].first_index == 5 and result.nonfinite["v"].first_value == float("-inf")

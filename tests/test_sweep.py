@@ -112,7 +112,7 @@ def test_one_read_writes_every_output_exactly_as_a_merge_of_its_own(tmp_path, ba
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_on_cuda_every_output_is_what_it_is_alone_and_unit_coefficients_match_the_cpu(tmp_path):
+def test_on_cuda_every_output_is_what_it_is_alone_and_the_cpus(tmp_path):
     cp = sweep_inputs(tmp_path)
     variants = [{k: (1.0, 1.0) for k in cp}, {"embed": (0.35, -0.2), "w": (1.0, 0.2), "norm": (0.0, 0.0)},
                 {"embed": (0.0, 0.0), "w": (0.0, 0.0), "norm": (0.5, 0.0)}]
@@ -123,8 +123,10 @@ def test_on_cuda_every_output_is_what_it_is_alone_and_unit_coefficients_match_th
         alone = run_merge(output.jobs, tmp_path / f"alone{i}", shard_size=3000, chunk_bytes=4096, device="cuda",
                           progress=False)
         assert got.files == alone.files, f"output {i}"
-    cpu = run_merge(outputs[0].jobs, tmp_path / "cpu", shard_size=3000, chunk_bytes=4096, device="cpu", progress=False)
-    assert together[0].files == cpu.files  # λ = 1: bit for bit the CPU's
+    for i, output in enumerate(outputs):  # at any λ, bit for bit the CPU's
+        cpu = run_merge(output.jobs, tmp_path / f"cpu{i}", shard_size=3000, chunk_bytes=4096, device="cpu",
+                        progress=False)
+        assert together[i].files == cpu.files, f"output {i}"
 
 
 def test_outputs_that_do_not_share_a_layout_are_refused(tmp_path):

@@ -325,3 +325,196 @@ def test_scheduled_run_command_lines_publish_then_noop_on_the_local_hub(example_
     assert api.model_info("my-org/Llama-3-Open-Ko-8B-Chat").sha == head
     assert not any(r.method == "GET" and r.path.endswith(".safetensors") and not r.range
                    for r in list(hub.requests)[mark:])
+
+
+# -- no test extras where the workflows install the project ------------------------------------------------
+def test_the_workflows_install_the_project_without_its_test_extras():
+    assert "EXTRAS=" in _run_lines("publish", "publish").split()
+    install = next(s["run"] for s in _steps("plan", PLAN_WORKFLOW) if "make venv" in s.get("run", ""))
+    assert "make venv EXTRAS=" in install.splitlines()
+    make = shutil.which("make") or pytest.skip("make is not installed")
+    dry = subprocess.run([make, "-n", "-B", "venv", "EXTRAS="], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    (pip,) = [line for line in dry.stdout.splitlines() if "pip install -q -e" in line]
+    assert pip.endswith('pip install -q -e "."')  # and `make venv` alone, for developers, keeps [test]
+
+
+# -- the pull-request job: which recipes it plans -------------------------------------------------------------
+def test_the_plan_workflow_runs_on_pull_requests_that_touch_recipes_and_reads_no_secret():
+    wf = _workflow(PLAN_WORKFLOW)
+    assert set(wf["on"]) == {"pull_request"} and wf["on"]["pull_request"]["paths"] == ["recipes/*.yaml"]
+    (job,) = wf["jobs"].values()
+    assert "environment" not in job and "secrets." not in PLAN_WORKFLOW.read_text(encoding="utf-8")
+    checkout, changed, *rest = job["steps"]
+    assert checkout["with"]["fetch-depth"] == 2  # the merge commit and the base branch it is diffed against
+    assert all(step["if"] == "steps.changed.outputs.recipes != '[]'" for step in rest)  # nothing to plan: no install
+    assert rest[-1]["run"] == '.venv/bin/python .github/scripts/plan_changed.py "$RUNNER_TEMP/changed.txt"'
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "GIT_CONFIG_GLOBAL": os.devnull}
+    return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def _pull_request(repo: Path, base: dict[str, str], change: dict[str, str | None]) -> None:
+    """A repository whose HEAD is GitHub's merge commit of a pull request: `base` on main, `change` (None deletes
+    a file) on a branch, merged into main with --no-ff, so HEAD^1 is the base branch."""
+    _git(repo, "init", "-q", "-b", "main")
+    for name, text in base.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "base")
+    _git(repo, "checkout", "-q", "-b", "pr")
+    for name, text in change.items():
+        if text is None:
+            (repo / name).unlink()
+        else:
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            (repo / name).write_text(text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "change")
+    _git(repo, "checkout", "-q", "main")
+    _git(repo, "merge", "-q", "--no-ff", "-m", "merge", "pr")
+
+
+def _run_changed_step(repo: Path) -> tuple[subprocess.CompletedProcess, list | None]:
+    """The plan workflow's `changed` step, as a runner runs it, in `repo`."""
+    (step,) = [s for s in _steps("plan", PLAN_WORKFLOW) if s.get("id") == "changed"]
+    shutil.copytree(SCRIPTS, repo / ".github" / "scripts", dirs_exist_ok=True)
+    shim = repo.parent / "bin"
+    shim.mkdir(exist_ok=True)
+    if not (shim / "python3").exists():
+        (shim / "python3").symlink_to(sys.executable)
+    output, temp = repo.parent / "github_output", repo.parent / "runner_temp"
+    output.write_text("")
+    temp.mkdir(exist_ok=True)
+    env = {"PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "GITHUB_OUTPUT": str(output), "RUNNER_TEMP": str(temp),
+           "GIT_CONFIG_GLOBAL": os.devnull}
+    result = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=repo, env=env, capture_output=True, text=True,
+                            timeout=60)
+    lines = output.read_text().splitlines()
+    return result, json.loads(lines[0].removeprefix("recipes=")) if lines else None
+
+
+BASE = {"recipes/demo.yaml": "name: demo\n", "recipes/llama3-korean.yaml": "name: ko\n", "recipes/old.yaml": "name: o\n",
+        "recipes/README.md": "# recipes\n", "recipes/keep.yaml": "name: k\n", "README.md": "# project\n"}
+
+
+def test_the_pull_request_job_plans_the_recipes_the_pull_request_adds_or_changes(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _pull_request(repo, BASE, {
+        "recipes/mine.yaml": "name: mine\n",                # added
+        "recipes/llama3-korean.yaml": "name: ko2\n",        # an example, changed: checked too
+        "recipes/demo.yaml": "name: demo2\n",               # the demo: its sources are on the local Hub only
+        "recipes/old.yaml": None,                           # deleted: nothing to plan
+        "recipes/drafts/x.yaml": "name: x\n", "recipes/notes.yml": "x\n", "recipes/README.md": "# more\n",
+        "README.md": "# changed\n",
+    })
+    result, recipes = _run_changed_step(repo)
+    assert result.returncode == 0, result.stderr
+    assert recipes == ["recipes/llama3-korean.yaml", "recipes/mine.yaml"]  # not recipes/keep.yaml: unchanged
+
+
+def test_a_pull_request_that_changes_no_recipe_plans_nothing_and_an_odd_name_fails_it(tmp_path):
+    quiet = tmp_path / "quiet"
+    quiet.mkdir()
+    _pull_request(quiet, BASE, {"README.md": "# changed\n", "recipes/old.yaml": None})
+    result, recipes = _run_changed_step(quiet)
+    assert result.returncode == 0 and recipes == []
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    _pull_request(odd, BASE, {"recipes/my recipe.yaml": "name: x\n"})
+    result, recipes = _run_changed_step(odd)
+    assert result.returncode == 2 and recipes is None  # the schedule would refuse it: the pull request says so
+    assert result.stderr.startswith("::error title=list recipes::rename 'recipes/my recipe.yaml'")
+
+
+# -- the pull-request job: what the plans' outcomes become -------------------------------------------------------
+GATED_LINE = ("error: recipes/ko.yaml:2: base.repo_id: meta-llama/Meta-Llama-3-8B is gated: accept its terms on the "
+              "Hub and use a token (HF_TOKEN) of an account that has access")
+GATED_CHAT = GATED_LINE.replace(":2: base.", ":3: chat.").replace("Llama-3-8B ", "Llama-3-8B-Instruct ")
+MISSING_LINE = ("error: recipes/ko.yaml:4: cp.repo_id: repository beomi/Llama-3-Open-Ko-8C was not found on the Hub "
+                "(or it is private and the token, if any, has no access) (did you mean 'beomi/Llama-3-Open-Ko-8B'?)")
+TYPO_LINE = "error: recipes/ko.yaml:9: special_tokens[1]: token '<|eot_idd|>' is not in cp's tokenizer"
+
+
+def test_a_gated_recipe_is_one_notice_and_does_not_fail_the_job():
+    plan = _script("plan_changed")
+    outcome = plan.classify(2, "", f"{GATED_LINE}\n{GATED_CHAT}\n")
+    assert outcome.kind == "gated"
+    assert plan.report("recipes/ko.yaml", outcome) == [
+        "::notice file=recipes/ko.yaml,line=2,title=plan recipes/ko.yaml::not planned: gated source(s) "
+        "meta-llama/Meta-Llama-3-8B, meta-llama/Meta-Llama-3-8B-Instruct; a pull request gets no token, the "
+        "scheduled run plans it with HF_TOKEN (its account needs access)"]
+
+
+def test_a_source_not_found_anonymously_is_a_warning_and_a_real_problem_an_error_on_its_line():
+    plan = _script("plan_changed")
+    unreadable = plan.classify(2, "", f"{GATED_LINE}\n{MISSING_LINE}\n")
+    assert unreadable.kind == "unreadable"
+    notice, warning = plan.report("recipes/ko.yaml", unreadable)
+    assert notice.startswith("::notice file=recipes/ko.yaml,line=2,")
+    assert warning == ("::warning file=recipes/ko.yaml,line=4,title=plan recipes/ko.yaml::cp.repo_id: repository "
+                       "beomi/Llama-3-Open-Ko-8C was not found on the Hub (or it is private and the token, if any, "
+                       "has no access) (did you mean 'beomi/Llama-3-Open-Ko-8B'?)")
+    failed = plan.classify(2, "", f"{GATED_LINE}\n{TYPO_LINE}\n")
+    assert failed.kind == "failed"
+    assert plan.report("recipes/ko.yaml", failed)[1] == (
+        "::error file=recipes/ko.yaml,line=9,title=plan recipes/ko.yaml::special_tokens[1]: token '<|eot_idd|>' is "
+        "not in cp's tokenizer")
+    crashed = plan.classify(1, "", "Traceback (most recent call last):\n  boom\n")
+    assert crashed.kind == "failed" and plan.report("r.yaml", crashed)[-1] == "::error file=r.yaml,title=plan r.yaml::  boom"
+    passed = plan.classify(0, "Plan for x\nok\n", "")
+    assert plan.report("recipes/x.yaml", passed)[0] == "::group::plan recipes/x.yaml: passes"
+
+
+@pytest.fixture(scope="module")
+def public_triplet(tmp_path_factory) -> dict[str, str]:
+    """A tiny public llama triplet on the session hub, and a gated copy of its base: {role | "gated": repo_id}."""
+    import huggingface_hub
+
+    from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
+    from tests.conftest import OTHER_WRITER, WRITE_TOKEN
+
+    folders = write_triplet(tmp_path_factory.mktemp("wf"), TripletSpec(arch="llama", extra_cp_tokens=4))
+    api = huggingface_hub.HfApi(token=WRITE_TOKEN.secret)
+    repos = {role: f"alice/wf-{role}" for role in folders}
+    for role, folder in folders.items():
+        upload_model(api, folder, repos[role])
+    owner = huggingface_hub.HfApi(token=OTHER_WRITER.secret)
+    repos["gated"] = "carol/wf-gated-base"
+    upload_model(owner, folders["base"], repos["gated"])
+    owner.update_repo_settings(repos["gated"], gated="auto")
+    return repos
+
+
+def test_the_plan_step_against_the_hub_without_a_token(public_triplet, hub_env, tmp_path):
+    """plan_changed.py as the job runs it: anonymous plans; a gated source is a notice, a typo fails the job."""
+    t = public_triplet
+    good = f"base: {{repo_id: {t['base']}}}\nchat: {{repo_id: {t['chat']}}}\ncp: {{repo_id: {t['cp']}}}\n"
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "good.yaml").write_text(good)
+    (recipes / "gated.yaml").write_text(good.replace(t["base"], t["gated"]))
+    (recipes / "typo.yaml").write_text(good + "special_tokens: [\"<|no-such-token|>\"]\n")
+    changed = tmp_path / "changed.txt"
+    env = {k: v for k, v in hub_env.items() if k != "HF_TOKEN"}  # a pull request gets no secret
+
+    def run(*names: str) -> subprocess.CompletedProcess:
+        changed.write_text("".join(f"recipes/{n}\n" for n in names))
+        return subprocess.run([sys.executable, str(PLAN_SCRIPT), str(changed)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    passing = run("good.yaml", "gated.yaml")
+    assert passing.returncode == 0, passing.stdout + passing.stderr
+    assert "::group::plan recipes/good.yaml: passes" in passing.stdout
+    (notice,) = [line for line in passing.stdout.splitlines() if line.startswith("::")
+                 and not line.startswith(("::group::", "::endgroup::"))]
+    assert notice.startswith("::notice file=recipes/gated.yaml,line=1,title=plan recipes/gated.yaml::not planned: "
+                             f"gated source(s) {t['gated']}; a pull request gets no token")
+    failing = run("typo.yaml")
+    assert failing.returncode == 1
+    (error,) = [line for line in failing.stdout.splitlines() if line.startswith("::error")]
+    assert error.startswith("::error file=recipes/typo.yaml,line=4,title=plan recipes/typo.yaml::special_tokens[0]: ")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 
 from chatvector import __version__
@@ -392,33 +391,6 @@ def _add_verbosity_to_hub_serve(sub: argparse._SubParsersAction) -> None:
                        help="log debug messages and show tracebacks")
     serve.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                        help="no line per request on stderr (ROOT/access.log still has them); warnings and errors only")
-    serve_command = serve.get_default("func")
-    serve.set_defaults(func=lambda args: _serve_quietly(serve_command, args) if args.quiet else serve_command(args))
-
-
-_REQUEST_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d \S+ /")  # the server's echo of a request
-
-
-class _WithoutRequestLines:
-    """stderr without the local Hub's per-request lines (it writes them to sys.stderr as it finds it)."""
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        return len(text) if _REQUEST_LINE.match(text) else self._stream.write(text)
-
-    def __getattr__(self, name: str):
-        return getattr(self._stream, name)
-
-
-def _serve_quietly(serve_command, args: argparse.Namespace) -> int:
-    """`hub serve -q`: the request lines go to ROOT/access.log only."""
-    before, sys.stderr = sys.stderr, _WithoutRequestLines(sys.stderr)
-    try:
-        return serve_command(args)
-    finally:
-        sys.stderr = before
 
 
 def prepare_environment() -> None:

@@ -136,7 +136,8 @@ def _cmd_hub_serve(args: argparse.Namespace) -> int:
     net = _network_knobs(args)
     try:
         hub = LocalHub(args.root, host=args.host, port=args.port, tokens=tokens, orgs=orgs,
-                       lfs_threshold=args.lfs_threshold, log_file=Path(args.root) / "access.log", echo=True, **net)
+                       lfs_threshold=args.lfs_threshold, log_file=Path(args.root) / "access.log",
+                       echo=not getattr(args, "quiet", False), **net)  # -q: the access log only
     except OSError as err:  # port in use, unknown host, --root not a folder
         raise PipelineError(f"cannot serve {args.root} on {args.host}:{args.port}: {err.strerror or err}") from None
     knobs = _describe_knobs(net)
