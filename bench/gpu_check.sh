@@ -110,7 +110,7 @@ tail -1 "$OUT/exactness.log"
 
 # 4. The 953 M-parameter merge on both devices: wall times and cmp of every file.
 echo "== 953M merge, cuda and cpu ($(( SECONDS - start )) s)"
-{
+(  # a subshell: its exits end this step, not the script
     models=$(timeout 150 "$PY" -c "import sys; sys.path.insert(0, 'bench'); import merge; print(merge.generate('1x'))" \
              | tail -1)
     if [ ! -d "$models/cp" ]; then
@@ -134,7 +134,7 @@ echo "== 953M merge, cuda and cpu ($(( SECONDS - start )) s)"
     done
     echo "cmp: $same of $files files identical (cuda vs cpu)"
     [ "$files" -gt 0 ] && [ "$same" -eq "$files" ] || exit 5
-} > "$OUT/merge-953m.log" 2>&1
+) > "$OUT/merge-953m.log" 2>&1
 rc=$?
 cat "$OUT/merge-953m.log"
 [ "$rc" -eq 0 ] || note "953M merge: $(tail -1 "$OUT/merge-953m.log")"

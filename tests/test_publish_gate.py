@@ -144,4 +144,29 @@ def test_plan_says_what_the_gate_will_evaluate_and_require(switch_folders, capsy
     code, out, err = run_main(capsys, "plan", str(gated_recipe(switch_folders, 0.55, f"alice/gate-{uuid.uuid4().hex[:6]}")))
     assert code == 0, err
     assert (f"Evaluate first: ko prompts ({switch_folders / 'prompts.txt'}), at most 12 new tokens each; the push needs "
-            "fidelity ≥ 0.9, format ≥ 1 (the whole output is written to disk for it)") in out
+            "fidelity ≥ 0.9, format ≥ 1 (the whole output is written to disk for it, and loaded: about ") in out
+    assert " of memory, " in out and " available)" in out
+
+
+def test_an_evaluation_the_machine_cannot_hold_is_refused_before_any_weight_moves(switch_folders, hub, capsys,
+                                                                                 monkeypatch):
+    """eval: loads the merged model whole: on a machine without the memory for it, plan and publish say so in one
+    line (what it needs, what there is, what would hold it), exit 2, and nothing is downloaded or pushed."""
+    from chatvector import preflight
+
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
+    monkeypatch.setattr(preflight, "available_memory", lambda: (1_000_000_000, 2_000_000_000))
+    target = f"alice/gate-{uuid.uuid4().hex[:6]}"
+    r = gated_recipe(switch_folders, 0.55, target)
+    for command in ("plan", "publish"):
+        mark = len(hub.requests)
+        code, _, err = run_main(capsys, command, str(r))
+        assert code == 2, err
+        [line] = [x for x in err.splitlines() if x.startswith("error: ")]
+        assert "eval: the evaluation (eval:) loads the merged model" in line and "1.0 GB available (2.0 GB in all)" \
+            in line and "a larger runner" in line and "chatvector eval" in line, line
+        assert not any(q.method in ("POST", "PUT") for q in list(hub.requests)[mark:])  # nothing pushed
+    assert not HfApi(token=WRITE_TOKEN.secret).repo_exists(target)
+    monkeypatch.setattr(preflight, "available_memory", lambda: (64_000_000_000, 64_000_000_000))
+    code, _, err = run_main(capsys, "plan", str(r))
+    assert code == 0, err

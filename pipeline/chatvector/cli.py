@@ -135,7 +135,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     early = preflight.check_target_is_not_a_source(recipe) + preflight.check_card_template(recipe) \
         if recipe.target else []
     plan = prepare(recipe, api, early=early,
-                   checks=lambda p: preflight.check_card(p, api.endpoint) if p is not None and recipe.target else [])
+                   checks=lambda p: preflight.check_card(p, api.endpoint) + preflight.check_eval_memory(
+                       recipe, p, None, gpu=False) if p is not None and recipe.target else [])
     # What publishing (or merging, without a target: beside ./) would do, from metadata only.
     facts = publish_facts(plan, api) if recipe.target else None
     if args.json or args.format == "json":

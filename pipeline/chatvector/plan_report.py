@@ -83,7 +83,7 @@ def publish_facts(plan: Plan, api) -> dict:
     facts: dict = {"target": {"repo_id": target.repo_id, "private": bool(target.private), "exists": None,
                               "branch": target.revision, "branch_exists": None, "head": None, "error": None},
                    "would": "commit", "commit_message": commit_message(recipe, plan), "why": [],
-                   "eval": _eval_facts(recipe)}
+                   "eval": _eval_facts(recipe, plan)}
     try:
         state = read_target(api, target.repo_id, target.revision)
     except Exception as err:  # noqa: BLE001 - the plan still stands; publish would report it
@@ -107,13 +107,16 @@ def publish_facts(plan: Plan, api) -> dict:
     return facts
 
 
-def _eval_facts(recipe) -> dict | None:
-    """What the publish gate would evaluate and require (the recipe's `eval:`), from the recipe alone."""
+def _eval_facts(recipe, plan: Plan) -> dict | None:
+    """What the publish gate would evaluate and require (the recipe's `eval:`), and the memory it takes."""
+    from chatvector.preflight import available_memory, eval_memory_need
+
     spec = recipe.eval
     if spec is None:
         return None
     return {"language": spec.language, "prompts": str(spec.prompts) if spec.prompts else f"shipped:{spec.language}",
-            "max_new_tokens": spec.max_new_tokens, "require": spec.require.set()}
+            "max_new_tokens": spec.max_new_tokens, "require": spec.require.set(),
+            "memory_bytes": eval_memory_need(plan), "memory_available": available_memory()[0]}
 
 
 def merge_facts(plan: Plan, write_dir: Path) -> dict:
@@ -227,7 +230,8 @@ def render_publish(facts: dict) -> list[str]:
         need = ", ".join(f"{k} {'≤' if k == 'perplexity' else '≥'} {v:g}" for k, v in e["require"].items())
         lines.append(f"Evaluate first: {e['language']} prompts ({e['prompts']}), at most {e['max_new_tokens']} new "
                      f"tokens each; " + (f"the push needs {need}" if need else "no threshold: the scores go on the card")
-                     + " (the whole output is written to disk for it)")
+                     + f" (the whole output is written to disk for it, and loaded: about "
+                       f"{human_bytes(e['memory_bytes'])} of memory, {human_bytes(e['memory_available'])} available)")
     return lines + render_fetch_and_disk(facts)
 
 

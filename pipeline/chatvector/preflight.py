@@ -148,6 +148,71 @@ def gpu_bytes_needed(chunk_bytes: int, terms: int, itemsize: int = 4) -> int:
     return need + max(GPU_HEADROOM_MIN, int(need * GPU_HEADROOM_FRACTION))
 
 
+# -- the evaluation's memory -----------------------------------------------------------------------------------
+EVAL_OVERHEAD = 1_500_000_000  # torch, transformers, the tokenizer and generation's activations, measured ~1.2 GB
+EVAL_GPU_HEADROOM = 0.10  # the KV cache and the allocator's slack, beyond the weights
+
+
+def eval_memory_need(plan: "Plan") -> int:
+    """Bytes of memory the publish gate's evaluation needs: transformers loads the merged model whole, in its
+    dtype, into memory (then onto the GPU, when there is one), and generates with it."""
+    return plan.output_bytes + EVAL_OVERHEAD
+
+
+def available_memory() -> tuple[int, int]:
+    """(available, total) bytes of this machine's memory: what a new allocation can take without swapping
+    (MemAvailable), and all of it. (0, 0) when they cannot be told."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        return int(fields["MemAvailable"].split()[0]) * 1024, int(fields["MemTotal"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            return total, total
+        except (ValueError, OSError, AttributeError):
+            return 0, 0
+
+
+def check_eval_memory(recipe: Recipe, plan: "Plan", device: str | None, *, gpu: bool = True) -> list[Problem]:
+    """With `eval:`, the machine must hold the merged model for the evaluation: told before any weight moves,
+    with what would hold it. `gpu`: also check a CUDA device's free memory (False: `plan`, which loads no torch)."""
+    if recipe.eval is None:
+        return []
+    need = eval_memory_need(plan)
+    available, total = available_memory()
+    what = f"the evaluation (eval:) loads the merged model, {human_bytes(plan.output_bytes)}, and generates with it"
+    drop = "or drop eval: from the recipe and evaluate the published model elsewhere with `chatvector eval`"
+    if total and available < need:
+        return [recipe.problem("eval", f"{what}: about {human_bytes(need)} of memory, but this machine has "
+                                       f"{human_bytes(available)} available ({human_bytes(total)} in all); run it "
+                                       f"on a machine with at least {human_bytes(need)} of memory (a larger runner), "
+                                       + drop)]
+    if gpu and not _cpu_only(recipe, device):
+        return _check_eval_gpu(recipe, plan, device, what, drop)
+    return []
+
+
+def _check_eval_gpu(recipe: Recipe, plan: "Plan", device: str | None, what: str, drop: str) -> list[Problem]:
+    from chatvector.merge import resolve_device
+
+    try:
+        dev = resolve_device(device or recipe.merge.device)
+    except PipelineError:
+        return []  # check_device reports it
+    if dev.type != "cuda":
+        return []
+    import torch
+
+    need = int(plan.output_bytes * (1 + EVAL_GPU_HEADROOM))
+    free, total = torch.cuda.mem_get_info(dev)
+    if free < need:
+        return [recipe.problem("eval", f"{what} on {dev}: about {human_bytes(need)} of GPU memory, but "
+                                       f"{human_bytes(free)} of {human_bytes(total)} is free; use a GPU with more "
+                                       f"memory, or --device cpu (it needs {human_bytes(eval_memory_need(plan))} of "
+                                       f"memory), {drop}")]
+    return []
+
+
 # -- disk ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DiskNeed:

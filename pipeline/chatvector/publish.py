@@ -140,11 +140,13 @@ def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = N
         if choice.mode == "stream":
             # else the shards stay: the output is written whole (an evaluation loads the whole model)
             streaming = not dry_run and out_dir is None and recipe.eval is None
-            problems += preflight.check_disk(planned, write_dir, downloads=0, how=" in stream mode",
+            whole = " (the evaluation, eval:, loads the whole output from disk)" if recipe.eval is not None else ""
+            problems += preflight.check_disk(planned, write_dir, downloads=0, how=" in stream mode" + whole,
                                              writes=planned.largest_file_bytes + SMALL_FILES_ROOM if streaming else None)
         else:
             problems += preflight.check_disk(planned, write_dir)
-        return problems + preflight.check_gpu_memory(recipe, planned, device)
+        return problems + preflight.check_gpu_memory(recipe, planned, device) \
+            + preflight.check_eval_memory(recipe, planned, device)
 
     plan = prepare(recipe, api, plan=plan, plan_file=plan_file, early=early, checks=checks)
     state = found["state"]
