@@ -89,6 +89,19 @@ def assert_stopped_cleanly(err: str) -> None:
 def test_a_run_on_a_flaky_network_gives_the_fault_free_bytes_or_stops_cleanly(command, rate, seed, attempts, tmp_path,
                                                                                 own_hub, capsys, monkeypatch, no_xet,
                                                                                 short_waits):
+    run_cell(command, rate, seed, attempts, tmp_path, own_hub, capsys, monkeypatch)
+
+
+@pytest.mark.parametrize("command, seed", [
+    pytest.param(c, s, id=f"{c}-seed{s}", marks=() if (c, s) == ("publish-stream", 1) else (pytest.mark.slow,))
+    for c in ("merge-snapshot", "publish-snapshot", "publish-stream") for s in SEEDS])
+def test_the_same_through_xet(command, seed, tmp_path, own_hub, capsys, monkeypatch, short_waits):
+    """Xet on, the commands whose large files go through the CAS (snapshot downloads, uploads), 30 % faults on
+    its endpoints too: hf_xet's retries and ours together give the fault-free bytes, or a clean stop."""
+    run_cell(command, 0.3, seed, 14, tmp_path, own_hub, capsys, monkeypatch)
+
+
+def run_cell(command: str, rate: float, seed: int, attempts: int, tmp_path, own_hub, capsys, monkeypatch) -> None:
     monkeypatch.setenv("CHATVECTOR_HTTP_ATTEMPTS", str(attempts))
     hub, repos = own_hub(SMALL, fault_spec(rate), seed=seed)
     target = f"alice/flaky-{uuid.uuid4().hex[:6]}"

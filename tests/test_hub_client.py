@@ -36,3 +36,18 @@ def test_a_local_merge_never_builds_a_hub_client(tmp_path, monkeypatch):
     monkeypatch.setattr(hub.LazyApi, "__getattr__", lambda self, name: used.append(name) or real(self, name))
     assert main(["merge", str(recipe), "--out", str(tmp_path / "out")]) == 0
     assert used == []
+
+
+def test_a_failed_xet_transfer_is_one_line_naming_the_repository_and_the_status(hub):
+    """hf_xet raises RuntimeError once its own retries are spent: that is the Hub's storage failing, not a bug."""
+    from chatvector.hub import translate
+
+    api = connect()
+    down = RuntimeError("Task error: File reconstruction error: CAS Client Error: Request error: HTTP status server "
+                        "error (500 Internal Server Error), domain: http://localhost:1/xet-cas/fetch/ab")
+    text = str(translate(api, down, "alice/base", action="read"))
+    assert text == ("the Hub's Xet storage answered 500 Internal Server Error while downloading from alice/base, "
+                    "after hf_xet's retries; run again later (a rerun resumes)")
+    up = RuntimeError("Internal error: shard refused: file 1f: sha256 mismatch")
+    assert "failed (Internal error: shard refused" in str(translate(api, up, "alice/t", action="push"))
+    assert translate(api, RuntimeError("something else entirely"), "alice/t") is None  # a real bug stays one

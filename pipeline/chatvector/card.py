@@ -18,6 +18,8 @@ Variables a template sees (all always defined; see `templates/model_card.md.j2` 
     default, default_unused (it decides no tensor), rules_only (module rules decide every tensor),
     layer_rows [{layers, value}], layer_count, module_rules [{number (from 0), match, value}], chart_file
     special_tokens [{token, cp_row, chat_row}], vocabulary (dict or None), chat_template, dtype
+    vocabulary_modules     the modules whose rows are the vocabulary, as the model names them: "`wte`" (tied),
+                           "`embed_tokens` and `lm_head`"
     checks [{name, ok, detail}] (None when none were recorded), sample (or None), output (dict)
     license, license_source ("recipe", "cp" or None), license_warnings [str], metadata (the card data dict)
     recipe_text, recipe_path, recipe_sha256, recipe_fence ("```" or longer), extra (card.extra)
@@ -84,7 +86,7 @@ from markupsafe import Markup
 
 from chatvector.card_recipe import pinned_recipe
 from chatvector.coefficients import layer_runs
-from chatvector.conventions import shipped
+from chatvector.conventions import EMBEDDING, OUTPUT_HEAD, TENSOR_ROLES, module_name, shipped
 from chatvector.errors import PipelineError, RecipeError, VerificationError
 from chatvector.units import human_bytes
 
@@ -183,7 +185,7 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
     target = p.get("target") or {}
     recorded_range = coefficients.get("range")  # what the tensors took (older provenances: computed from the rules)
     lam_range = (float(recorded_range[0]), float(recorded_range[1])) if recorded_range else \
-        _coefficient_range(default, layers, modules, tied=bool(p.get("tied_embeddings")))
+        _coefficient_range(default, layers, modules, _tensors_outside_layers(p))
     default_unused = coefficients.get("default_decides") == 0  # module rules and layer values decide every tensor
     rules_only = default_unused and coefficients.get("layers_decide") == 0  # module rules decide every tensor
     uniform = lam_range[0] == lam_range[1] and (lam_range[0] == default or default_unused)
@@ -221,6 +223,7 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
                           "lams": [_num(float(r["value"]) * t["weight_value"]) for t in terms]}
                          for number, r in enumerate(modules)],
         "vocabulary_lines": _vocabulary_lines(p, terms, default, modules),
+        "vocabulary_modules": _vocabulary_modules(p),
         "attributions": _attributions(p),
         "citation": CITATION,
         "chart_file": chart_file if layers and not rules_only else None,
@@ -340,9 +343,6 @@ def _formula(vectors: list[dict], default: float,
     return text, terms
 
 
-# Tensors outside the layer stack, as the engine names them (embeddings, final norm, output head).
-_NON_LAYER_TENSORS = ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight")
-_VOCAB_TENSORS = (("embed_tokens", "model.embed_tokens.weight"), ("lm_head", "lm_head.weight"))
 COMPACT_LAYERS = 32  # from this many layers, the λ table shows 3 significant digits
 
 
@@ -360,11 +360,31 @@ def _coefficient(name: str, default: float, layer_value: float | None, modules: 
     return default, "default"
 
 
-def _coefficient_range(default: float, layers: list[float], modules: list[dict], tied: bool = False
+def _tensor_roles(p: dict) -> dict[str, str | None]:
+    """The model's embedding, output head and final norm by their own names (provenance's `tensor_roles`); the
+    head is None when tied (the output stores none). A provenance that records no names describes Llama's."""
+    recorded = p.get("tensor_roles")
+    names = {role.key: (recorded.get(role.key) if isinstance(recorded, dict) else role.llama_name)
+             for role in TENSOR_ROLES}
+    if p.get("tied_embeddings"):
+        names[OUTPUT_HEAD.key] = None
+    return names
+
+
+def _vocabulary_modules(p: dict) -> Markup:
+    roles = _tensor_roles(p)
+    names = filter(None, (roles[EMBEDDING.key], roles[OUTPUT_HEAD.key]))
+    return Markup(" and ".join(_code(module_name(n)) for n in names))  # tensor names come from cp's headers
+
+
+def _tensors_outside_layers(p: dict) -> list[str]:
+    return [name for name in _tensor_roles(p).values() if name]
+
+
+def _coefficient_range(default: float, layers: list[float], modules: list[dict], outside: list[str]
                        ) -> tuple[float, float]:
     """Least and greatest coefficient over the tensors a decoder has: each layer's tensors (a module rule
-    may match some of them), the embeddings, the final norm and lm_head (not with tied embeddings)."""
-    outside = [n for n in _NON_LAYER_TENSORS if not (tied and n == "lm_head.weight")]
+    may match some of them) and those `outside` the layers (embeddings, final norm, an untied head)."""
     values = [_coefficient(n, default, None, modules)[0] for n in outside]
     values += [float(r["value"]) for r in modules]
     values += layers or [default]
@@ -389,18 +409,21 @@ def _gradient_anchors(recipe_text: str) -> list[str] | None:
 
 
 def _vocabulary_lines(p: dict, terms: list[dict], default: float, modules: list[dict]) -> list[Markup]:
-    """What happened to the vocabulary rows, computed from the coefficients the engine applied to
-    `embed_tokens` and `lm_head` (a rule setting λ = 0 there leaves every row as cp has it)."""
+    """What happened to the vocabulary rows, computed from the coefficients the engine applied to the embedding
+    and the output head, named as the model names them (a rule setting λ = 0 there leaves every row as cp has
+    it)."""
     vocab = p.get("vocabulary")
     kept = {str(t.get("name")): str(t.get("why") or "") for t in p.get("kept_tensors") or []}
     multi = len(terms) > 1
     vec = "the vectors are" if multi else "the vector is"
     who = "the chat models" if multi else "the chat model"
     tied = bool(p.get("tied_embeddings"))
+    roles = _tensor_roles(p)
     applied, zero = [], []
-    for short, name in _VOCAB_TENSORS[:1] if tied else _VOCAB_TENSORS:  # tied: there is no lm_head tensor
+    for name in filter(None, (roles[EMBEDDING.key], roles[OUTPUT_HEAD.key])):  # tied: there is no head tensor
+        short = module_name(name)
         lam, reason = _coefficient(name, default, None, modules)
-        is_kept = any(k.endswith(short + ".weight") for k in kept)
+        is_kept = name in kept
         lams = [lam * t["weight_value"] for t in terms]
         if is_kept or not any(lams):
             zero.append((short, reason))
@@ -408,7 +431,7 @@ def _vocabulary_lines(p: dict, terms: list[dict], default: float, modules: list[
             applied.append((short, lams))
 
     def names(items: list) -> str:
-        return " and ".join(_code_span(short) for short, _ in items)
+        return " and ".join(_code(short) for short, _ in items)  # tensor names come from cp's headers
 
     def those(items: list) -> str:
         return "those" if len(items) == 2 or tied else f"those in {names(items)}"
@@ -441,9 +464,10 @@ def _vocabulary_lines(p: dict, terms: list[dict], default: float, modules: list[
                      f"{'no vector is' if multi else 'the vector is not'} added to "
                      f"{'their' if len(zero) > 1 else 'its'} rows, which keep cp's values.")
     if tied:
-        lines.append("The output head is tied to `embed_tokens` (`tie_word_embeddings`): it reads the same rows, so "
-                     "what is said here of `embed_tokens` holds for it, and no rule can give `lm_head` a λ of its "
-                     "own.")
+        embedding = module_name(roles[EMBEDDING.key] or EMBEDDING.llama_name)
+        lines.append(f"The output head is tied to {_code(embedding)} (`tie_word_embeddings`): it reads the same "
+                     f"rows, so what is said here of {_code(embedding)} holds for it, and no rule can give it a "
+                     "λ of its own.")
     if vocab:
         if extra:
             lines.append(f"The {_md_text(extra)} rows only cp has (its extended vocabulary) keep cp's values.")

@@ -17,14 +17,18 @@ from chatvector.conventions import (
     CONFIG_FILE,
     DTYPE_BY_CODE,
     DTYPE_BY_NAME,
+    EMBEDDING,
     GENERATION_CONFIG_FILE,
     LAYER_CONFIG_KEYS,
     MERGEABLE_CODES,
+    OUTPUT_HEAD,
     SINGLE_WEIGHTS_FILE,
     TOKENIZER_CONFIG_FILE,
     TOKENIZER_VOCAB_FILES,
-    VOCAB_TENSOR,
     WEIGHTS_INDEX_FILE,
+    is_vocab_axis,
+    layer_index,
+    role_tensor,
 )
 from chatvector.errors import FieldError
 from chatvector.sources import ResolvedSource, read_safetensors_headers
@@ -109,8 +113,6 @@ class Checkpoint:
         for key in LAYER_CONFIG_KEYS:
             if isinstance(self.config.get(key), int):
                 return self.config[key]
-        from chatvector.coefficients import layer_index
-
         indices = [i for i in (layer_index(n) for n in self.tensors) if i is not None]
         return max(indices) + 1 if indices else 0
 
@@ -122,7 +124,7 @@ class Checkpoint:
     @property
     def embedding_rows(self) -> int | None:
         """Rows of the vocabulary tensors (the fewest, when embed_tokens and lm_head differ); None without any."""
-        rows = [t.shape[0] for t in self.tensors.values() if VOCAB_TENSOR.search(t.name) and t.shape]
+        rows = [t.shape[0] for t in self.tensors.values() if is_vocab_axis(t.name, t.shape)]
         return min(rows) if rows else None
 
     @property
@@ -145,8 +147,25 @@ class Checkpoint:
         return sum(self.resolved.files[f].size for f in self.weight_files if f in self.resolved.files)
 
     @property
+    def embedding_tensor(self) -> str | None:
+        """The input embedding's weight, by its own name (`transformer.wte.weight`)."""
+        return role_tensor(self.tensors, EMBEDDING)
+
+    @property
+    def head_tensor(self) -> str | None:
+        """The output head's weight (`lm_head.weight`, `embed_out.weight`); None when it is not stored."""
+        return role_tensor(self.tensors, OUTPUT_HEAD)
+
+    @property
     def tied(self) -> bool:
-        return not any(n.endswith("lm_head.weight") for n in self.tensors)
+        """Whether the output head reads the input embedding's rows. config's `tie_word_embeddings` decides when
+        it is set (true: transformers ignores a stored head); a config that leaves it out takes its class's
+        default, which only the weights tell: save_pretrained stores no tied head."""
+        text = self.config.get("text_config") if isinstance(self.config.get("text_config"), dict) else self.config
+        setting = text.get("tie_word_embeddings", self.config.get("tie_word_embeddings"))
+        if isinstance(setting, bool):
+            return setting and self.embedding_tensor is not None
+        return self.embedding_tensor is not None and self.head_tensor is None
 
     def token_id(self, token: str) -> int | None:
         return self._ids.get(token)

@@ -228,7 +228,9 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
         "run; shards of an earlier version that the new output lacks are deleted in the same commit.\n"
         "When the target's chatvector.json already records this plan's fingerprint (what the recipe says,\n"
         "the content of every input file the merge reads, the tool version) and the target still holds\n"
-        "those output files, nothing is downloaded and nothing is pushed (exit 0): scheduled runs are cheap.\n\n"
+        "those output files, nothing is downloaded and nothing is pushed (exit 0): scheduled runs are cheap.\n"
+        "A recipe with `sweep:` and `eval:` keeps what its sweep chose: nothing while main holds that variant\n"
+        "for the same recipe and inputs, else `sweep --publish` again (see `chatvector sweep --help`).\n\n"
         "Before any weight byte moves it checks the plan, that the token can write to the target's\n"
         "namespace, the card, --tag, --out and the free disk, and reports every problem at once.\n\n"
         "--fetch stream (chosen by auto when the inputs are not cached and would not fit on the disk\n"
@@ -292,6 +294,12 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
         recipe = dataclasses.replace(recipe, commit_message=args.commit_message or recipe.commit_message,
                                      commit_description=args.commit_description)
+    from chatvector.sweep_publish import publishes_a_sweep
+
+    if publishes_a_sweep(recipe):  # `sweep:` and `eval:`: keep the sweep's choice (chatvector.sweep_publish)
+        from chatvector.sweep_cli import publish_swept
+
+        return publish_swept(args, recipe)
     result = publish(recipe, private=args.private, dry_run=args.dry_run, create_pr=args.create_pr, tag=args.tag, plan_file=args.plan,
                      out_dir=Path(args.out) if args.out else None, device=args.device, force=args.force,
                      fetch=args.fetch, overwrite=args.overwrite, progress=not args.quiet,

@@ -6,7 +6,8 @@ Precedence for a tensor name:
   3. the default.
 
 A tensor belongs to layer i when its name has a `layers.<i>.` component (or an architecture's
-equivalent: `h.<i>.`, `blocks.<i>.`, `layer.<i>.`); the leftmost such component counts.
+equivalent: `h.<i>.`, `blocks.<i>.`, `layer.<i>.`); the leftmost such component counts
+(`conventions.layer_index`, beside the other tensor roles).
 Embeddings, the final norm and lm_head have none, so only module rules or the default apply to them.
 Layer indices at or past `num_layers` (extra layers some checkpoints carry) take the default too.
 
@@ -22,16 +23,11 @@ import json
 import re
 from dataclasses import dataclass, field
 
-_LAYER_COMPONENT = re.compile(r"(?:^|\.)(?:layers|layer|blocks|h)\.(\d+)\.")
+from chatvector.conventions import layer_index
+
 _LAYER_KEY = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
 
 FIELD = "coefficients"
-
-
-def layer_index(tensor_name: str) -> int | None:
-    """The layer a tensor belongs to: `model.layers.3.mlp.up_proj.weight` -> 3; `lm_head.weight` -> None."""
-    match = _LAYER_COMPONENT.search(tensor_name)
-    return int(match.group(1)) if match else None
 
 
 def parse_layer_key(key: str) -> tuple[int, int]:

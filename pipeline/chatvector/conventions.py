@@ -105,15 +105,67 @@ OUTPUT_DTYPE_NAMES = ("bfloat16", "float16", "float32")  # what an output may be
 
 
 # -- tensor roles -----------------------------------------------------------------------------------------
-# Tensors whose first axis is the vocabulary, by architecture naming convention.
-VOCAB_TENSOR = re.compile(
-    r"(^|\.)(embed_tokens|lm_head|wte|embed_in|embed_out|word_embeddings|tok_embeddings)\.weight$"
-)
-EMBED_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight",
-                  "tok_embeddings.weight")
-LM_HEAD_SUFFIXES = ("lm_head.weight", "embed_out.weight")
-LM_HEAD_EXACT = ("output.weight",)  # InternLM2 names it "output"
+# The tensors outside the layer stack, by what they are: the one table the planner, the checkpoint reader,
+# verification, the provenance and the card read (layer membership and norms follow it). Weights and biases
+# alike: transformers' resize_token_embeddings resizes `lm_head.bias` (phi, GPT-J) with the weight, so both
+# have the vocabulary as their first axis.
+@dataclass(frozen=True)
+class TensorRole:
+    key: str  # "embedding", "output_head", "final_norm"
+    pattern: re.Pattern[str]  # searched in the full tensor name
+    vocab_axis: bool  # its first axis is the vocabulary: rows only cp has keep cp's values
+    llama_name: str  # Llama's name for it: what a provenance that records no names describes
+
+    def matches(self, name: str) -> bool:
+        # outside the layers only: a layer's own `norm` is not the final norm
+        return bool(self.pattern.search(name)) and layer_index(name) is None
+
+
+_PARAM = r"\.(?:weight|bias)$"
+EMBEDDING = TensorRole(  # Llama, Mistral, Qwen2, phi / GPT-2, GPT-J / Falcon, BLOOM / GPT-NeoX / InternLM2
+    "embedding", re.compile(r"(?:^|\.)(?:embed_tokens|wte|word_embeddings|embed_in|tok_embeddings)" + _PARAM),
+    vocab_axis=True, llama_name="model.embed_tokens.weight")
+OUTPUT_HEAD = TensorRole(  # most / GPT-NeoX / InternLM2 (top level only: `attention.output` is no head)
+    "output_head", re.compile(r"(?:(?:^|\.)(?:lm_head|embed_out)|^output)" + _PARAM),
+    vocab_axis=True, llama_name="lm_head.weight")
+FINAL_NORM = TensorRole(  # Llama / GPT-2, GPT-J, Falcon, BLOOM / GPT-NeoX / phi
+    "final_norm", re.compile(r"(?:^|\.)(?:norm|ln_f|final_layer_norm|final_layernorm)" + _PARAM),
+    vocab_axis=False, llama_name="model.norm.weight")
+TENSOR_ROLES = (EMBEDDING, OUTPUT_HEAD, FINAL_NORM)
+# Any norm, in a layer or not (RMSNorm/LayerNorm names: `input_layernorm`, `ln_1`, `norm`, `q_norm`, ...).
+NORM_TENSOR = re.compile(r"(?:norm|(?:^|\.)ln_\w+)\.weight$")
+# A tensor of layer i has a `layers.<i>.` component (or an architecture's equivalent); the leftmost counts.
+_LAYER_COMPONENT = re.compile(r"(?:^|\.)(?:layers|layer|blocks|h)\.(\d+)\.")
 LAYER_CONFIG_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+
+
+def layer_index(tensor_name: str) -> int | None:
+    """The layer a tensor belongs to: `model.layers.3.mlp.up_proj.weight` -> 3; `lm_head.weight` -> None."""
+    match = _LAYER_COMPONENT.search(tensor_name)
+    return int(match.group(1)) if match else None
+
+
+def tensor_role(name: str) -> TensorRole | None:
+    """The role a tensor plays outside the layers; None for a layer's tensor or one no role names (`wpe`)."""
+    return next((role for role in TENSOR_ROLES if role.matches(name)), None)
+
+
+def is_vocab_axis(name: str, shape: tuple[int, ...]) -> bool:
+    """Whether the tensor's first axis is the vocabulary (an embedding or output head, weight or bias)."""
+    role = tensor_role(name)
+    return role is not None and role.vocab_axis and len(shape) >= 1
+
+
+def role_tensor(names: Iterable[str], role: TensorRole) -> str | None:
+    """The weight that plays `role` among `names`: the shortest such name (the text model's, not a vision
+    tower's); None when there is none (a tied output head is not stored)."""
+    hits = [n for n in names if n.endswith(".weight") and role.matches(n)]
+    return min(hits, key=lambda n: (len(n), n)) if hits else None
+
+
+def module_name(tensor_name: str) -> str:
+    """`transformer.wte.weight` -> `wte`: the short name a reader knows the module by."""
+    return tensor_name.rsplit(".", 2)[-2] if tensor_name.count(".") else tensor_name
 
 
 # -- long lists in one line -------------------------------------------------------------------------------

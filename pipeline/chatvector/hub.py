@@ -16,6 +16,7 @@ import contextlib
 import difflib
 import errno
 import itertools
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -175,7 +176,29 @@ def translate(api: "HfApi", err: BaseException, repo_id: str, *, action: str = "
                         "run again later")
     if isinstance(err, RuntimeError) and isinstance(err.__cause__, (HfHubHTTPError, *network_errors())):
         return translate(api, err.__cause__, repo_id, action=action, field=field, revision=revision)
+    if is_xet_error(err):
+        return HubError(xet_error_text(err, repo_id, action))
     return None
+
+
+_XET_STATUS = re.compile(r"HTTP status (?:client|server) error \((\d{3}) ([^)]*)\)")
+
+
+def is_xet_error(err: BaseException) -> bool:
+    """An error hf_xet raised (its transfers to and from the Hub's Xet storage failed, after its own retries)."""
+    text = str(err).lower()
+    return type(err).__module__.startswith("hf_xet") or (
+        isinstance(err, RuntimeError) and any(mark in text for mark in ("cas client error", "file reconstruction",
+                                                                        "xet", "xorb", "shard")))
+
+
+def xet_error_text(err: BaseException, repo_id: str, action: str) -> str:
+    """One line for a failed Xet transfer: the repository, what was being done, the storage's status if any."""
+    doing = {"read": "downloading from", "write": "uploading to", "push": "uploading to"}.get(action, "transferring")
+    status = _XET_STATUS.search(str(err))
+    answered = f"answered {status.group(1)} {status.group(2)}" if status else f"failed ({first_line(err)[:200]})"
+    return (f"the Hub's Xet storage {answered} while {doing} {repo_id}, after hf_xet's retries; run again later "
+            "(a rerun resumes)")
 
 
 def _http_error(err, repo_id: str, action: str, located) -> HubError:

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatvector.conventions import DTYPE_BY_NAME
+from chatvector.conventions import DTYPE_BY_NAME, TENSOR_ROLES, role_tensor
 from chatvector.recipe import Recipe
 
 PLAN_FORMAT = 1  # the version of plan.json's layout
@@ -194,6 +194,13 @@ class Plan:
         """Token ids (with a row) only cp has: its extended vocabulary."""
         cp = self.cp
         return max(0, min(cp.vocab_size, cp.embedding_rows or cp.vocab_size) - self.shared_tokens)
+
+    @property
+    def tensor_roles(self) -> dict[str, str | None]:
+        """The output's tensor of each role, by its own name: {"embedding": "transformer.wte.weight",
+        "output_head": None (tied: not stored), "final_norm": "transformer.ln_f.weight"}."""
+        names = [t.name for t in self.tensors]
+        return {role.key: role_tensor(names, role) for role in TENSOR_ROLES}
 
     @property
     def weights_sha256(self) -> str:

@@ -76,6 +76,7 @@ def publish_facts(plan: Plan, api) -> dict:
     """What `chatvector publish` would do with this plan, read from the target's metadata (no weights): the
     target (created? private?), the commit (or why nothing would change), the fetch mode and the disk."""
     from chatvector.publish import SMALL_FILES_ROOM, card_only, card_only_files, commit_message, read_target, unchanged
+    from chatvector.sweep_publish import publishes_a_sweep
     from chatvector.workspace import work_folder
 
     recipe = plan.require_recipe()
@@ -85,13 +86,15 @@ def publish_facts(plan: Plan, api) -> dict:
                    "would": "commit", "commit_message": commit_message(recipe, plan), "why": [],
                    "eval": _eval_facts(recipe, plan)}
     try:
-        state = read_target(api, target.repo_id, target.revision)
+        state = read_target(api, target.repo_id, "main" if publishes_a_sweep(recipe) else target.revision)
     except Exception as err:  # noqa: BLE001 - the plan still stands; publish would report it
         facts["target"]["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
         facts["why"] = ["the target could not be read"]
         state = None
     if state is not None:
         facts["target"].update(exists=state.exists, head=state.head, branch_exists=state.branch_exists)
+        if publishes_a_sweep(recipe):  # publish keeps the sweep's choice on main, or sweeps again
+            return {**facts, **_sweep_facts(plan, state, api)}
         if state.exists and unchanged(plan, state):
             facts.update(would="nothing", why=["the target's chatvector.json records this plan's fingerprint"])
             facts["fetch"], facts["disk"] = None, None
@@ -105,6 +108,20 @@ def publish_facts(plan: Plan, api) -> dict:
     facts.update(_fetch_and_disk(plan, recipe.merge.fetch, write_dir,
                                  stream_writes=plan.largest_file_bytes + SMALL_FILES_ROOM))
     return facts
+
+
+def _sweep_facts(plan: Plan, state, api) -> dict:
+    """What publish does with a recipe that has `sweep:` and `eval:` (chatvector.sweep_publish): nothing while main
+    holds the sweep's choice, else the sweep again (it checks its own disk: every variant is written whole)."""
+    from chatvector.sweep_factors import folder_name
+    from chatvector.sweep_publish import chosen_on_main, sweep_changes
+
+    why = sweep_changes(plan, state, api)
+    factors = [float(f) for f in plan.require_recipe().sweep.lambdas]
+    if not why:
+        return {"would": "nothing", "why": [f"main holds {folder_name(chosen_on_main(state.provenance))}, the sweep's choice "
+                                            "for this recipe and the same inputs"], "fetch": None, "disk": None}
+    return {"would": "sweep", "why": why, "sweep": {"factors": factors}, "fetch": None, "disk": None}
 
 
 def _eval_facts(recipe, plan: Plan) -> dict | None:
@@ -217,6 +234,12 @@ def render_publish(facts: dict) -> list[str]:
         lines = [f"Target: {t['repo_id']}{on} at {short(t['head'])} (exists)"]
     if facts["would"] == "nothing":
         lines.append(f"Publish would: do nothing — {facts['why'][0]}")
+        return lines
+    if facts["would"] == "sweep":
+        factors = ", ".join(f"{f:g}" for f in facts["sweep"]["factors"])
+        lines.append(f"Publish would: sweep λ factors {factors} again (`sweep --publish`: evaluate each, publish it to "
+                     "its branch lambda-F and the largest factor that passes eval.require to main) — "
+                     + "; ".join(facts["why"]))
         return lines
     if facts["would"] == "card only":
         lines.append(f"Publish would: commit \"{facts['commit_message']}\" — card only: {', '.join(facts['files'])} "

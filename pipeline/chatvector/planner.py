@@ -23,8 +23,9 @@ from chatvector.conventions import (
     TIKTOKEN_PATTERN,
     TOKENIZER_CONFIG_FILE,
     TOKENIZER_FILES,
-    VOCAB_TENSOR,
     WEIGHTS_INDEX_FILE,
+    is_vocab_axis,
+    module_name,
     shard_filenames,
     summarize,
 )
@@ -331,7 +332,7 @@ def _plan_tensor(recipe: Recipe, checkpoints: dict[str, Checkpoint], name: str, 
     out_dtype = recipe.output.dtype or meta.dtype
     value, reason = recipe.coefficients.explain(name, cp.num_layers)
     lambdas = tuple(v.weight * value for v in recipe.vectors)
-    is_vocab = bool(VOCAB_TENSOR.search(name)) and len(meta.shape) >= 1
+    is_vocab = is_vocab_axis(name, meta.shape)
     missing, mismatched = [], {}
     rows = [meta.shape[0]] if is_vocab else []
     for vector in recipe.vectors:
@@ -531,8 +532,15 @@ def _notes(cp: Checkpoint, shared_rows: int) -> list[str]:
     notes = []
     if cp.vocab_size > shared_rows and cp.embedding_rows and cp.embedding_rows > shared_rows:
         last = min(cp.vocab_size, cp.embedding_rows) - 1
-        notes.append(f"cp adds {last + 1 - shared_rows} tokens (ids {shared_rows}..{last}); their embedding and "
-                     "lm_head rows keep cp's values")
+        notes.append(f"cp adds {last + 1 - shared_rows} tokens (ids {shared_rows}..{last}); their "
+                     f"{_vocabulary_modules(cp)} rows keep cp's values")
     if cp.tied:
-        notes.append("cp ties lm_head to embed_tokens; the output stays tied")
+        notes.append(f"cp ties its output head to {module_name(cp.embedding_tensor)} ({cp.embedding_tensor}); "
+                     "the output stays tied")
     return notes
+
+
+def _vocabulary_modules(cp: Checkpoint) -> str:
+    """"embed_in and embed_out": the modules whose rows are the vocabulary, by the model's own names."""
+    names = [n for n in (cp.embedding_tensor, None if cp.tied else cp.head_tensor) if n]
+    return " and ".join(module_name(n) for n in names) or "vocabulary"

@@ -57,12 +57,16 @@ def check_out_dir(out_dir: Path) -> list[Problem]:
 
 
 def written_before(out_dir: Path) -> set[str]:
-    """The files an earlier run wrote into `out_dir`, as its provenance lists them."""
+    """The files an earlier run wrote into `out_dir`, as its provenance lists them: the output, the card, and an
+    evaluation's responses and sweep chart (`sweep --eval|--publish`, a publish with `eval:`)."""
     from chatvector.conventions import CARD_FILE, CHART_FILE
     from chatvector.provenance import read_provenance
 
     provenance = read_provenance(out_dir / PROVENANCE_FILE) or {}
     files = set((provenance.get("output") or {}).get("files") or {})
+    evaluation = provenance.get("evaluation") or {}
+    files |= {name for name in (evaluation.get("responses_file"), (evaluation.get("sweep") or {}).get("chart"))
+              if isinstance(name, str) and "/" not in name}
     return files | {PROVENANCE_FILE, CARD_FILE, CHART_FILE}
 
 

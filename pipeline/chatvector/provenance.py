@@ -73,8 +73,9 @@ def build_provenance(plan: Plan, *, endpoint: str | None, folders: dict[str, Pat
         "coefficients": _coefficients(plan),
         "special_tokens": [{"token": r.token, "cp_row": r.cp_row, "chat_row": r.chat_row} for r in plan.special_rows],
         "vocabulary": {"cp_extra_tokens": plan.cp_extra_tokens, "shared_tokens": plan.shared_tokens},
-        # the output's head is its input embedding (cp's config, which the output keeps): no lm_head tensor
+        # the output's head reads its input embedding's rows (cp's config and tensors, which the output keeps)
         "tied_embeddings": bool(plan.sources["cp"].tied),
+        "tensor_roles": plan.tensor_roles,  # the card names these tensors as the model does
         "kept_tensors": [{"name": t.name, "why": t.kept} for t in plan.tensors if t.kept],
         "output": {"dtype": plan.output.dtype, "files": outputs,
                    # small files may be stored without LFS, where the Hub lists only their git blob id

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chatvector.conventions import VOCAB_TENSOR
+from chatvector.conventions import is_vocab_axis
 from chatvector.plan import Plan, TensorPlan
 from chatvector.verify import Check
 
@@ -101,7 +101,7 @@ def _choose(plan: Plan, sample_bytes: int) -> list[tuple[TensorPlan, list[int]]]
     """Up to three tensors and the rows to compare (bounded by sample_bytes): a vocabulary tensor (delta
     rows, row copies), a merged tensor from the middle of the model, one that keeps cp's values."""
     merged = [t for t in plan.tensors if not t.kept and t.shape]
-    vocab = [t for t in merged if VOCAB_TENSOR.search(t.name)]
+    vocab = [t for t in merged if is_vocab_axis(t.name, t.shape)]
     others = [t for t in merged if t not in vocab]
     kept = [t for t in plan.tensors if t.kept and t.shape]
     picks = [group[len(group) // 2] for group in (vocab[:1], others, kept) if group]

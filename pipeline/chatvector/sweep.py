@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 REPORT_FILE = "sweep.json"
 SUMMARY_FILE = "sweep.md"
+SWEEP_CHART_FILE = "sweep.svg"  # the scores against the factor (`--eval`, `--publish`), also in each variant's folder
 
 
 @dataclass
@@ -142,7 +143,8 @@ def _factor_problems(recipe: Recipe, factors: list[float], from_recipe: bool) ->
 
 def check_sweep_dir(out_dir: Path) -> list[Problem]:
     """DIR must be creatable, and new, empty, or an earlier sweep's folder holding only what chatvector wrote
-    (its variants' folders, each an earlier chatvector output, and the report): the sweep replaces it whole."""
+    (its variants' folders, each an earlier chatvector output with its evaluation, and the reports): the sweep
+    replaces it whole."""
     from chatvector import preflight
 
     out_dir = Path(out_dir)
@@ -153,7 +155,7 @@ def check_sweep_dir(out_dir: Path) -> list[Problem]:
                         "choose a new or empty folder")]
     problems = []
     for entry in sorted(out_dir.iterdir()):
-        if entry.name in (REPORT_FILE, SUMMARY_FILE):
+        if entry.name in (REPORT_FILE, SUMMARY_FILE, SWEEP_CHART_FILE):  # the reports of `sweep` and `--eval`
             continue
         if not entry.is_dir() or not entry.name.startswith("lambda-"):
             problems.append(Problem(f"--out {out_dir}: holds {entry.name}, which chatvector did not write; replacing "

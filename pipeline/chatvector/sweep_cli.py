@@ -36,10 +36,20 @@ target named after its folder (lambda-0.7, ...) and the best variant that passes
 that meet every threshold of eval.require, the one with the largest factor (the most of the chat vector that
 still answers in the target language, in well-formed turns). When none passes nothing is pushed (exit 2).
 Each card shows the sweep's table and chart (sweep.svg); each push is `publish --from` that variant's folder.
+Run again, it replaces DIR (its own reports and evaluations included) and publishes what changed.
+
+--eval evaluates every variant the same way without publishing (no target needed): each folder gets its
+eval_responses.jsonl, DIR/sweep.md and sweep.json the scores and the variant the rule would choose, and
+DIR/sweep.svg the chart.
+
+`chatvector publish RECIPE` of a recipe with `sweep:` and `eval:` (a scheduled run) keeps what the sweep chose:
+nothing when the target's main still holds that choice for the same recipe and inputs, else this whole
+`sweep --publish` again over the recipe's sweep.lambdas.
 
 Examples:
   chatvector sweep recipes/llama3-korean.yaml --lambdas {EXAMPLE} --out ./sweep
   chatvector sweep recipes/llama3-korean.yaml --lambdas {EXAMPLE} --out ./sweep --publish
+  chatvector sweep recipes/llama3-korean.yaml --lambdas {EXAMPLE} --out ./sweep --eval   # scores in sweep.md
   chatvector sweep recipes/x.yaml --out ./sweep --fetch stream --format json   # factors from the recipe
 """
 
@@ -63,6 +73,9 @@ def add_sweep_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--publish", action="store_true",
                         help="evaluate every variant (the recipe's eval:), publish each to its branch lambda-F of the "
                              "target and the best that passes to main (see above)")
+    parser.add_argument("--eval", action="store_true",
+                        help="evaluate every variant (the recipe's eval:) without publishing; the scores go into "
+                             "sweep.md and sweep.json")
     _device_option(parser)
     _fetch_option(parser)
     _format_option(parser)
@@ -81,10 +94,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise SweepOptionError(str(err)) from None
     recipe = load_recipe(args.recipe)
-    if args.publish:
+    if args.publish or args.eval:
         from chatvector.sweep_publish import check_sweep_publish
 
-        problems = check_sweep_publish(recipe)
+        problems = check_sweep_publish(recipe, "sweep --publish" if args.publish else "sweep --eval")
         if problems:  # before anything is merged
             raise SweepOptionError("\n".join(problems))
     outcome = sweep(recipe, Path(args.out), lambdas=lambdas, fetch=args.fetch, device=args.device,
@@ -94,6 +107,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         from chatvector.sweep_publish import publish_sweep
 
         published = publish_sweep(recipe, outcome, device=args.device, progress=not args.quiet)
+    elif args.eval:
+        from chatvector.hub import connect
+        from chatvector.sweep_publish import evaluate_sweep
+
+        evaluate_sweep(outcome, api=connect(), device=args.device or recipe.merge.device)
     report = outcome.report
     if published is not None:
         report = {**report, "published": _published(published)}
@@ -116,16 +134,93 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
               f"{v['checks']['passed']}/{v['checks']['total']} checks passed")
     print(f"report: {outcome.report_path} and {outcome.summary_path}")
     if published is not None:
-        for branch, result in {**published.branches, "main": published.main}.items():
-            what = "published" if result.changed else "unchanged"
-            print(f"  {what} {branch}: {result.url} at {result.commit}")
-        from chatvector.sweep_factors import folder_name
-
-        print(f"main holds {folder_name(published.chosen)}: the largest factor that passes eval.require")
+        _print_published(published)
+    elif "evaluation" in report:
+        _print_scores(report["evaluation"])
     return 0
 
 
+def _print_scores(evaluation: dict) -> None:
+    """`sweep --eval`: each variant's scores, and the variant `--publish` would put on main."""
+    from chatvector.sweep_factors import folder_name
+
+    for v in evaluation["variants"]:
+        gate = "passes" if v["passed"] else "fails: " + "; ".join(v["failures"])
+        print(f"  {v['branch']}/  fidelity {v['scores']['fidelity']:.2f}, format {v['scores']['format']:.2f}: {gate}")
+    chosen = evaluation["chosen"]
+    print(f"--publish would put {folder_name(chosen)} on main: the largest factor that passes eval.require"
+          if chosen is not None else "no variant passes eval.require: --publish would push nothing")
+
+
+def _print_published(published) -> None:
+    from chatvector.sweep_factors import folder_name
+
+    for branch, result in {**published.branches, "main": published.main}.items():
+        what = "published" if result.changed else "unchanged"
+        print(f"  {what} {branch}: {result.url} at {result.commit}")
+    print(f"main holds {folder_name(published.chosen)}: the largest factor that passes eval.require")
+
+
 def _published(published) -> dict:
-    return {"chosen": published.chosen,
+    return {"chosen": published.chosen, "kept": published.kept,
             "refs": {branch: {"commit": r.commit, "changed": r.changed, "url": r.url}
                      for branch, r in {**published.branches, "main": published.main}.items()}}
+
+
+# -- `chatvector publish RECIPE` of a recipe with `sweep:` and `eval:` -----------------------------------------
+SWEPT_PUBLISH_REFUSES = (("create_pr", "--create-pr"), ("tag", "--tag"),
+                         ("from_dir", "--from"), ("plan", "--plan"), ("revision", "--revision"),
+                         ("private", "--private"), ("overwrite", "--overwrite"))
+
+
+def publish_swept(args: argparse.Namespace, recipe) -> int:
+    """`chatvector publish` of a recipe with `sweep:` and `eval:`: keep the sweep's choice on main, or sweep and
+    publish again (chatvector.sweep_publish.publish_recipe_sweep). Options that mean one commit are refused."""
+    from chatvector.sweep_publish import publish_recipe_sweep
+
+    given = [option for dest, option in SWEPT_PUBLISH_REFUSES if getattr(args, dest, None)]
+    if given:
+        raise SweepOptionError(f"publish {given[0]}: {recipe.path} has `sweep:` and `eval:`, so publish keeps the "
+                               "sweep's choice (every variant on its branch, the best on main), which takes no "
+                               f"{given[0]}; leave it out, or publish one factor from a copy of the recipe without "
+                               "`sweep:`")
+    if args.dry_run:
+        return _dry_run_swept(recipe)
+    published = publish_recipe_sweep(recipe, out_dir=Path(args.out) if args.out else None, force=args.force,
+                                     fetch=args.fetch, device=args.device, progress=not args.quiet)
+    main = published.main
+    if args.format == "json":
+        from chatvector.cli import _print_json
+
+        _print_json({"repo_id": main.repo_id, "branch": "main", "changed": any(
+            r.changed for r in [main, *published.branches.values()]), "commit": main.commit, "url": main.url,
+            "sweep": _published(published)})
+        return 0
+    if published.kept:
+        from chatvector.sweep_factors import folder_name
+
+        print(f"nothing changed: {main.url} at {main.commit} already holds {folder_name(published.chosen)}, the "
+              "sweep's choice for this recipe and the same inputs; nothing was merged or pushed")
+        return 0
+    _print_published(published)
+    return 0
+
+
+def _dry_run_swept(recipe) -> int:
+    """`publish --dry-run` of a swept recipe: whether the sweep would run again, and why (nothing is merged)."""
+    from chatvector.hub import connect
+    from chatvector.sweep_factors import folder_name
+    from chatvector.sweep_publish import chosen_on_main, plan_and_main, sweep_changes
+
+    api = connect()
+    plan, state = plan_and_main(recipe, api)
+    why = sweep_changes(plan, state, api)
+    if not why:
+        print(f"nothing changed: {recipe.require_target().repo_id} at {state.head} already holds "
+              f"{folder_name(chosen_on_main(state.provenance))}, the sweep's choice; nothing would be merged or pushed")
+        return 0
+    factors = ", ".join(f"{f:g}" for f in recipe.sweep.lambdas)
+    print(f"dry run: would sweep λ factors {factors} again, evaluate each, publish it to its branch lambda-F and the "
+          f"largest factor that passes eval.require to main — {'; '.join(why)} (nothing was merged; `chatvector sweep "
+          f"{recipe.path} --out DIR --eval` shows the scores)")
+    return 0

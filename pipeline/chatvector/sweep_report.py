@@ -106,7 +106,38 @@ def render_summary(report: dict) -> str:
         lines.append(f"| ×{v['factor']!r} | [{v['folder']}/]({v['folder']}/) | {_num(lo)} … {_num(hi)} | "
                      f"{_num(v['default_lambda'])} | {len(v['files'])} | {human_bytes(v['bytes'])} | "
                      f"{v['checks']['passed']}/{v['checks']['total']} | `{v['fingerprint'][:12]}` |")
+    if report.get("evaluation"):
+        lines += ["", *render_evaluation(report["evaluation"])]
     return "\n".join(lines) + "\n"
+
+
+def render_evaluation(evaluation: dict) -> list[str]:
+    """sweep.md's scores (`sweep --eval`, `--publish`): per variant its scores against eval.require, and the choice."""
+    from chatvector.sweep_factors import folder_name
+
+    spec, require, chosen = evaluation["spec"], evaluation["require"], evaluation["chosen"]
+    wanted = ", ".join(f"{name} {'≤' if name == 'perplexity' else '≥'} {_num(value)}" for name, value in require.items())
+    lines = ["## Evaluation", "",
+             f"{_md(str(spec['language']))} prompts, greedy, at most {spec['max_new_tokens']} new tokens each; "
+             f"eval.require: {_md(wanted) if wanted else 'nothing'}. {evaluation['rule']}", "",
+             "| factor | fidelity | format | perplexity (ratio to cp) | gate |", "|---|---|---|---|---|"]
+    for v in evaluation["variants"]:
+        gate = ("✅ passes" if v["passed"] else "❌ " + _md("; ".join(v["failures"])))
+        mark = " (chosen)" if v["factor"] == chosen else ""
+        lines.append(f"| ×{v['factor']!r}{mark} | {v['scores']['fidelity']:.2f} | {v['scores']['format']:.2f} | "
+                     f"{_perplexity(v['scores'])} | {gate} |")
+    lines.append("")
+    lines.append(f"Chosen: [{folder_name(chosen)}/]({folder_name(chosen)}/), the largest factor that passes "
+                 "(what `--publish` puts on main)." if chosen is not None
+                 else "No variant passes eval.require: `--publish` would push nothing.")
+    return [*lines, "", f"![fidelity and format against the λ factor]({evaluation['chart']})"]
+
+
+def _perplexity(scores: dict) -> str:
+    if scores.get("perplexity") is None:
+        return "—"
+    ratio = scores.get("perplexity_ratio")
+    return f"{scores['perplexity']:.2f}" + (f" ({ratio:.3f})" if ratio is not None else "")
 
 
 def _num(x: float) -> str:

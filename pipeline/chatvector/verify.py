@@ -30,13 +30,13 @@ from chatvector.conventions import (
     CHAT_TEMPLATE_JSON_FILE,
     CONFIG_FILE,
     DTYPE_BY_CODE,
-    EMBED_SUFFIXES,
+    EMBEDDING,
     GENERATION_CONFIG_FILE,
-    LM_HEAD_EXACT,
-    LM_HEAD_SUFFIXES,
+    OUTPUT_HEAD,
     SINGLE_WEIGHTS_FILE,
     TOKENIZER_CONFIG_FILE,
     WEIGHTS_INDEX_FILE,
+    role_tensor,
     summarize,
 )
 from chatvector.errors import VerificationError
@@ -462,16 +462,9 @@ def _scan_tensor(reader: _Reader, name: str, t: _Tensor, itemsize: int, chunk_by
 # 4. config matches the weights
 
 
-def _find(weights: _Weights, suffixes: tuple[str, ...], exact: tuple[str, ...] = ()) -> str | None:
-    dotted = tuple("." + s for s in suffixes)
-    hits = [n for n in weights.tensors if n in exact or n in suffixes or n.endswith(dotted)]
-    # The shortest name: the text model's, not a vision tower's.
-    return min(hits, key=lambda n: (len(n), n)) if hits else None
-
-
 def _embedding_rows(weights: _Weights) -> tuple[str | None, int | None, str | None, int | None]:
-    embed = _find(weights, EMBED_SUFFIXES)
-    head = _find(weights, LM_HEAD_SUFFIXES, exact=LM_HEAD_EXACT)
+    embed = role_tensor(weights.tensors, EMBEDDING)
+    head = role_tensor(weights.tensors, OUTPUT_HEAD)
     return embed, _rows(weights, embed), head, _rows(weights, head)
 
 
@@ -500,7 +493,7 @@ def _check_config(folder: Path, weights: _Weights) -> tuple[Check, int | None]:
     problems = []
     if embed is None:
         if weights.complete:
-            problems.append(f"no input embedding tensor (a name ending {', '.join(EMBED_SUFFIXES)})")
+            problems.append(f"no input embedding tensor (a name like {EMBEDDING.llama_name})")
     elif vocab is not None and embed_rows != vocab:
         problems.append(f"vocab_size {vocab} but {embed} has {embed_rows} rows")
     if head is not None and vocab is not None and head_rows != vocab:

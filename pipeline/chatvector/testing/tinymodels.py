@@ -1,6 +1,7 @@
 """Deterministic tiny base/chat/cp checkpoint triplets for tests, the demo and benchmarks.
 
-`write_triplet` writes three real, loadable Hugging Face folders (llama, qwen2 or mistral):
+`write_triplet` writes three real, loadable Hugging Face folders (llama, qwen2 or mistral; or, for the
+tensor-naming tests, one of OTHER_ARCHS: phi, GPT-J, GPT-NeoX, GPT-2, Falcon with transformers' own configs):
 
 * base: random weights, no chat template;
 * chat: base + a small delta on every tensor, the arch's chat template, eos = the end-of-turn token;
@@ -22,10 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from chatvector.conventions import NORM_TENSOR, is_vocab_axis
+
 if TYPE_CHECKING:  # importing huggingface_hub at runtime is not needed to write folders
     import huggingface_hub
 
-ARCHS = ("llama", "qwen2", "mistral")
+ARCHS = ("llama", "qwen2", "mistral")  # the families the whole suite runs on
+OTHER_ARCHS = ("phi", "gptj", "gpt_neox", "gpt2", "falcon")  # other tensor names: lm_head.bias, wte, embed_in, ...
+ALL_ARCHS = ARCHS + OTHER_ARCHS
 ROLES = ("base", "chat", "cp")
 
 _DTYPES = ("bfloat16", "float16", "float32")
@@ -47,15 +52,15 @@ class TripletSpec:
     num_heads: int = 4
     num_kv_heads: int = 2
     extra_cp_tokens: int = 0  # new tokens appended to cp's tokenizer, embeddings and lm_head
-    tied_embeddings: bool | None = None  # None = the arch default: qwen2 tied, llama/mistral untied
+    tied_embeddings: bool | None = None  # None = the arch default: qwen2, gpt2, falcon tied; the others untied
     dtype: str = "bfloat16"  # "bfloat16" | "float16" | "float32"
     max_shard_size: str | int = "100KB"  # small so the default model is split into several shards
     chat_template_in_config: bool = False  # chat template in tokenizer_config.json, not chat_template.jinja
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.arch not in ALL_ARCHS:
+            raise ValueError(f"arch must be one of {ALL_ARCHS}, got {self.arch!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
@@ -66,7 +71,7 @@ class TripletSpec:
     @property
     def tied(self) -> bool:
         """Whether lm_head shares embed_tokens (and so is absent from the checkpoint)."""
-        return self.arch == "qwen2" if self.tied_embeddings is None else self.tied_embeddings
+        return _ARCH_INFO[self.arch].tied if self.tied_embeddings is None else self.tied_embeddings
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,6 +128,7 @@ class _ArchInfo:
     pad: str | None
     unk: str | None
     template: str
+    tied: bool = False  # the family's usual tie_word_embeddings
 
 
 _ARCH_INFO = {
@@ -136,7 +142,7 @@ _ARCH_INFO = {
         "qwen2", "Qwen2ForCausalLM",
         ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
         specials_first=False, bos=None, eos="<|endoftext|>", end_of_turn="<|im_end|>",
-        pad="<|endoftext|>", unk=None, template=_CHATML_TEMPLATE,
+        pad="<|endoftext|>", unk=None, template=_CHATML_TEMPLATE, tied=True,
     ),
     "mistral": _ArchInfo(
         "mistral", "MistralForCausalLM",
@@ -145,6 +151,22 @@ _ARCH_INFO = {
         pad=None, unk="<unk>", template=_MISTRAL_TEMPLATE,
     ),
 }
+
+
+def _chatml_family(model_type: str, architecture: str, tied: bool = False) -> _ArchInfo:
+    """An OTHER_ARCHS family: its own model class, a GPT-2-style byte-level vocabulary with ChatML turns."""
+    return _ArchInfo(model_type, architecture, ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+                     specials_first=False, bos=None, eos="<|endoftext|>", end_of_turn="<|im_end|>",
+                     pad=None, unk=None, template=_CHATML_TEMPLATE, tied=tied)
+
+
+_ARCH_INFO.update({
+    "phi": _chatml_family("phi", "PhiForCausalLM"),  # lm_head has a bias
+    "gptj": _chatml_family("gptj", "GPTJForCausalLM"),  # transformer.wte, lm_head with a bias
+    "gpt_neox": _chatml_family("gpt_neox", "GPTNeoXForCausalLM"),  # gpt_neox.embed_in, embed_out
+    "gpt2": _chatml_family("gpt2", "GPT2LMHeadModel", tied=True),  # transformer.wte, wpe
+    "falcon": _chatml_family("falcon", "FalconForCausalLM", tied=True),  # transformer.word_embeddings
+})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,14 +385,7 @@ def _model_config(spec: TripletSpec, role: str, vocab_size: int, tok):
     eos_id = tok.convert_tokens_to_ids(info.end_of_turn if role == "chat" else info.eos)
     kwargs = dict(
         vocab_size=vocab_size,
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads,
-        max_position_embeddings=_MAX_POSITIONS,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
+        **_SIZES[spec.arch](spec),
         tie_word_embeddings=spec.tied,
         bos_token_id=tok.convert_tokens_to_ids(info.bos) if info.bos else None,
         eos_token_id=eos_id,
@@ -378,9 +393,37 @@ def _model_config(spec: TripletSpec, role: str, vocab_size: int, tok):
         architectures=[info.architecture],
         dtype=spec.dtype,
     )
-    if spec.arch == "mistral":
-        kwargs["sliding_window"] = None  # the tiny context never reaches a window; None keeps configs simple
     return AutoConfig.for_model(info.model_type, **kwargs)
+
+
+def _llama_sizes(spec: TripletSpec) -> dict:
+    sizes = dict(hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+                 num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
+                 num_key_value_heads=spec.num_kv_heads, max_position_embeddings=_MAX_POSITIONS, rms_norm_eps=1e-5,
+                 rope_theta=10000.0)
+    if spec.arch == "mistral":
+        sizes["sliding_window"] = None  # the tiny context never reaches a window; None keeps configs simple
+    return sizes
+
+
+def _neox_sizes(spec: TripletSpec) -> dict:  # GPT-NeoX, Falcon and phi name their sizes as Llama does
+    sizes = dict(hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers,
+                 num_attention_heads=spec.num_heads, max_position_embeddings=_MAX_POSITIONS)
+    if spec.arch != "falcon":  # Falcon's MLP is 4 × hidden
+        sizes["intermediate_size"] = spec.intermediate_size
+    return sizes
+
+
+def _gpt2_sizes(spec: TripletSpec) -> dict:  # GPT-2 and GPT-J keep GPT-2's names
+    sizes = dict(n_embd=spec.hidden_size, n_layer=spec.num_layers, n_head=spec.num_heads,
+                 n_inner=spec.intermediate_size, n_positions=_MAX_POSITIONS)
+    if spec.arch == "gptj":
+        sizes["rotary_dim"] = spec.hidden_size // spec.num_heads // 2
+    return sizes
+
+
+_SIZES = {"llama": _llama_sizes, "qwen2": _llama_sizes, "mistral": _llama_sizes, "phi": _neox_sizes,
+          "gpt_neox": _neox_sizes, "falcon": _neox_sizes, "gpt2": _gpt2_sizes, "gptj": _gpt2_sizes}
 
 
 def _generation_config(spec: TripletSpec, role: str, tok):
@@ -408,7 +451,7 @@ def _randn(shape, std: float, *key: object):
 
 
 def _is_norm(name: str) -> bool:
-    return name.endswith("norm.weight")
+    return bool(NORM_TENSOR.search(name))
 
 
 def _weights(spec: TripletSpec, role: str, shapes: dict[str, tuple[int, ...]], base_vocab: int):
@@ -418,7 +461,7 @@ def _weights(spec: TripletSpec, role: str, shapes: dict[str, tuple[int, ...]], b
     out = {}
     for name, shape in shapes.items():
         # Embedding rows past base's vocabulary exist only in an extended cp; they are fresh random rows.
-        extended = name.endswith(("embed_tokens.weight", "lm_head.weight")) and shape[0] > base_vocab
+        extended = is_vocab_axis(name, shape) and shape[0] > base_vocab
         base_shape = (base_vocab, *shape[1:]) if extended else shape
         if _is_norm(name):
             base = torch.ones(base_shape)
