@@ -11,7 +11,7 @@ a warm page cache and writes a new file on the same disk:
   curl        curl through the server into a file (a C client), if curl exists
   curl-null   curl through the server into /dev/null: the server's own streaming rate, no disk write
   hf_hub      huggingface_hub.hf_hub_download through the server, as the pipeline runs it
-              (chatvector.hub.tuned_downloads: pieces written as received)
+              (chatvector.hub.client.tuned_downloads: pieces written as received)
   hf_hub-default  the same with huggingface_hub's default 10 MiB re-chunking
 
 Medians over --runs; ratios are throughput relative to `copy`, and relative to `curl` (the fastest
@@ -51,7 +51,7 @@ def _hf_download(dest: Path, tuned: bool) -> None:
 
     from huggingface_hub import hf_hub_download
 
-    from chatvector.hub import tuned_downloads
+    from chatvector.hub.client import tuned_downloads
 
     with tuned_downloads() if tuned else contextlib.nullcontext():
         hf_hub_download("bench/big", "big.bin", cache_dir=dest, token="hf_bench_token")

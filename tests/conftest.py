@@ -99,7 +99,7 @@ EXAMPLE_MODELS = {
 @pytest.fixture(scope="session")
 def example_repos(tmp_path_factory) -> dict[str, dict[str, str]]:
     """Seed the session hub with tiny models under every example recipe's repo ids: {recipe: {role: repo_id}}."""
-    from chatvector.recipe import load_recipe
+    from chatvector.recipe.recipe import load_recipe
     from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
 
     api = huggingface_hub.HfApi(token=WRITE_TOKEN.secret)

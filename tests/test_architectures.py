@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from chatvector.card import render_card
+from chatvector.card.card import render_card
 from chatvector.cli import main
 from chatvector.testing.tinymodels import OTHER_ARCHS, TripletSpec, write_triplet
 

@@ -154,13 +154,13 @@ def test_an_endpoint_without_a_scheme_is_refused_at_once(tmp_path, capsys, monke
 
 
 def test_ctrl_c_says_nothing_was_pushed_and_a_rerun_resumes(tmp_path, capsys, monkeypatch):
-    import chatvector.publish
+    import chatvector.publish.publish
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
-    monkeypatch.setattr(chatvector.publish, "build_model", interrupted)
+    monkeypatch.setattr(chatvector.publish.publish, "build_model", interrupted)
     code, _, err = run_cli(capsys, "publish", local_recipe(tmp_path, f"alice/ctrl-c-{uuid.uuid4().hex[:6]}"))
     assert code == 130
     assert err.splitlines()[-1] == ("interrupted: nothing was pushed; run the same command again to resume (shards "
@@ -217,7 +217,7 @@ def test_a_tokenizer_error_is_told_whole(tmp_path, monkeypatch):
     import pytest
     import transformers
 
-    from chatvector.tokenizer_files import TokenizerUnreadable, read_tokenizer
+    from chatvector.plan.tokenizer_files import TokenizerUnreadable, read_tokenizer
 
     said = ("Couldn't instantiate the backend tokenizer from one of: \n(1) a `tokenizers` library serialization file, "
             "\n(2) a slow tokenizer instance to convert or \n(3) an equivalent slow tokenizer class to instantiate and "

@@ -2,7 +2,7 @@
 
 import pytest
 
-from chatvector.coefficients import (
+from chatvector.recipe.coefficients import (
     Coefficients,
     Gradient,
     LayerList,

@@ -26,7 +26,7 @@ from chatvector.evaluation import (
 )
 from chatvector.evaluation.hanzi import pairs, script_counts
 from chatvector.evaluation.languages import LANGID_LABELS, _identifier
-from chatvector.recipe import RecipeError, parse_recipe
+from chatvector.recipe.recipe import RecipeError, parse_recipe
 from chatvector.testing import tinymodels as tm
 from tests.hubkit import run_main
 

@@ -60,7 +60,7 @@ def short_waits(monkeypatch):
     import time
     import types
 
-    from chatvector import retry
+    from chatvector.hub import retry
 
     real_sleep = time.sleep
     monkeypatch.setattr(retry, "time", types.SimpleNamespace(sleep=lambda seconds: real_sleep(min(seconds, 0.01))))

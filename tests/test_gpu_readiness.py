@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from chatvector import preflight
+from chatvector.build import preflight
 from chatvector.cli import main
 from chatvector.merge import compute, engine, pinned, run_merge, writer
 from chatvector.merge.pinned import pinned_block_bytes, pinned_footprint, staged_pinned_bytes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from huggingface_hub import constants
 
-from chatvector.hub import READ_BYTES, connect, tuned_downloads
+from chatvector.hub.client import READ_BYTES, connect, tuned_downloads
 from tests.conftest import WRITE_TOKEN
 
 
@@ -25,7 +25,7 @@ def test_the_client_is_built_on_first_use_with_the_given_endpoint(hub):
 
 def test_a_local_merge_never_builds_a_hub_client(tmp_path, monkeypatch):
     """Sources that are all local folders need no Hub: huggingface_hub's client is never created."""
-    import chatvector.hub as hub
+    import chatvector.hub.client as hub
     from chatvector.cli import main
     from chatvector.testing.tinymodels import TripletSpec, write_triplet
 
@@ -40,7 +40,7 @@ def test_a_local_merge_never_builds_a_hub_client(tmp_path, monkeypatch):
 
 def test_a_failed_xet_transfer_is_one_line_naming_the_repository_and_the_status(hub):
     """hf_xet raises RuntimeError once its own retries are spent: that is the Hub's storage failing, not a bug."""
-    from chatvector.hub import translate
+    from chatvector.hub.client import translate
 
     api = connect()
     down = RuntimeError("Task error: File reconstruction error: CAS Client Error: Request error: HTTP status server "

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatvector.cli import main
-from chatvector.coefficients import layer_index
+from chatvector.recipe.coefficients import layer_index
 from chatvector.testing.tinymodels import TripletSpec, write_triplet
 from tests.conftest import WRITE_TOKEN, weight_downloads
 

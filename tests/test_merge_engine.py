@@ -777,7 +777,7 @@ def test_non_finite_outputs_are_found_as_they_are_computed(tmp_path, backend):
 def test_input_files_are_hashed_beside_the_merge(tmp_path):
     import hashlib
 
-    from chatvector.hashing import InputHasher
+    from chatvector.fetch.hashing import InputHasher
 
     base, chat, cp = triplet(tmp_path, SHAPES)
     paths = [str(tmp_path / f"{m}.safetensors") for m in ("base", "chat", "cp")]

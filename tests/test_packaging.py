@@ -73,7 +73,7 @@ def test_the_installed_wheel_plans_and_dry_runs_a_publish_outside_the_checkout(t
     def chatvector(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["chatvector", *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
 
-    where = subprocess.run(["python", "-c", "import chatvector.card as c; print(c.__file__); print(c.TEMPLATE_DIR)"],
+    where = subprocess.run(["python", "-c", "import chatvector.card.card as c; print(c.__file__); print(c.TEMPLATE_DIR)"],
                            cwd=work, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert all(Path(p).is_relative_to(venv) for p in where), where  # the installed copy, not the checkout's
     plan = chatvector("plan", "r.yaml")

@@ -12,7 +12,7 @@ import pytest
 from huggingface_hub import HfApi
 
 from chatvector.cli import main
-from chatvector.recipe import load_recipe
+from chatvector.recipe.recipe import load_recipe
 from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
 from tests.conftest import HUB, OTHER_WRITER, RECIPES, WRITE_TOKEN, weight_downloads
 

@@ -13,7 +13,7 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from chatvector import preflight
+from chatvector.build import preflight
 from chatvector.cli import main
 from chatvector.localhub import LocalHub, Org, Token
 from chatvector.localhub.protocol import FineGrained, Scoped
@@ -95,8 +95,8 @@ def test_write_access_follows_the_hubs_namespace_rules(org_hub, secret, repo_id,
 
 def test_the_commands_client_is_the_one_given(org_hub, tmp_path, hub):
     """publish talks to the Hub its client names, never to HF_ENDPOINT's (one client for the whole command)."""
-    from chatvector.publish import publish
-    from chatvector.recipe import load_recipe
+    from chatvector.publish.publish import publish
+    from chatvector.recipe.recipe import load_recipe
 
     write_triplet(tmp_path / "m", TripletSpec(arch="llama"))
     recipe = tmp_path / "r.yaml"
@@ -139,10 +139,10 @@ def test_not_enough_disk_for_the_output_is_refused_before_any_work(tmp_path, cap
 
 
 def test_download_need_counts_only_what_the_cache_lacks(tmp_path, sources, monkeypatch):
-    from chatvector.hub import connect
-    from chatvector.inputs import fetch
-    from chatvector.planner import make_plan
-    from chatvector.recipe import load_recipe
+    from chatvector.fetch.inputs import fetch
+    from chatvector.hub.client import connect
+    from chatvector.plan.planner import make_plan
+    from chatvector.recipe.recipe import load_recipe
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
     import huggingface_hub.constants as constants

@@ -40,9 +40,9 @@ def test_one_download_bar_in_bytes_across_sources_and_a_shared_source_fetched_on
                                                                                   capsys, monkeypatch, bars, transfer):
     import huggingface_hub.constants
 
-    from chatvector.hub import connect
-    from chatvector.planner import make_plan
-    from chatvector.recipe import load_recipe
+    from chatvector.hub.client import connect
+    from chatvector.plan.planner import make_plan
+    from chatvector.recipe.recipe import load_recipe
 
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN.secret)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))  # nothing cached yet

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from chatvector.coefficients import Coefficients, Gradient, LayerList, LayerRange, LayerRanges, ModuleRule
 from chatvector.errors import RecipeError
-from chatvector.recipe import (
+from chatvector.recipe.coefficients import Coefficients, Gradient, LayerList, LayerRange, LayerRanges, ModuleRule
+from chatvector.recipe.recipe import (
     DEFAULT_SHARD_SIZE,
     Card,
     MergeSettings,
@@ -21,7 +21,7 @@ from chatvector.recipe import (
     parse_recipe,
     parse_shard_size,
 )
-from chatvector.yamlsource import format_path, parse_path
+from chatvector.recipe.yamlsource import format_path, parse_path
 
 ROOT = Path(__file__).resolve().parent.parent
 INVALID = sorted((ROOT / "tests" / "invalid_recipes").glob("*.yaml"))

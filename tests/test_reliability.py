@@ -3,7 +3,7 @@
 - a fault matrix (rates × seeds) for plan, merge and publish on a local Hub that injects 5xx, 429 and dropped
   connections: each run completes with the bytes of a fault-free run;
 - a publish killed while downloading, then the same command again (killed while uploading and resumed:
-  tests/test_stream.py): the target holds its old state after the kill and the complete new one after the rerun,
+  tests/test_stream_publish.py): the target holds its old state after the kill and the complete new one after the rerun,
   and no litter is left;
 - two publishes at once: exactly one commit;
 - a recognisable token through every command, failing ones included, with -v: it appears in no output, log,
@@ -80,7 +80,7 @@ def weight_read(q) -> bool:
     return q.method == "GET" and q.path.endswith(".safetensors") and (q.range or "").split("-")[0] != "bytes=0"
 
 
-KILLS = {  # (a stream killed while uploading, then resumed: tests/test_stream.py)
+KILLS = {  # (a stream killed while uploading, then resumed: tests/test_stream_publish.py)
     "snapshot-downloading": ("snapshot", lambda log: sum(map(weight_read, log)) >= 2),
 }
 
@@ -142,10 +142,10 @@ def test_two_publishes_at_once_from_two_machines_make_exactly_one_commit(tmp_pat
 
 def test_a_second_publish_to_a_target_on_the_same_machine_is_refused_while_the_first_runs(tmp_path, own_hub,
                                                                                           capsys):
-    from chatvector.hub import connect
-    from chatvector.planner import make_plan
-    from chatvector.recipe import load_recipe
-    from chatvector.workspace import target_workspace
+    from chatvector.fetch.workspace import target_workspace
+    from chatvector.hub.client import connect
+    from chatvector.plan.planner import make_plan
+    from chatvector.recipe.recipe import load_recipe
 
     hub, repos = own_hub(SMALL)
     r = recipe(tmp_path, repos, target="alice/locked")

@@ -16,7 +16,7 @@ from huggingface_hub import CommitOperationAdd, HfApi
 
 from chatvector.cli import main
 from chatvector.errors import MergeError
-from chatvector.sources import MAX_HEADER_BYTES, bad_file_name, check_safetensors_header
+from chatvector.plan.sources import MAX_HEADER_BYTES, bad_file_name, check_safetensors_header
 from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
 from tests.conftest import HUB, WRITE_TOKEN, weight_downloads
 
@@ -270,7 +270,7 @@ def test_every_bad_weight_map_entry_of_a_local_folder_is_listed(tmp_path, capsys
 def listing_with(monkeypatch):
     """listing_with(repo, *names): the Hub's listing of `repo` also names these files. No Hub stores such names (the
     local Hub refuses them as the Hub does); a hostile or broken server need not."""
-    import chatvector.sources as sources
+    import chatvector.plan.sources as sources
 
     real = sources.hub_listing
 
@@ -380,7 +380,7 @@ def test_the_engine_refuses_overlapping_inputs(tmp_path):
 def test_stream_mode_reads_headers_through_the_same_checks(llama):
     from huggingface_hub import hf_hub_url
 
-    from chatvector.streaming import RemoteFile, StreamReader
+    from chatvector.fetch.streaming import RemoteFile, StreamReader
 
     content = st({"a": t(0, 16), "b": t(20, 28)}, bytes(28))
     source = hub_source(llama, {"model.safetensors": content})

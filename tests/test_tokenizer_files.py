@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from chatvector import chat_templates
+from chatvector.plan import chat_templates
+from chatvector.plan.tokenizer_files import _from_files, _from_transformers, read_tokenizer
 from chatvector.testing.tinymodels import ARCHS, TripletSpec, write_triplet
-from chatvector.tokenizer_files import _from_files, _from_transformers, read_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

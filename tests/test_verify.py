@@ -17,12 +17,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from chatvector import verify
+from chatvector.build import verify
+from chatvector.build.verify import Check, VerificationReport, verify_model_folder
 from chatvector.conventions import DTYPE_BY_CODE
 from chatvector.errors import VerificationError
 from chatvector.merge.safetensors_io import read_header
 from chatvector.testing import tinymodels as tm
-from chatvector.verify import Check, VerificationReport, verify_model_folder
 
 CHECK_NAMES = [
     "weights are readable",
@@ -188,7 +188,7 @@ def test_any_chunk_size_finds_the_last_element(chat, chunk_bytes):
 
 
 class SpyOpen:
-    """Stands in for `safe_open` in chatvector.verify: records the bytes of every tensor read through it."""
+    """Stands in for `safe_open` in chatvector.build.verify: records the bytes of every tensor read through it."""
 
     opens = 0
     reads: list[int] = []
@@ -270,7 +270,7 @@ _MEMORY_CHILD = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from chatvector import verify
+    from chatvector.build import verify
     from chatvector.testing.memory import PeakMemory
 
     verify._REMAP_BYTES = 16 << 20

@@ -160,7 +160,7 @@ def test_pip_is_cached_and_a_failed_runs_journal_is_kept_for_its_rerun():
     names = [s.get("name") for s in steps]
     assert names.index(restore["name"]) < names.index("publish") < names.index(save["name"])
     # the journal only (the path a streaming publish keeps it under), saved when the publish did not finish
-    from chatvector.shardupload import JOURNAL
+    from chatvector.conventions import JOURNAL_FILE as JOURNAL
 
     assert restore["with"]["path"] == save["with"]["path"] == f"~/.cache/huggingface/chatvector/publish/*/*/{JOURNAL}"
     assert save["if"] == "failure() || cancelled()"

@@ -115,16 +115,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from chatvector import preflight
-    from chatvector.hub import connect
-    from chatvector.plan_report import merge_facts, publish_facts, render, render_fetch_and_disk, render_publish
-    from chatvector.recipe import load_recipe
+    from chatvector.build import preflight
+    from chatvector.hub.client import connect
+    from chatvector.plan.report import render, render_fetch_and_disk, render_publish
+    from chatvector.publish.facts import merge_facts, publish_facts
+    from chatvector.recipe.recipe import load_recipe
     from chatvector.runner import prepare
 
     recipe = load_recipe(args.recipe)
     if args.revision is not None:
         from chatvector.errors import RecipeError
-        from chatvector.publish import on_branch
+        from chatvector.publish.publish import on_branch
 
         recipe.require_target()
         recipe, problems = on_branch(recipe, args.revision)
@@ -157,7 +158,7 @@ def _plan_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _fetch_option(parser: argparse.ArgumentParser) -> None:
-    from chatvector.recipe import FETCH_MODES
+    from chatvector.recipe.recipe import FETCH_MODES
 
     parser.add_argument("--fetch", choices=FETCH_MODES, default=None,
                         help="how Hub inputs are read (default: the recipe's merge.fetch, else auto): snapshot "
@@ -199,7 +200,7 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
 def _cmd_merge(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from chatvector.recipe import load_recipe
+    from chatvector.recipe.recipe import load_recipe
     from chatvector.runner import merge
 
     outcome = merge(load_recipe(args.recipe), Path(args.out), device=args.device, plan_file=args.plan,
@@ -284,8 +285,8 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
 def _cmd_publish(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from chatvector.publish import publish
-    from chatvector.recipe import load_recipe
+    from chatvector.publish.publish import publish
+    from chatvector.recipe.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
     recipe.require_target()
@@ -294,9 +295,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
         recipe = dataclasses.replace(recipe, commit_message=args.commit_message or recipe.commit_message,
                                      commit_description=args.commit_description)
-    from chatvector.sweep_publish import publishes_a_sweep
+    from chatvector.publish.sweep import publishes_a_sweep
 
-    if publishes_a_sweep(recipe):  # `sweep:` and `eval:`: keep the sweep's choice (chatvector.sweep_publish)
+    if publishes_a_sweep(recipe):  # `sweep:` and `eval:`: keep the sweep's choice (chatvector.publish.sweep)
         from chatvector.sweep_cli import publish_swept
 
         return publish_swept(args, recipe)
@@ -498,7 +499,7 @@ def _unexpected(err: Exception, verbose: bool) -> int:
     Hub's or the network's, 1 when it is ours (a bug: please report it)."""
     import traceback
 
-    from chatvector.hub import network_errors
+    from chatvector.hub.retry import network_errors
 
     if verbose:
         traceback.print_exc()
@@ -564,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         except PipelineError as err:
             print(f"error: {err}", file=sys.stderr)
             return err.exit_code
-    from chatvector.hub import set_token_origin
+    from chatvector.hub.client import set_token_origin
 
     set_token_origin(bool(getattr(args, "hub_token", None)))
     if getattr(args, "hub_token", None):  # one place: every client the command builds reads it from here

@@ -32,6 +32,11 @@ WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 CARD_FILE = "README.md"
 PROVENANCE_FILE = "chatvector.json"
 CHART_FILE = "coefficients.svg"
+RESPONSES_FILE = "eval_responses.jsonl"  # the evaluation's responses, published beside the weights
+JOURNAL_FILE = "journal.jsonl"  # a streaming publish's record of the shards it uploaded (kept for a rerun)
+SWEEP_REPORT_FILE = "sweep.json"  # a λ sweep's report, in its --out folder
+SWEEP_SUMMARY_FILE = "sweep.md"  # the same, as text
+SWEEP_CHART_FILE = "sweep.svg"  # the scores against the factor (`--eval`, `--publish`), also in each variant's folder
 GITATTRIBUTES_FILE = ".gitattributes"
 
 # Tokenizer files copied from cp into the output (plus any *.tiktoken), in this order.

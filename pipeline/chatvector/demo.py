@@ -66,9 +66,9 @@ def _wait_for_enter() -> None:
 
 def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> tuple[int, str]:
     """The five steps; the exit code (1 when the second publish pushed again) and the published repo's id."""
-    from chatvector.hub import connect, quiet_progress
-    from chatvector.publish import publish
-    from chatvector.recipe import load_recipe
+    from chatvector.hub.client import connect, quiet_progress
+    from chatvector.publish.publish import publish
+    from chatvector.recipe.recipe import load_recipe
     from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
 
     say("1/5", f"Local Hub serving {root / 'hub'} on {hub.url} (HF_ENDPOINT points there)")

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from chatvector.conventions import PROVENANCE_FILE
 from chatvector.errors import PipelineError
 
 DESCRIPTION = """\
@@ -159,15 +160,15 @@ def _declared_language(model: str, revision: str | None, api) -> str:
     folder = Path(model).expanduser()
     doc = None
     if folder.is_dir():
-        path = folder / "chatvector.json"
+        path = folder / PROVENANCE_FILE
         doc = json.loads(path.read_text("utf-8")) if path.is_file() else None
     elif "/" in model:
-        from chatvector.hub import hub_call
+        from chatvector.hub.client import hub_call
 
         try:
             with hub_call(api, model, revision=revision):
-                if api.file_exists(model, "chatvector.json", revision=revision):
-                    doc = json.loads(Path(api.hf_hub_download(model, "chatvector.json", revision=revision))
+                if api.file_exists(model, PROVENANCE_FILE, revision=revision):
+                    doc = json.loads(Path(api.hf_hub_download(model, PROVENANCE_FILE, revision=revision))
                                      .read_text("utf-8"))
         except ValueError:  # not JSON: as if there were none
             doc = None
@@ -189,7 +190,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from chatvector.evaluation import check_gate, evaluate, write_responses
     from chatvector.evaluation.harness import require_lm_eval
     from chatvector.evaluation.languages import canonical_language
-    from chatvector.hub import connect
+    from chatvector.hub.client import connect
 
     _check_model_argument("model", args.model)
     if args.reference is not None:

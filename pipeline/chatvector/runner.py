@@ -27,21 +27,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatvector import stages
-from chatvector.assemble import write_support_files
+from chatvector.build.assemble import write_support_files
+from chatvector.build.provenance import build_provenance, write_provenance
 from chatvector.errors import PlanError, Problem
-from chatvector.fetchmode import FetchChoice, choose_fetch
-from chatvector.hub import connect
-from chatvector.inputs import RunInputs, open_inputs
-from chatvector.plan import Plan
-from chatvector.planner import make_plan
-from chatvector.provenance import build_provenance, write_provenance
-from chatvector.recipe import Recipe
+from chatvector.fetch.inputs import RunInputs, open_inputs
+from chatvector.fetch.mode import FetchChoice, choose_fetch
+from chatvector.hub.client import connect
+from chatvector.plan.plan import Plan
+from chatvector.plan.planner import make_plan
+from chatvector.recipe.recipe import Recipe
 from chatvector.stages import timed
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
-    from chatvector.shardupload import ShardUploader
+    from chatvector.build.shardupload import ShardUploader
 
 log = logging.getLogger(__name__)
 Checks = Callable[[Plan | None], list[Problem]]
@@ -108,7 +108,7 @@ def prepare(recipe: Recipe, api: "HfApi", *, plan: Plan | None = None, plan_file
         try:
             with timed("plan"):
                 if plan_file is not None:
-                    from chatvector.lock import locked_plan
+                    from chatvector.plan.lock import locked_plan
 
                     plan = locked_plan(plan_file, recipe, api)
                 else:
@@ -132,7 +132,7 @@ def merge(recipe: Recipe, out_dir: Path, *, api: "HfApi | None" = None, plan: Pl
     Everything is written into a staging folder beside out_dir and moved into place at the end, so an
     interrupted or failed run never leaves a half-written model under the final name.
     """
-    from chatvector import preflight
+    from chatvector.build import preflight
 
     out_dir = Path(out_dir)
     with timed("import"):
@@ -154,7 +154,7 @@ def output_checks(recipe: Recipe, out_dir: Path, device: str | None, fetch: str 
                   chosen: dict[str, FetchChoice], variants: int = 1) -> Checks:
     """The checks of a run that writes `variants` whole outputs beside `out_dir` (merge: 1, sweep: K), once the
     plan is made: the fetch mode (kept in chosen["fetch"]), the disk, the GPU's memory."""
-    from chatvector import preflight
+    from chatvector.build import preflight
 
     def checks(p: Plan | None) -> list[Problem]:
         if p is None:
@@ -213,7 +213,7 @@ def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = 
 
     fetch: how the inputs are read (snapshot when None). uploader: a streaming publish's ShardUploader, which
     takes each shard as it is written (its folder is `folder`)."""
-    from chatvector.spotcheck import SpotCheck
+    from chatvector.build.spotcheck import SpotCheck
 
     t0 = time.perf_counter()
     recipe = plan.require_recipe()
@@ -263,7 +263,7 @@ def build_models(plans: Sequence[Plan], folders: Sequence[Path], *, api: "HfApi"
     build would. read_plan: the plan whose files are fetched and read (every plan's files; default the first's).
     Every Build shares one IOStats: the inputs were read once for all. Raises VerificationError naming the
     first folder that fails a check (its chatvector.json holds the report)."""
-    from chatvector.spotcheck import SpotCheck
+    from chatvector.build.spotcheck import SpotCheck
 
     t0 = time.perf_counter()
     read_plan = read_plan or plans[0]
@@ -398,7 +398,7 @@ def verify(plan: Plan, folder: Path, result=None, spot=None, resumed: tuple[int,
     """The written folder, checked against the plan with the safetensors library (not the engine's code),
     with the engine's scan of every value it computed (and, `resumed`, the tensors and values an interrupted
     run scanned in the shards it uploaded), and the spot check against a plain-torch reference."""
-    from chatvector.verify import EngineScan, verify_model_folder
+    from chatvector.build.verify import EngineScan, verify_model_folder
 
     scanned = None if result is None else EngineScan(result.nonfinite, result.scanned_tensors + resumed[0],
                                                      result.scanned_values + resumed[1])
@@ -413,8 +413,8 @@ def staged_folder(out_dir: Path) -> Iterator[Path]:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for leftover in out_dir.parent.glob(f".{out_dir.name}.partial-*"):  # from a run that was killed
+        from chatvector.fetch.workspace import disk_usage
         from chatvector.units import human_bytes
-        from chatvector.workspace import disk_usage
 
         log.info("removing %s (%s), left by an interrupted run", leftover, human_bytes(disk_usage(leftover)))
         shutil.rmtree(leftover, ignore_errors=True)

@@ -1,5 +1,5 @@
 """`chatvector sweep RECIPE --lambdas 0.5,0.7,1.0 --out DIR`: one merged model per λ factor, in one pass over the
-inputs (chatvector.sweep)."""
+inputs (chatvector.sweep.run)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from chatvector.errors import PipelineError
-from chatvector.sweep_factors import EXAMPLE, MAX_FACTORS
+from chatvector.recipe.sweep_factors import EXAMPLE, MAX_FACTORS
 
 DESCRIPTION = f"""\
 Merge RECIPE once per λ factor into DIR/lambda-F/, reading every input once for all of them.
@@ -83,9 +83,9 @@ def add_sweep_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from chatvector.recipe import load_recipe
-    from chatvector.sweep import sweep
-    from chatvector.sweep_factors import parse_factors
+    from chatvector.recipe.recipe import load_recipe
+    from chatvector.recipe.sweep_factors import parse_factors
+    from chatvector.sweep.run import sweep
 
     lambdas = None
     if args.lambdas is not None:
@@ -95,7 +95,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             raise SweepOptionError(str(err)) from None
     recipe = load_recipe(args.recipe)
     if args.publish or args.eval:
-        from chatvector.sweep_publish import check_sweep_publish
+        from chatvector.publish.sweep import check_sweep_publish
 
         problems = check_sweep_publish(recipe, "sweep --publish" if args.publish else "sweep --eval")
         if problems:  # before anything is merged
@@ -104,12 +104,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                     progress=not args.quiet)
     published = None
     if args.publish:
-        from chatvector.sweep_publish import publish_sweep
+        from chatvector.publish.sweep import publish_sweep
 
         published = publish_sweep(recipe, outcome, device=args.device, progress=not args.quiet)
     elif args.eval:
-        from chatvector.hub import connect
-        from chatvector.sweep_publish import evaluate_sweep
+        from chatvector.hub.client import connect
+        from chatvector.publish.sweep import evaluate_sweep
 
         evaluate_sweep(outcome, api=connect(), device=args.device or recipe.merge.device)
     report = outcome.report
@@ -142,7 +142,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _print_scores(evaluation: dict) -> None:
     """`sweep --eval`: each variant's scores, and the variant `--publish` would put on main."""
-    from chatvector.sweep_factors import folder_name
+    from chatvector.recipe.sweep_factors import folder_name
 
     for v in evaluation["variants"]:
         gate = "passes" if v["passed"] else "fails: " + "; ".join(v["failures"])
@@ -153,7 +153,7 @@ def _print_scores(evaluation: dict) -> None:
 
 
 def _print_published(published) -> None:
-    from chatvector.sweep_factors import folder_name
+    from chatvector.recipe.sweep_factors import folder_name
 
     for branch, result in {**published.branches, "main": published.main}.items():
         what = "published" if result.changed else "unchanged"
@@ -175,8 +175,8 @@ SWEPT_PUBLISH_REFUSES = (("create_pr", "--create-pr"), ("tag", "--tag"),
 
 def publish_swept(args: argparse.Namespace, recipe) -> int:
     """`chatvector publish` of a recipe with `sweep:` and `eval:`: keep the sweep's choice on main, or sweep and
-    publish again (chatvector.sweep_publish.publish_recipe_sweep). Options that mean one commit are refused."""
-    from chatvector.sweep_publish import publish_recipe_sweep
+    publish again (chatvector.publish.sweep.publish_recipe_sweep). Options that mean one commit are refused."""
+    from chatvector.publish.sweep import publish_recipe_sweep
 
     given = [option for dest, option in SWEPT_PUBLISH_REFUSES if getattr(args, dest, None)]
     if given:
@@ -197,7 +197,7 @@ def publish_swept(args: argparse.Namespace, recipe) -> int:
             "sweep": _published(published)})
         return 0
     if published.kept:
-        from chatvector.sweep_factors import folder_name
+        from chatvector.recipe.sweep_factors import folder_name
 
         print(f"nothing changed: {main.url} at {main.commit} already holds {folder_name(published.chosen)}, the "
               "sweep's choice for this recipe and the same inputs; nothing was merged or pushed")
@@ -208,9 +208,9 @@ def publish_swept(args: argparse.Namespace, recipe) -> int:
 
 def _dry_run_swept(recipe) -> int:
     """`publish --dry-run` of a swept recipe: whether the sweep would run again, and why (nothing is merged)."""
-    from chatvector.hub import connect
-    from chatvector.sweep_factors import folder_name
-    from chatvector.sweep_publish import chosen_on_main, plan_and_main, sweep_changes
+    from chatvector.hub.client import connect
+    from chatvector.publish.sweep import chosen_on_main, plan_and_main, sweep_changes
+    from chatvector.recipe.sweep_factors import folder_name
 
     api = connect()
     plan, state = plan_and_main(recipe, api)

@@ -30,8 +30,8 @@ class ModelRef:
 def resolve_model(ref: str | Path, revision: str | None, api: "HfApi", option: str = "model") -> ModelRef:
     """`ref` as a local folder, else as a Hub repo id (`revision`: a branch, tag or commit; default main),
     downloaded into the Hugging Face cache (only what loading needs)."""
-    from chatvector.hub import hub_call
-    from chatvector.recipe import check_repo_id, check_revision
+    from chatvector.hub.client import hub_call
+    from chatvector.recipe.recipe import check_repo_id, check_revision
 
     path = Path(ref).expanduser()
     if path.is_dir():

@@ -10,9 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from chatvector.conventions import RESPONSES_FILE  # noqa: F401 - re-exported: the name a published model's responses go under
 from chatvector.evaluation.languages import in_language
-
-RESPONSES_FILE = "eval_responses.jsonl"  # the name a published model's responses go under
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ def evaluate(model: str | Path, spec: EvalSpec, *, revision: str | None = None, 
     `spec.require` are not checked here (`check_gate` does that)."""
     from chatvector.evaluation.harness import require_lm_eval, run_lm_eval
     from chatvector.evaluation.models import cpu_threads_for, resolve_model
-    from chatvector.hub import connect
+    from chatvector.hub.client import connect
     from chatvector.merge import resolve_device
 
     start = time.monotonic()

@@ -3,7 +3,7 @@
     spec = EvalSpec(language="ko", require=Requirements(fidelity=0.9, format=1.0))
     parse_requirements("fidelity=0.9,format=1.0")        # --require; ValueError with a one-line reason
 
-Light on purpose (no torch, no transformers): `chatvector.recipe` reads the `eval:` section into these.
+Light on purpose (no torch, no transformers): `chatvector.recipe.recipe` reads the `eval:` section into these.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import hashlib
 import html
 from urllib.parse import parse_qs, urlencode
 
-from chatvector import cardrules
+from chatvector.hub import cardrules
 from chatvector.localhub.gitrules import ref_name_problem
 from chatvector.localhub.hub import PREFIX, Hub, valid_name
 from chatvector.localhub.protocol import (

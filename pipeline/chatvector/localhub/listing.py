@@ -24,7 +24,7 @@ import hashlib
 import json
 from functools import cached_property
 
-from chatvector import cardrules
+from chatvector.hub import cardrules
 from chatvector.localhub.hub import Hub
 from chatvector.localhub.paging import paginate
 from chatvector.localhub.protocol import HubHTTPError, Request, Response

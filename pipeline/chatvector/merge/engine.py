@@ -83,7 +83,7 @@ def run_merge(
     shards: the tensor names of each file, when a planner already decided the layout (every job in
     exactly one file); None: split greedily by `shard_size` (`plan_shards`).
     inputs: how input files are read: local files through mmap (None), or another `InputReader` (the
-    streaming reader of chatvector.streaming, which reads remote files with HTTP range requests).
+    streaming reader of chatvector.fetch.streaming, which reads remote files with HTTP range requests).
     on_file: called as `on_file(name, path, sha256, scan)` as soon as each output file is complete and under its
     final name (a streaming publish uploads it and may delete it), with `scan`, what the NaN/inf scan found in
     its tensors; the index comes last, as usual.

@@ -25,7 +25,7 @@ import torch
 
 from chatvector.conventions import DTYPE_BY_CODE, MERGEABLE_CODES
 from chatvector.errors import MergeError
-from chatvector.sources import (  # the one header validator, shared with the plan
+from chatvector.plan.sources import (  # the one header validator, shared with the plan
     MAX_HEADER_BYTES,  # noqa: F401 - the safetensors library's limit, checked there
     HeaderProblem,
     check_safetensors_header,
@@ -87,7 +87,7 @@ def read_header(path: Path) -> Header:
 def parse_header(path: Path | str, size: int, read) -> Header:
     """The header of a `size`-byte safetensors file whose bytes `read(start, n)` returns (a local file, or
     ranges of a remote one); `path` names it in messages. Checked as strictly as the safetensors library
-    checks it, by the same validator the plan uses (chatvector.sources.check_safetensors_header): the
+    checks it, by the same validator the plan uses (chatvector.plan.sources.check_safetensors_header): the
     header length, the JSON, every dtype, shape and offset, and tensors that cover the data section
     exactly, without overlaps or gaps. Raises MergeError naming the file and the problem."""
     try:
@@ -170,7 +170,7 @@ class InputFile:
 
 class InputReader(Protocol):
     """How the engine reads its input files, each named by its key (a local path, or "hub://..." for
-    the streaming reader of chatvector.streaming).
+    the streaming reader of chatvector.fetch.streaming).
 
     header(key): the file's parsed header. open(header, needed): an object with InputFile's methods
     (tensor, bytes, willneed, release, close); `needed` maps the names of the tensors the merge will read

@@ -1,0 +1,1 @@
+"""Tests of publishing (chatvector.publish): the push, branches, --from, the evaluation gate."""
