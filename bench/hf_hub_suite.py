@@ -25,6 +25,7 @@ Both modes take about 20 s each on 2 cores (pytest-xdist, 2 workers); pytest's l
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import re
@@ -210,13 +211,19 @@ def _read_report(report: Path) -> dict:
     return results
 
 
-def out_of_scope_reason(nodeid: str) -> str | None:
-    for prefix, reason in OUT_OF_SCOPE.items():
+def matching_reason(nodeid: str, scope: dict) -> "str | None":
+    """The reason of the first entry of `scope` naming this test: its id, a prefix of its members or parameters
+    ("file.py::Class"), or "prefix*". The suite's conftest.py runs this very function (CONFTEST holds its source)."""
+    for prefix, reason in scope.items():
         if prefix.endswith("*") and nodeid.startswith(prefix[:-1]):
             return reason
         if nodeid == prefix or nodeid.startswith(prefix + "::") or nodeid.startswith(prefix + "["):
             return reason
     return None
+
+
+def out_of_scope_reason(nodeid: str) -> str | None:
+    return matching_reason(nodeid, OUT_OF_SCOPE)
 
 
 def _in_scope_failures(cases: dict) -> list[str]:
@@ -261,7 +268,7 @@ markers =
 
 # The sdist's tests import `.conftest` (RepoFactory) and use fixtures its conftest.py defines; this is the
 # part of it the hub-facing files need, written from how they use it.
-CONFTEST = '''\
+CONFTEST_TEMPLATE = '''\
 """Written by chatvector's bench/hf_hub_suite.py: fixtures and markers for running against a local Hub."""
 
 import json
@@ -281,14 +288,10 @@ XET_ON = os.environ.get("HFSUITE_XET") == "1"
 OUT_OF_SCOPE = json.loads(os.environ.get("HFSUITE_OUT_OF_SCOPE", "{}"))
 
 
+MATCHING_REASON
+
 def _out_of_scope(nodeid: str) -> Optional[str]:
-    nodeid = nodeid.split("/")[-1]
-    for prefix, reason in OUT_OF_SCOPE.items():
-        if prefix.endswith("*") and nodeid.startswith(prefix[:-1]):
-            return reason
-        if nodeid == prefix or nodeid.startswith(prefix + "::") or nodeid.startswith(prefix + "["):
-            return reason
-    return None
+    return matching_reason(nodeid.split("/")[-1], OUT_OF_SCOPE)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -381,6 +384,8 @@ def mocker():
     yield m
     m.stopall()
 '''
+# the conftest's scope rule is the one the summary uses (matching_reason), not a copy
+CONFTEST = CONFTEST_TEMPLATE.replace("MATCHING_REASON", inspect.getsource(matching_reason))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ import argparse
 import json
 import os
 
-os.environ.setdefault("HF_HUB_DISABLE_XET", "1")  # the local Hub speaks LFS; read when huggingface_hub loads
+# Git LFS, as when the figures in docs/benchmarks.md were first measured (comparable run to run); the Hub's
+# Xet path against LFS and curl is bench/hub_transfer.py's. Read when huggingface_hub loads.
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import shutil
 import statistics

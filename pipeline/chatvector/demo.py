@@ -67,7 +67,7 @@ def _wait_for_enter() -> None:
 def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> tuple[int, str]:
     """The five steps; the exit code (1 when the second publish pushed again) and the published repo's id."""
     from chatvector.hub.client import connect, quiet_progress
-    from chatvector.publish.publish import publish
+    from chatvector.publish.publish import PublishOptions, publish
     from chatvector.recipe.recipe import load_recipe
     from chatvector.testing.tinymodels import TripletSpec, upload_model, write_triplet
 
@@ -86,7 +86,7 @@ def _steps(hub: LocalHub, root: Path, recipe_path: Path) -> tuple[int, str]:
 
     say("3/5", f"Publishing {recipe_path.relative_to(ROOT) if recipe_path.is_relative_to(ROOT) else recipe_path}"
         " (plan → fetch → merge → verify → card → push)")
-    result = publish(recipe, api=api, out_dir=root / "out")
+    result = publish(recipe, PublishOptions(out_dir=root / "out"), api=api)
     if result.changed:
         print(f"  one commit {result.commit[:10]}: {', '.join(result.added)}")
     else:

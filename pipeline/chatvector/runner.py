@@ -5,9 +5,13 @@
     outcome = merge(load_recipe("recipes/x.yaml"), Path("out"))          # the whole `chatvector merge`
 
     plan = prepare(recipe, api, checks=...)                             # plan + pre-flight, every problem at once
-    build = build_model(plan, folder, api=api)                          # fetch → merge → assemble → verify
+    plan, fetch = prepare_run(recipe, api, output_checks(...))          # the same, with what the checks decided
+    build = build_model(plan, folder, api=api, options=RunOptions(fetch=fetch))   # fetch → merge → assemble → verify
     builds = build_models(plans, folders, api=api)                      # the same for plans that differ only in
                                                                         # their coefficients (a λ sweep): one read
+
+Decisions travel as values: the pre-flight checks return `Decided` (their problems and what they decided, such as
+the fetch mode), which `prepare_run` hands back beside the plan.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from chatvector import stages
 from chatvector.build.assemble import write_support_files
@@ -45,6 +49,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Checks = Callable[[Plan | None], list[Problem]]
+D = TypeVar("D")
+
+
+@dataclass(frozen=True)
+class Decided(Generic[D]):
+    """What a run's pre-flight checks found: the problems (none: the run goes on) and what they decided on the way
+    (the fetch mode; a publish's target state), kept by the caller."""
+
+    problems: list[Problem]
+    value: D | None = None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one run computes (`build_model`, `build_models`), built by its caller (merge, sweep, publish)."""
+
+    device: str | None = None  # None: the recipe's merge.device
+    progress: bool = True
+    fetch: FetchChoice | None = None  # how the inputs are read (snapshot when None)
 
 
 _preload: threading.Thread | None = None
@@ -101,27 +124,41 @@ def prepare(recipe: Recipe, api: "HfApi", *, plan: Plan | None = None, plan_file
     run before the plan downloads any metadata. `checks(plan)` runs after planning, also when the plan failed
     (with None), so that one PlanError lists the plan's problems and the checks' together.
     """
+    decide = (lambda p: Decided(checks(p))) if checks is not None else None
+    return prepare_run(recipe, api, decide, plan=plan, plan_file=plan_file, early=early)[0]
+
+
+def prepare_run(recipe: Recipe, api: "HfApi", decide: Callable[[Plan | None], Decided[D]] | None, *,
+                plan: Plan | None = None, plan_file: str | Path | None = None,
+                early: list[Problem] | None = None) -> tuple[Plan, D | None]:
+    """`prepare`, with checks that also decide (`decide(plan)`: a `Decided`): the plan and what they decided."""
     if early:
         raise PlanError(early)
     problems: list[Problem] = []
     if plan is None:
         try:
             with timed("plan"):
-                if plan_file is not None:
-                    from chatvector.plan.lock import locked_plan
-
-                    plan = locked_plan(plan_file, recipe, api)
-                else:
-                    plan = make_plan(recipe, api)
+                plan = _planned(recipe, api, plan_file)
         except PlanError as err:
             problems += err.problems
     elif plan.recipe is None:
         plan.recipe = recipe
     with timed("preflight"):
-        problems += checks(plan) if checks else []
+        decided = decide(plan) if decide else Decided([])
+    problems += decided.problems
     if problems:
         raise PlanError(problems)
-    return plan
+    assert plan is not None  # a plan that failed raised above
+    return plan, decided.value
+
+
+def _planned(recipe: Recipe, api: "HfApi", plan_file: str | Path | None) -> Plan:
+    """The plan made now, or read from `plan_file` (a lock: checked against the recipe and the Hub)."""
+    if plan_file is None:
+        return make_plan(recipe, api)
+    from chatvector.plan.lock import locked_plan
+
+    return locked_plan(plan_file, recipe, api)
 
 
 def merge(recipe: Recipe, out_dir: Path, *, api: "HfApi | None" = None, plan: Plan | None = None,
@@ -142,29 +179,28 @@ def merge(recipe: Recipe, out_dir: Path, *, api: "HfApi | None" = None, plan: Pl
                  + preflight.check_device(recipe, device))
     if not early:
         preload_engine()  # torch loads while the plan is made
-    chosen: dict[str, FetchChoice] = {}
-    checks = output_checks(recipe, out_dir, device, fetch, chosen)
-    plan = prepare(recipe, api, plan=plan, plan_file=plan_file, early=early, checks=checks)
+    plan, choice = prepare_run(recipe, api, output_checks(recipe, out_dir, device, fetch), plan=plan,
+                               plan_file=plan_file, early=early)
     with staged_folder(out_dir) as folder:
-        build = build_model(plan, folder, api=api, device=device, progress=progress, fetch=chosen["fetch"])
+        build = build_model(plan, folder, api=api, options=RunOptions(device, progress, choice))
     return MergeOutcome(plan, out_dir, build.provenance, build.device, build.seconds, build.io)
 
 
 def output_checks(recipe: Recipe, out_dir: Path, device: str | None, fetch: str | None,
-                  chosen: dict[str, FetchChoice], variants: int = 1) -> Checks:
+                  variants: int = 1) -> Callable[[Plan | None], Decided[FetchChoice]]:
     """The checks of a run that writes `variants` whole outputs beside `out_dir` (merge: 1, sweep: K), once the
-    plan is made: the fetch mode (kept in chosen["fetch"]), the disk, the GPU's memory."""
+    plan is made: the disk, the GPU's memory; they decide the fetch mode (`Decided.value`)."""
     from chatvector.build import preflight
 
-    def checks(p: Plan | None) -> list[Problem]:
+    def checks(p: Plan | None) -> Decided[FetchChoice]:
         if p is None:
-            return []
+            return Decided([])
         writes = variants * p.output_bytes if variants > 1 else None  # None: one output, as check_disk counts it
-        choice = chosen["fetch"] = choose_fetch(p, fetch or recipe.merge.fetch, out_dir.parent, writes=writes)
+        choice = choose_fetch(p, fetch or recipe.merge.fetch, out_dir.parent, writes=writes)
         stream = choice.mode == "stream"
         how = (f" of {variants} variants" if variants > 1 else "") + (" in stream mode" if stream else "")
-        return preflight.check_disk(p, out_dir.parent, downloads=0 if stream else None, writes=writes, how=how) \
-            + preflight.check_gpu_memory(recipe, p, device)
+        return Decided(preflight.check_disk(p, out_dir.parent, downloads=0 if stream else None, writes=writes,
+                                            how=how) + preflight.check_gpu_memory(recipe, p, device), choice)
 
     return checks
 
@@ -206,44 +242,32 @@ class IOStats:
         return ", ".join(parts)
 
 
-def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = None, progress: bool = True,
-                fetch: FetchChoice | None = None, uploader: "ShardUploader | None" = None) -> Build:
+def build_model(plan: Plan, folder: Path, *, api: "HfApi", options: RunOptions = RunOptions(),
+                uploader: "ShardUploader | None" = None) -> Build:
     """Write the planned model into `folder` (new or empty) and verify it; raises VerificationError when a
     check fails (the folder then holds the report in chatvector.json, for a look).
 
-    fetch: how the inputs are read (snapshot when None). uploader: a streaming publish's ShardUploader, which
-    takes each shard as it is written (its folder is `folder`)."""
+    uploader: a streaming publish's ShardUploader, which takes each shard as it is written (its folder is
+    `folder`)."""
     from chatvector.build.spotcheck import SpotCheck
 
     t0 = time.perf_counter()
     recipe = plan.require_recipe()
-    inputs, stats = _open_inputs(plan, api, fetch, skip=uploader.resumed_inputs if uploader else None)
-    if uploader is not None:
-        uploader.verified_inputs = inputs.verified
+    inputs, stats = _open_inputs(plan, api, options.fetch, skip=uploader.resumed_inputs if uploader else None)
     try:
         with timed("import"):  # what is left of loading torch (preload_engine)
             _engine()
         spot = SpotCheck(plan, inputs.input_rows(), sample_bytes=inputs.sample_bytes)
         if uploader is not None:
-            uploader.spot = spot
-            spot.checked += uploader.resumed_spot  # compared by the run that uploaded them
+            uploader.start(spot, inputs.verified)
         merge_start = time.perf_counter()
-        with timed("merge"):
-            try:
-                result = merge_weights(plan, inputs, folder, device=device or recipe.merge.device, progress=progress,
-                                       uploader=uploader)
-                input_sha256 = inputs.finish()
-            except BaseException:
-                if uploader is not None and uploader.error is not None:
-                    raise uploader.error from None  # the upload's failure stopped the merge: name it
-                raise
+        with timed("merge"), uploader.names_its_failure() if uploader else contextlib.nullcontext():
+            result = merge_weights(plan, inputs, folder, device=options.device or recipe.merge.device,
+                                   progress=options.progress, uploader=uploader)
+            input_sha256 = inputs.finish()
         _record_reads(stats, inputs, plan)
         if uploader is not None:
-            with timed("upload"):  # only what is left after the merge: the rest overlapped it
-                uploader.finish()
-            stats.bytes_uploaded, stats.disk_high_water = uploader.bytes_uploaded, uploader.budget.high_water
-            stats.resumed_shards = len(uploader.skip_files)
-            stages.record("upload-overlapped", uploader.upload_seconds)
+            _finish_upload(uploader, stats)
         log.debug("merge and its overlapped stages took %.1f s", time.perf_counter() - merge_start)
     finally:
         inputs.close()
@@ -253,9 +277,17 @@ def build_model(plan: Plan, folder: Path, *, api: "HfApi", device: str | None = 
     return Build(folder, provenance, result.device, time.perf_counter() - t0, stats)
 
 
-def build_models(plans: Sequence[Plan], folders: Sequence[Path], *, api: "HfApi", device: str | None = None,
-                 progress: bool = True, fetch: FetchChoice | None = None, read_plan: Plan | None = None,
-                 extras: Sequence[dict] | None = None) -> list[Build]:
+def _finish_upload(uploader: "ShardUploader", stats: IOStats) -> None:
+    """The streaming publish's last uploads (the rest overlapped the merge), and what they moved, in `stats`."""
+    with timed("upload"):
+        uploader.finish()
+    stats.bytes_uploaded, stats.disk_high_water = uploader.bytes_uploaded, uploader.budget.high_water
+    stats.resumed_shards = len(uploader.skip_files)
+    stages.record("upload-overlapped", uploader.upload_seconds)
+
+
+def build_models(plans: Sequence[Plan], folders: Sequence[Path], *, api: "HfApi", options: RunOptions = RunOptions(),
+                 read_plan: Plan | None = None, extras: Sequence[dict] | None = None) -> list[Build]:
     """`build_model` for plans that differ only in their coefficients (a λ sweep's variants: the same sources,
     tensors and layout), each into its folder, from one fetch and one read of the inputs: every input block is
     read once and each plan's output block computed from it (`run_merges`). Then each folder is spot-checked,
@@ -268,14 +300,15 @@ def build_models(plans: Sequence[Plan], folders: Sequence[Path], *, api: "HfApi"
     t0 = time.perf_counter()
     read_plan = read_plan or plans[0]
     recipe = plans[0].require_recipe()
-    inputs, stats = _open_inputs(read_plan, api, fetch)
+    inputs, stats = _open_inputs(read_plan, api, options.fetch)
     try:
         with timed("import"):
             _engine()
         rows = inputs.input_rows()  # one reader for every spot check: a row streamed for one plan serves all
         spots = [SpotCheck(plan, rows, sample_bytes=inputs.sample_bytes) for plan in plans]
         with timed("merge"):
-            results = merge_variants(plans, inputs, folders, device=device or recipe.merge.device, progress=progress)
+            results = merge_variants(plans, inputs, folders, device=options.device or recipe.merge.device,
+                                     progress=options.progress)
             input_sha256 = inputs.finish()
         _record_reads(stats, inputs, read_plan)
     finally:

@@ -104,15 +104,8 @@ def check_device(recipe: Recipe, device: str | None) -> list[Problem]:
 
 def check_gpu_memory(recipe: Recipe, plan: "Plan", device: str | None, chunk_bytes: int = 64 << 20) -> list[Problem]:
     """On CUDA, the staging buffers must fit the device's free memory (on CPU there is nothing to check)."""
-    if _cpu_only(recipe, device):
-        return []
-    from chatvector.merge import resolve_device
-
-    try:
-        dev = resolve_device(device or recipe.merge.device)
-    except PipelineError:
-        return []  # check_device reports it
-    if dev.type != "cuda":
+    dev = _cuda_device(recipe, device)
+    if dev is None:
         return []
     import torch
 
@@ -124,6 +117,20 @@ def check_gpu_memory(recipe: Recipe, plan: "Plan", device: str | None, chunk_byt
                         f"and headroom) but only {human_bytes(free)} of {human_bytes(total)} is free; free the GPU or "
                         "use --device cpu")]
     return []
+
+
+def _cuda_device(recipe: Recipe, device: str | None):
+    """The CUDA device the run computes on (--device, else the recipe's merge.device), or None: the CPU, or a device
+    that does not resolve (check_device reports that). The CPU asked for loads no torch."""
+    if _cpu_only(recipe, device):
+        return None
+    from chatvector.merge import resolve_device
+
+    try:
+        dev = resolve_device(device or recipe.merge.device)
+    except PipelineError:
+        return None
+    return dev if dev.type == "cuda" else None
 
 
 GPU_HEADROOM_FRACTION = 0.10  # the caching allocator's rounding and fragmentation, kernels' workspaces
@@ -197,13 +204,8 @@ def check_eval_memory(recipe: Recipe, plan: "Plan", device: str | None, *, gpu: 
 
 
 def _check_eval_gpu(recipe: Recipe, plan: "Plan", device: str | None, what: str, drop: str) -> list[Problem]:
-    from chatvector.merge import resolve_device
-
-    try:
-        dev = resolve_device(device or recipe.merge.device)
-    except PipelineError:
-        return []  # check_device reports it
-    if dev.type != "cuda":
+    dev = _cuda_device(recipe, device)
+    if dev is None:
         return []
     import torch
 

@@ -89,10 +89,14 @@ def _coefficients(plan: Plan) -> dict:
     """The schedule, with what it decided: how many tensors each module rule, the layer values and the default
     decide, and the least and greatest coefficient a tensor takes (the card says only what applies)."""
     values = [value for _, value in plan.decided()]
+    outside = set(filter(None, plan.tensor_roles.values()))  # embedding, head, final norm: the card names them
     return {"default": plan.default, "layers": list(plan.layer_values),
             "modules": [{"match": m.match, "value": m.value, "decides": m.decides} for m in plan.modules],
             "default_decides": plan.default_decides, "layers_decide": plan.layers_decide,
-            "range": [min(values), max(values)] if values else None}
+            "range": [min(values), max(values)] if values else None,
+            # the plan's λ (one per vector) and deciding rule of the tensors outside the layers, as the card says them
+            "tensors": {t.name: {"lambdas": list(t.lambdas), "reason": t.reason} for t in plan.tensors
+                        if t.name in outside}}
 
 
 def _output_hashes(plan: Plan, out_dir: Path | None, weight_hashes: dict[str, str] | None,

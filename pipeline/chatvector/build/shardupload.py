@@ -1,7 +1,10 @@
 """A streaming publish's output side: each output shard leaves the disk as soon as it is written.
 
-    uploader = ShardUploader(api, repo_id, plan, work / "model", create_pr=False, spot=SpotCheck(...))
-    run_merge(..., on_file=uploader.on_file, disk_budget=uploader.budget, skip_files=uploader.skip_files)
+    uploader = ShardUploader(api, repo_id, plan, work / "model", create_pr=False)
+    uploader.prepare()                    # the journal: what an interrupted run uploaded already
+    uploader.start(SpotCheck(...), inputs.verified)
+    with uploader.names_its_failure():    # a merge the upload stopped raises the upload's error
+        run_merge(..., on_file=uploader.on_file, disk_budget=uploader.budget, skip_files=uploader.skip_files)
     uploader.finish()                     # every shard checked and pre-uploaded, or the upload's error
     push(..., prebuilt=uploader.operations)   # the one commit that makes them visible
 
@@ -22,6 +25,7 @@ changed plan starts afresh, and the next run sweeps the older folders of that ta
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from chatvector.conventions import JOURNAL_FILE, SMALL_FILE_BYTES
 from chatvector.errors import MergeError, PipelineError
@@ -116,12 +120,12 @@ class Journal:
 class ShardUploader:
     """See the module docstring. Not reusable: one publish."""
 
-    def __init__(self, api: "HfApi", repo_id: str, plan: Plan, folder: Path, *, create_pr: bool,
-                 spot: "SpotCheck | None" = None, verified_inputs=None):
-        self.api, self.repo_id, self.plan, self.create_pr, self.spot = api, repo_id, plan, create_pr, spot
+    def __init__(self, api: "HfApi", repo_id: str, plan: Plan, folder: Path, *, create_pr: bool):
+        self.api, self.repo_id, self.plan, self.create_pr = api, repo_id, plan, create_pr
         self.folder = Path(folder)  # empty: the model is written here; the journal lies beside it
         self.journal = Journal(self.folder.parent, plan.fingerprint["sha256"])
-        self.verified_inputs = verified_inputs or (lambda: {})  # {key: sha256} checked so far
+        self.spot: SpotCheck | None = None  # given by `start`
+        self.verified_inputs: Callable[[], dict[str, str]] = lambda: {}  # {key: sha256} checked so far
         from chatvector.merge.writer import DiskBudget  # (the engine's package loads torch: only now)
 
         self.budget = DiskBudget(max(plan.largest_file_bytes, 1))
@@ -140,7 +144,7 @@ class ShardUploader:
     # -- before the merge ------------------------------------------------------------------------------
     def prepare(self) -> None:
         """From the journal, the shards the Hub still holds (skipped, their hollow files recreated) and the
-        inputs already checked; then the upload thread starts."""
+        inputs already checked (`resumed_inputs`: the run skips reading them again)."""
         shards, inputs = self.journal.read()
         held = self._held_by_hub(list(shards.values())) if shards else set()
         for name in sorted(held):
@@ -154,8 +158,27 @@ class ShardUploader:
         if held:
             log.info("resuming: %d shard(s) already uploaded by an interrupted run are not computed again: %s",
                      len(held), ", ".join(sorted(held)))
+
+    def start(self, spot: "SpotCheck | None", verified_inputs: Callable[[], dict[str, str]]) -> None:
+        """The upload thread, once the run's inputs are open: each shard is spot-checked with `spot` (the tensors
+        an interrupted run compared in the shards this one skips count as checked) and the inputs checked so far
+        (`verified_inputs()`) are journaled with it."""
+        self.spot, self.verified_inputs = spot, verified_inputs
+        if spot is not None:
+            spot.checked += self.resumed_spot  # compared by the run that uploaded them
         self._thread = threading.Thread(target=self._loop, name="shard-upload", daemon=True)
         self._thread.start()
+
+    @contextlib.contextmanager
+    def names_its_failure(self) -> Iterator[None]:
+        """Around the merge: when this upload's failure stopped it (through the disk budget), its error is what is
+        raised, not the merge's."""
+        try:
+            yield
+        except BaseException:
+            if self.error is not None:
+                raise self.error from None
+            raise
 
     def _held_by_hub(self, records: list[ShardRecord]) -> set[str]:
         """The journal's shards whose objects the Hub still holds: the LFS batch API answers them without an

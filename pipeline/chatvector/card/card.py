@@ -87,7 +87,7 @@ from markupsafe import Markup
 from chatvector.card.pinned_recipe import pinned_recipe
 from chatvector.conventions import EMBEDDING, OUTPUT_HEAD, TENSOR_ROLES, module_name, shipped
 from chatvector.errors import PipelineError, RecipeError, VerificationError
-from chatvector.recipe.coefficients import layer_runs
+from chatvector.recipe.coefficients import Coefficients, ModuleRule, layer_runs, rule_name
 from chatvector.units import human_bytes
 
 TEMPLATE_DIR = shipped("templates")  # the checkout's templates/, or the copy in the wheel
@@ -185,7 +185,7 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
     target = p.get("target") or {}
     recorded_range = coefficients.get("range")  # what the tensors took (older provenances: computed from the rules)
     lam_range = (float(recorded_range[0]), float(recorded_range[1])) if recorded_range else \
-        _coefficient_range(default, layers, modules, _tensors_outside_layers(p))
+        _coefficient_range(coefficients, layers, modules, _tensors_outside_layers(p))
     default_unused = coefficients.get("default_decides") == 0  # module rules and layer values decide every tensor
     rules_only = default_unused and coefficients.get("layers_decide") == 0  # module rules decide every tensor
     uniform = lam_range[0] == lam_range[1] and (lam_range[0] == default or default_unused)
@@ -222,7 +222,7 @@ def card_context(provenance: dict, recipe_text: str, chart_file: str | None, met
         "module_rules": [{"number": number, "match": str(r["match"]), "value": _num(r["value"]),
                           "lams": [_num(float(r["value"]) * t["weight_value"]) for t in terms]}
                          for number, r in enumerate(modules)],
-        "vocabulary_lines": _vocabulary_lines(p, terms, default, modules),
+        "vocabulary_lines": _vocabulary_lines(p, terms),
         "vocabulary_modules": _vocabulary_modules(p),
         "attributions": _attributions(p),
         "citation": CITATION,
@@ -346,18 +346,29 @@ def _formula(vectors: list[dict], default: float,
 COMPACT_LAYERS = 32  # from this many layers, the λ table shows 3 significant digits
 
 
-def _coefficient(name: str, default: float, layer_value: float | None, modules: list[dict]) -> tuple[float, str]:
-    """λ for a tensor as chatvector.recipe.coefficients decides it: first module rule, else layer value, else default."""
-    for number, rule in enumerate(modules):
+def _decision(p: dict, name: str, terms: list[dict]) -> tuple[list[float], str]:
+    """The λ per vector the plan gave tensor `name` and the rule that decided it ("module rule 0", "default"), read
+    from the provenance (`coefficients.tensors`: `TensorPlan.lambdas` and `reason`). A provenance that records none
+    (written before it did): its recorded schedule, decided by `Coefficients.explain`."""
+    coefficients = p.get("coefficients") or {}
+    recorded = (coefficients.get("tensors") or {}).get(name)
+    if recorded is not None:
+        return [float(v) for v in recorded["lambdas"]], rule_name(str(recorded["reason"]))
+    value, reason = _recorded_schedule(coefficients).explain(name, 0)
+    return [value * t["weight_value"] for t in terms], rule_name(reason)
+
+
+def _recorded_schedule(coefficients: dict) -> Coefficients:
+    """The default and module rules a provenance records, as the schedule (outside the layers: what decides the
+    embedding, the final norm and the head). A rule whose regex does not compile matches nothing (keeping the
+    others' numbers)."""
+    rules = []
+    for rule in coefficients.get("modules") or []:
         try:
-            hit = re.search(str(rule["match"]), name)
+            rules.append(ModuleRule(str(rule["match"]), float(rule["value"])))
         except re.error:
-            hit = None
-        if hit:
-            return float(rule["value"]), f"module rule {number}"  # numbered from 0, as `plan` and recipes do
-    if layer_value is not None:
-        return layer_value, "layer"
-    return default, "default"
+            rules.append(ModuleRule("(?!)", float(rule["value"])))
+    return Coefficients(float(coefficients.get("default", 1.0)), None, tuple(rules))
 
 
 def _tensor_roles(p: dict) -> dict[str, str | None]:
@@ -381,13 +392,14 @@ def _tensors_outside_layers(p: dict) -> list[str]:
     return [name for name in _tensor_roles(p).values() if name]
 
 
-def _coefficient_range(default: float, layers: list[float], modules: list[dict], outside: list[str]
+def _coefficient_range(coefficients: dict, layers: list[float], modules: list[dict], outside: list[str]
                        ) -> tuple[float, float]:
     """Least and greatest coefficient over the tensors a decoder has: each layer's tensors (a module rule
     may match some of them) and those `outside` the layers (embeddings, final norm, an untied head)."""
-    values = [_coefficient(n, default, None, modules)[0] for n in outside]
+    schedule = _recorded_schedule(coefficients)
+    values = [schedule.explain(n, 0)[0] for n in outside]
     values += [float(r["value"]) for r in modules]
-    values += layers or [default]
+    values += layers or [schedule.default]
     return min(values), max(values)
 
 
@@ -408,7 +420,7 @@ def _gradient_anchors(recipe_text: str) -> list[str] | None:
         return None
 
 
-def _vocabulary_lines(p: dict, terms: list[dict], default: float, modules: list[dict]) -> list[Markup]:
+def _vocabulary_lines(p: dict, terms: list[dict]) -> list[Markup]:
     """What happened to the vocabulary rows, computed from the coefficients the engine applied to the embedding
     and the output head, named as the model names them (a rule setting λ = 0 there leaves every row as cp has
     it)."""
@@ -422,9 +434,8 @@ def _vocabulary_lines(p: dict, terms: list[dict], default: float, modules: list[
     applied, zero = [], []
     for name in filter(None, (roles[EMBEDDING.key], roles[OUTPUT_HEAD.key])):  # tied: there is no head tensor
         short = module_name(name)
-        lam, reason = _coefficient(name, default, None, modules)
+        lams, reason = _decision(p, name, terms)
         is_kept = name in kept
-        lams = [lam * t["weight_value"] for t in terms]
         if is_kept or not any(lams):
             zero.append((short, reason))
         else:

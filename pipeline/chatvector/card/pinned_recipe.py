@@ -13,6 +13,8 @@ from pathlib import PurePath
 
 import yaml
 
+from chatvector.recipe import coefficients as c
+
 LOCAL_FILE_KEYS = (("output", "chat_template"), ("card", "template"), ("eval", "prompts"), ("eval", "text"))
 
 
@@ -46,8 +48,8 @@ def pinned_recipe(p: dict, recipe_text: str) -> str | None:
     factor = (p.get("sweep") or {}).get("factor")
     if factor is not None:
         doc.pop("sweep", None)  # this is one variant: `chatvector merge` of it gives its bytes
-        if float(factor) != 1.0 and isinstance(doc.get("coefficients"), dict):
-            doc["coefficients"] = _scaled(doc["coefficients"], float(factor))
+        if float(factor) != 1.0 and isinstance(doc.get("coefficients", {}), dict):
+            doc["coefficients"] = _scaled(doc.get("coefficients", {}), float(factor))
     for section, key in LOCAL_FILE_KEYS:
         value = (doc.get(section) or {}).get(key) if isinstance(doc.get(section), dict) else None
         if isinstance(value, str) and not (section == "output" and value in ("chat", "cp")):
@@ -59,21 +61,32 @@ def _last_part(path: object) -> str:
     return PurePath(str(path)).name or str(path)
 
 
-def _scaled(coefficients: dict, factor: float) -> dict:
-    """Every coefficient value times `factor` (the order chatvector.sweep.variants multiplies in)."""
-    def times(value: object) -> object:
-        return factor * value if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-
-    out = dict(coefficients)
-    if "default" in out:
-        out["default"] = times(out["default"])
-    layers = out.get("layers")
-    if isinstance(layers, dict):
-        out["layers"] = {k: times(v) for k, v in layers.items()}
-    elif isinstance(layers, list):
-        out["layers"] = [times(v) for v in layers]
-    if isinstance(out.get("gradient"), list):
-        out["gradient"] = [times(v) for v in out["gradient"]]
-    if isinstance(out.get("modules"), list):
-        out["modules"] = [{**m, "value": times(m.get("value"))} if isinstance(m, dict) else m for m in out["modules"]]
+def _scaled(written: dict, factor: float) -> dict:
+    """The coefficients as written, each value replaced by the scaled schedule's (`c.scaled_coefficients`: the
+    sweep's own arithmetic, so the pinned recipe plans to the variant's bytes)."""
+    schedule = c.scaled_coefficients(_schedule(written), factor)
+    out = dict(written, default=schedule.default)
+    layers = schedule.layers
+    if isinstance(layers, c.LayerRanges):
+        out["layers"] = {key: r.value for key, r in zip(written["layers"], layers.ranges)}  # keys as written
+    elif isinstance(layers, c.LayerList):
+        out["layers"] = list(layers.values)
+    elif isinstance(layers, c.Gradient):
+        out["gradient"] = list(layers.anchors)
+    if schedule.modules:
+        out["modules"] = [{**m, "value": rule.value} for m, rule in zip(written["modules"], schedule.modules)]
     return out
+
+
+def _schedule(written: dict) -> c.Coefficients:
+    """The schedule of a recipe's `coefficients:` mapping (a recipe that planned: its values are numbers)."""
+    layers, gradient = written.get("layers"), written.get("gradient")
+    spec: c.LayerSpec | None = None
+    if isinstance(layers, dict):
+        spec = c.LayerRanges(tuple(c.LayerRange(*c.parse_layer_key(str(k)), v, str(k)) for k, v in layers.items()))
+    elif isinstance(layers, list):
+        spec = c.LayerList(tuple(layers))
+    elif isinstance(gradient, list):
+        spec = c.Gradient(tuple(gradient))
+    rules = tuple(c.ModuleRule(str(m["match"]), m["value"]) for m in written.get("modules") or [])
+    return c.Coefficients(written.get("default", 1.0), spec, rules)

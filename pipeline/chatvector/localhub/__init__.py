@@ -4,7 +4,8 @@ It is the pipeline's offline default and the server every test talks to through 
 
 Modules, each importing only those above it: `protocol` (HTTP plumbing, tokens, organizations) and
 `storage` (blobs and SQLite), `hub` (shared state and the access rules), the endpoints (`api`, `files`,
-`lfs`, `commit`, `discussions`), `routes` (the route table), `server` (the HTTP server, `LocalHub`), `cli`.
+`lfs`, `commit`, `discussions`), `routes` (the route table), `server` (the HTTP server, `LocalHub`), `serve`
+(`chatvector hub serve`: its settings checked, the server started, its usage printed; the parser is chatvector.cli.hub).
 """
 
 from chatvector.localhub.protocol import FineGrained, Org, Scoped, Token, parse_org_spec, parse_token_spec

@@ -22,7 +22,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -127,110 +127,34 @@ def run_merges(
     backend_cls = backend_class(backend, dev)
     if chunk_bytes <= 0:
         raise MergeError(f"chunk_bytes must be positive, got {chunk_bytes}")
-    # K outputs' blocks are filled together: each is 1/K of chunk_bytes (at least MIN_SHARED_BLOCK), so the blocks
-    # in flight hold about what one merge's do
-    share = chunk_bytes if len(outputs) == 1 else max(min(MIN_SHARED_BLOCK, chunk_bytes), chunk_bytes // len(outputs))
-    block_bytes = max(ALIGN, share // ALIGN * ALIGN)
-    if wants_pinned(dev):  # the pinned allocator rounds to a power of two: ask for one, or it page-locks double
-        block_bytes = pinned_block_bytes(block_bytes)
+    block_bytes = _block_bytes(chunk_bytes, len(outputs), dev)
     label = device_label(dev)
     ledger = PinnedLedger()
     metas = [_file_metadata(o.metadata) for o in outputs]
     reader = inputs or LocalInputs()
     headers = load_headers([j for o in outputs for j in o.jobs], reader.header)
-    for o in outputs:
-        check_jobs(o.jobs, headers)
-    _check_alike(outputs)
-    first = outputs[0].jobs
-    layout = plan_shards(first, shard_size) if shards is None else _given_shards(first, shards)
-    names = shard_filenames(len(layout))
-    per_output = [layout] + [_given_shards(o.jobs, [[j.name for j in shard] for shard in layout]) for o in outputs[1:]]
+    per_output = _checked_layouts(outputs, headers, shard_size, shards)
+    layout, names = per_output[0], shard_filenames(len(per_output[0]))
     out_dirs = [Path(o.out_dir) for o in outputs]
-    total = sum(j.nbytes for j in first)
-    for out_dir in out_dirs:
-        _prepare_out_dir(out_dir, names, headers)
-    _check_room([(d, total if o.disk_budget is None else min(total, o.disk_budget.limit))
-                 for d, o in zip(out_dirs, outputs)])
+    total = sum(j.nbytes for j in outputs[0].jobs)
+    _prepare_out_dirs(outputs, out_dirs, names, headers, total)
 
     opened: dict[str, InputFile] = {}
     writers: list[FileWriter] = []
     engine: Backend | None = None
     watches = [FiniteWatch() for _ in outputs]
-    to_write = sum(j.nbytes for shard, name in zip(layout, names) if name not in skip_files for j in shard)
-    # bytes in the units the plan prints them in (kB = 1000 B); each file's header is added as it opens
-    bar = tqdm(total=to_write * len(outputs), unit="B", unit_scale=True, unit_divisor=1000, desc="merge",
-               disable=not progress)
+    bar = _progress_bar(layout, names, skip_files, len(outputs), progress)
     on_bytes = bar.update if len(outputs) == 1 else _locked(bar.update)  # K writer threads count into one bar
     try:
-        orders = [[j for shard, name in zip(sh, names) if name not in skip_files for j in file_layout(shard)]
-                  for sh in per_output]
-        needed = _union_needed([used_tensors(order) for order in orders])
-        for key, header in headers.items():
-            opened[key] = reader.open(header, needed.get(key, {}))
+        opened.update(_open_inputs(reader, headers, per_output, names, skip_files))
         contents = {name: [j.name for j in shard] for shard, name in zip(layout, names)}
         for k, o in enumerate(outputs):
             writers.append(FileWriter(out_dirs[k], on_bytes=on_bytes, direct_io=direct_io,
                                       on_file=_file_done(o.on_file, watches[k], contents), budget=o.disk_budget))
         engine = backend_cls(dev, opened, block_bytes, chunk_bytes, watches, ledger)
         pools = [BufferPool(block_bytes, engine.depth + 2, w, pin=wants_pinned(dev), ledger=ledger) for w in writers]
-        pending: deque = deque()  # (handle, blocks, buffers), oldest first
-
-        def drain(keep: int) -> None:
-            """Hand finished blocks to the writers, in order; wait only while more than `keep` are out."""
-            while pending and (len(pending) > keep or engine.ready(pending[0][0])):
-                handle, blocks, bufs = pending.popleft()
-                try:
-                    engine.wait(handle)
-                except BaseException:
-                    for pool, buf in zip(pools, bufs):
-                        pool.put(buf)
-                    raise
-                for writer, pool, block, buf in zip(writers, pools, blocks, bufs):
-                    writer.write_block(block.offset, buf, block.nbytes, lambda b=buf, p=pool: p.put(b))
-
-        def cp_dtype(job: TensorJob) -> str:
-            return headers[source_key(job.cp)].tensors[job.cp.name].dtype
-
-        for i, name in enumerate(names):
-            if name in skip_files:  # an earlier run published it: nothing to compute
-                continue
-            iters, head_bytes = [], 0
-            for k, writer in enumerate(writers):
-                file_jobs = file_layout(per_output[k][i])
-                entries = [(j.name, j.out_dtype.code, tuple(j.shape), j.nbytes) for j in file_jobs]
-                head, starts = build_header(entries, metas[k])
-                if k and len(head) != head_bytes:
-                    raise MergeError(f"{name}: the outputs' headers differ in length ({head_bytes} and {len(head)} "
-                                     "bytes): give every output metadata values of the same length")
-                head_bytes = len(head)
-                bar.total += len(head)  # the writer counts the header's bytes too: the bar ends at its total
-                writer.open_file(name, len(head) + sum(e[3] for e in entries))
-                iters.append(plan_blocks(file_jobs, starts, head, block_bytes, cp_dtype))
-            blocks = [next(it) for it in iters]
-            while blocks is not None:
-                following = [next(it, None) for it in iters]
-                if following[0] is None:
-                    following = None
-                else:
-                    for block in following:
-                        engine.prefetch(block)
-                bufs = []
-                try:
-                    for pool in pools:
-                        bufs.append(pool.get())
-                    handle = engine.submit(blocks, bufs)
-                except BaseException:
-                    for pool, buf in zip(pools, bufs):
-                        pool.put(buf)
-                    raise
-                pending.append((handle, blocks, bufs))
-                drain(engine.depth)
-                blocks = following
-            drain(0)
-            for writer in writers:
-                writer.close_file()
-        for writer in writers:
-            writer.publish()
+        _write_shards(_BlockPipeline(engine, writers, pools), per_output, names, skip_files, metas, bar, block_bytes,
+                      headers)
     except BaseException as err:
         if engine is not None:
             engine.shutdown()
@@ -247,6 +171,157 @@ def run_merges(
         for f in opened.values():
             f.close()
 
+    written = _finish_outputs(out_dirs, writers, per_output, names, skip_files)
+    seconds = time.perf_counter() - t0
+    results = [MergeResult(files, total, str(dev), seconds, backend_cls.name, direct_io_files=direct,
+                           **_scan_figures(watch), device_name=label, pinned_bytes=ledger.total)
+               for (files, direct), watch in zip(written, watches)]
+    _log_merged(results[0], len(outputs[0].jobs), names, out_dirs, dev, direct_io)
+    return results
+
+
+def _progress_bar(layout: list, names: list[str], skip_files: frozenset[str], outputs: int, progress: bool):
+    """The merge's bar: the tensor bytes every output still writes, in the units the plan prints them in (kB = 1000
+    B); each file's header is added as it opens."""
+    to_write = sum(j.nbytes for shard, name in zip(layout, names) if name not in skip_files for j in shard)
+    return tqdm(total=to_write * outputs, unit="B", unit_scale=True, unit_divisor=1000, desc="merge",
+                disable=not progress)
+
+
+def _scan_figures(watch: FiniteWatch) -> dict:
+    """A MergeResult's record of the scan for NaN and ±inf."""
+    return {"nonfinite": watch.report(), "scanned_values": watch.values, "scanned_tensors": len(watch.names)}
+
+
+def _prepare_out_dirs(outputs: Sequence[MergeOutput], out_dirs: list[Path], names: list[str], headers: dict,
+                      total: int) -> None:
+    """Each output folder ready for the shards (`_prepare_out_dir`), with the disk room they need."""
+    for out_dir in out_dirs:
+        _prepare_out_dir(out_dir, names, headers)
+    _check_room([(d, total if o.disk_budget is None else min(total, o.disk_budget.limit))
+                 for d, o in zip(out_dirs, outputs)])
+
+
+def _write_shards(pipeline: "_BlockPipeline", per_output: list, names: list[str], skip_files: frozenset[str],
+                  metas: list, bar, block_bytes: int, headers: dict) -> None:
+    """Every shard not in `skip_files` computed and written in each output, then every output's files published."""
+    def cp_dtype(job: TensorJob) -> str:
+        return headers[source_key(job.cp)].tensors[job.cp.name].dtype
+
+    for i, name in enumerate(names):
+        if name in skip_files:  # an earlier run published it: nothing to compute
+            continue
+        files_jobs = [file_layout(sh[i]) for sh in per_output]
+        pipeline.run(_open_shard(name, files_jobs, pipeline.writers, metas, bar, block_bytes, cp_dtype))
+        for writer in pipeline.writers:
+            writer.close_file()
+    for writer in pipeline.writers:
+        writer.publish()
+
+
+def _block_bytes(chunk_bytes: int, outputs: int, dev) -> int:
+    """The bytes of one output block. K outputs' blocks are filled together: each is 1/K of chunk_bytes (at least
+    MIN_SHARED_BLOCK), so the blocks in flight hold about what one merge's do."""
+    share = chunk_bytes if outputs == 1 else max(min(MIN_SHARED_BLOCK, chunk_bytes), chunk_bytes // outputs)
+    block_bytes = max(ALIGN, share // ALIGN * ALIGN)
+    if wants_pinned(dev):  # the pinned allocator rounds to a power of two: ask for one, or it page-locks double
+        block_bytes = pinned_block_bytes(block_bytes)
+    return block_bytes
+
+
+def _checked_layouts(outputs: Sequence[MergeOutput], headers: dict, shard_size: int,
+                     shards: Sequence[Sequence[str]] | None) -> list[list[list[TensorJob]]]:
+    """Each output's jobs checked against the inputs' headers and alike, then each output's shard layout: the
+    first output's (`shards`, or `plan_shards`), the same tensor names for the others."""
+    for o in outputs:
+        check_jobs(o.jobs, headers)
+    _check_alike(outputs)
+    first = outputs[0].jobs
+    layout = plan_shards(first, shard_size) if shards is None else _given_shards(first, shards)
+    return [layout] + [_given_shards(o.jobs, [[j.name for j in shard] for shard in layout]) for o in outputs[1:]]
+
+
+def _open_inputs(reader: InputReader, headers: dict, per_output: list, names: list[str],
+                 skip_files: frozenset[str]) -> dict[str, InputFile]:
+    """Every input file opened for the tensors (and their byte ranges) the shards still to write read."""
+    orders = [[j for shard, name in zip(sh, names) if name not in skip_files for j in file_layout(shard)]
+              for sh in per_output]
+    needed = _union_needed([used_tensors(order) for order in orders])
+    return {key: reader.open(header, needed.get(key, {})) for key, header in headers.items()}
+
+
+def _open_shard(name: str, files_jobs: list[list[TensorJob]], writers: list[FileWriter], metas: list,
+                bar, block_bytes: int, cp_dtype: Callable[[TensorJob], str]) -> list[Iterator]:
+    """Shard `name` opened in each output (its header written; `files_jobs[k]`: output k's tensors in file order),
+    and each output's block iterator over it."""
+    iters, head_bytes = [], 0
+    for k, (writer, file_jobs) in enumerate(zip(writers, files_jobs)):
+        entries = [(j.name, j.out_dtype.code, tuple(j.shape), j.nbytes) for j in file_jobs]
+        head, starts = build_header(entries, metas[k])
+        if k and len(head) != head_bytes:
+            raise MergeError(f"{name}: the outputs' headers differ in length ({head_bytes} and {len(head)} "
+                             "bytes): give every output metadata values of the same length")
+        head_bytes = len(head)
+        bar.total += len(head)  # the writer counts the header's bytes too: the bar ends at its total
+        writer.open_file(name, len(head) + sum(e[3] for e in entries))
+        iters.append(plan_blocks(file_jobs, starts, head, block_bytes, cp_dtype))
+    return iters
+
+
+class _BlockPipeline:
+    """The engine computes the blocks at one offset of every output together; the writers write them in order. At
+    most `engine.depth` submissions are in flight; a failure returns their buffers to the pools."""
+
+    def __init__(self, engine: Backend, writers: list[FileWriter], pools: list[BufferPool]):
+        self.engine, self.writers, self.pools = engine, writers, pools
+        self.pending: deque = deque()  # (handle, blocks, buffers), oldest first
+
+    def run(self, iters: list[Iterator]) -> None:
+        """Every block of one shard (`iters`: one iterator per output), computed and handed to the writers."""
+        blocks = [next(it) for it in iters]
+        while blocks is not None:
+            following = [next(it, None) for it in iters]
+            if following[0] is None:
+                following = None
+            else:
+                for block in following:
+                    self.engine.prefetch(block)
+            self.submit(blocks)
+            blocks = following
+        self.drain(0)
+
+    def submit(self, blocks: list) -> None:
+        bufs = []
+        try:
+            for pool in self.pools:
+                bufs.append(pool.get())
+            handle = self.engine.submit(blocks, bufs)
+        except BaseException:
+            for pool, buf in zip(self.pools, bufs):
+                pool.put(buf)
+            raise
+        self.pending.append((handle, blocks, bufs))
+        self.drain(self.engine.depth)
+
+    def drain(self, keep: int) -> None:
+        """Hand finished blocks to the writers, in order; wait only while more than `keep` are out."""
+        pending, engine = self.pending, self.engine
+        while pending and (len(pending) > keep or engine.ready(pending[0][0])):
+            handle, blocks, bufs = pending.popleft()
+            try:
+                engine.wait(handle)
+            except BaseException:
+                for pool, buf in zip(self.pools, bufs):
+                    pool.put(buf)
+                raise
+            for writer, pool, block, buf in zip(self.writers, self.pools, blocks, bufs):
+                writer.write_block(block.offset, buf, block.nbytes, lambda b=buf, p=pool: p.put(b))
+
+
+def _finish_outputs(out_dirs: list[Path], writers: list[FileWriter], per_output: list, names: list[str],
+                    skip_files: frozenset[str]) -> list[tuple[dict[str, str], tuple[str, ...]]]:
+    """Each output's index (when sharded), its stale files removed: ({file: sha256}, files written with direct
+    I/O) per output."""
     written = []
     for out_dir, writer, sh in zip(out_dirs, writers, per_output):
         files = dict(writer.digests)
@@ -254,21 +329,20 @@ def run_merges(
             files[WEIGHTS_INDEX_FILE] = _write_small_file(out_dir, WEIGHTS_INDEX_FILE, index_json(sh, names))
         _remove_stale_outputs(out_dir, set(files) | set(skip_files))
         written.append((files, tuple(n for n in names if n in writer.direct_files)))
-    seconds = time.perf_counter() - t0
-    results = [MergeResult(files=files, total_bytes=total, device=str(dev), seconds=seconds, backend=backend_cls.name,
-                           direct_io_files=direct, nonfinite=watch.report(), scanned_values=watch.values,
-                           scanned_tensors=len(watch.names), device_name=label, pinned_bytes=ledger.total)
-               for (files, direct), watch in zip(written, watches)]
-    direct = results[0].direct_io_files
-    if len(outputs) == 1:
-        log.info("merged %d tensors (%s) into %d file(s) in %s on %s (%s backend) in %.1f s%s", len(first),
-                 human_bytes(total), len(names), out_dirs[0], dev, backend_cls.name, seconds,
+    return written
+
+
+def _log_merged(first: MergeResult, tensors: int, names: list[str], out_dirs: list[Path], dev,
+                direct_io: bool) -> None:
+    direct, total, backend, seconds = first.direct_io_files, first.total_bytes, first.backend, first.seconds
+    if len(out_dirs) == 1:
+        log.info("merged %d tensors (%s) into %d file(s) in %s on %s (%s backend) in %.1f s%s", tensors,
+                 human_bytes(total), len(names), out_dirs[0], dev, backend, seconds,
                  _write_note(direct, names, direct_io))
     else:
         log.info("merged %d tensors (%s each) into %d outputs of %d file(s) from one read of the inputs, on %s "
-                 "(%s backend) in %.1f s%s", len(first), human_bytes(total), len(outputs), len(names), dev,
-                 backend_cls.name, seconds, _write_note(direct, names, direct_io))
-    return results
+                 "(%s backend) in %.1f s%s", tensors, human_bytes(total), len(out_dirs), len(names), dev,
+                 backend, seconds, _write_note(direct, names, direct_io))
 
 
 def _locked(update: Callable[[int], object]) -> Callable[[int], None]:

@@ -1,6 +1,7 @@
 """`chatvector publish`: plan → preflight → (nothing changed? stop) → build → card → push, in one commit.
 
     result = publish(load_recipe("recipes/x.yaml"))                 # the whole `chatvector publish`
+    result = publish(recipe, PublishOptions(dry_run=True, out_dir=Path("out")), api=api)
 
 The push is a single `create_commit` whose parent is the target's head as read before the run, so a
 concurrent change to the target fails the push (412) instead of being overwritten, and a failure at any
@@ -16,7 +17,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 from urllib.parse import quote
 
 from chatvector.build import preflight
@@ -32,13 +33,22 @@ from chatvector.conventions import (
     WEIGHTS_INDEX_FILE,
 )
 from chatvector.errors import HubError, Problem
-from chatvector.fetch.mode import choose_fetch
+from chatvector.fetch.mode import FetchChoice, choose_fetch
 from chatvector.fetch.workspace import finished, target_workspace, work_folder
 from chatvector.hub.client import connect, hub_call, translate
 from chatvector.plan.plan import Plan
 from chatvector.publish.gate import evaluate_for_publish, spec_dict
 from chatvector.recipe.recipe import Recipe, check_branch
-from chatvector.runner import Build, IOStats, build_model, preload_engine, prepare, staged_folder
+from chatvector.runner import (
+    Build,
+    Decided,
+    IOStats,
+    RunOptions,
+    build_model,
+    preload_engine,
+    prepare_run,
+    staged_folder,
+)
 from chatvector.stages import timed
 
 if TYPE_CHECKING:
@@ -92,130 +102,201 @@ class TargetState:
         return sorted(n for n in self.files if n not in (GITATTRIBUTES_FILE, CARD_FILE))
 
 
-def publish(recipe: Recipe, *, api: "HfApi | None" = None, plan: Plan | None = None,
-            plan_file: str | Path | None = None, dry_run: bool = False, create_pr: bool = False,
-            tag: str | None = None, out_dir: Path | None = None, device: str | None = None,
-            force: bool = False, fetch: str | None = None, overwrite: bool = False,
-            progress: bool = True, from_dir: Path | None = None, private: bool = False,
-            revision: str | None = None, gate: bool = True) -> PublishResult:
-    """Publish a recipe's merge to its target; see the module docstring. fetch: "auto", "snapshot" or
-    "stream" (default: the recipe's merge.fetch); see chatvector.fetch.mode.
+@dataclass(frozen=True)
+class PublishOptions:
+    """How `publish` runs: the command's flags, built by its caller. Each means one thing: `force` publishes although
+    nothing changed upstream; `overwrite` replaces files of the target chatvector did not publish; `tag` tags the new
+    commit, or the head when nothing changed (no merge: the head holds this output already). `from_dir`: push the
+    folder `chatvector merge` wrote for this very plan (its chatvector.json must record the plan's fingerprint; every
+    file is verified again) instead of merging. `private`: create a missing target private (as `target.private:
+    true`). `revision`: the branch to commit to (as `target.revision`; default main), created from the default
+    branch's head when missing. `gate`: a missed threshold of the recipe's `eval.require` stops the publish (False:
+    the evaluation is published as it came out, as `sweep --publish` does for each variant's branch). `fetch`:
+    "auto", "snapshot" or "stream" (default: the recipe's merge.fetch); see chatvector.fetch.mode."""
 
-    Each flag means one thing: `force` publishes although nothing changed upstream; `overwrite` replaces
-    files of the target chatvector did not publish; `tag` tags the new commit, or the head when nothing
-    changed (no merge: the head holds this output already). `from_dir`: push the folder `chatvector merge` wrote
-    for this very plan (its chatvector.json must record the plan's fingerprint; every file is verified again)
-    instead of merging. `private`: create a missing target private (as `target.private: true`). `revision`: the
-    branch to commit to (as `target.revision`; default main), created from the default branch's head when missing.
-    `gate`: a missed threshold of the recipe's `eval.require` stops the publish (False: the evaluation is published
-    as it came out, as `sweep --publish` does for each variant's branch)."""
-    recipe, bad_branch = on_branch(recipe, revision)
+    plan_file: str | Path | None = None
+    dry_run: bool = False
+    create_pr: bool = False
+    tag: str | None = None
+    out_dir: Path | None = None  # keep the assembled folder there
+    device: str | None = None
+    force: bool = False
+    fetch: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+    from_dir: Path | None = None
+    private: bool = False
+    revision: str | None = None
+    gate: bool = True
+
+
+@dataclass(frozen=True)
+class TargetDecision:
+    """What publish's pre-flight checks decided: the target's state as read before the run, and how the inputs are
+    read (None: nothing is read, `--from` gives the folder)."""
+
+    state: TargetState
+    fetch: FetchChoice | None = None
+
+
+def publish(recipe: Recipe, options: PublishOptions = PublishOptions(), *, api: "HfApi | None" = None,
+            plan: Plan | None = None) -> PublishResult:
+    """Publish a recipe's merge to its target (see the module docstring), as `options` say."""
+    o = options
+    recipe, bad_branch = on_branch(recipe, o.revision)
     target = recipe.require_target()
     with timed("import"):
         api = api or connect()
     with timed("preflight"):
-        early = bad_branch + preflight.check_target_is_not_a_source(recipe) + preflight.check_tag(tag, create_pr)
-        early += (preflight.check_out_dir(Path(out_dir)) + preflight.check_out_is_not_in_a_source(recipe, Path(out_dir))
-                  if out_dir is not None else [])
-        early += check_from_dir(from_dir, out_dir) if from_dir is not None else []
-        early += preflight.check_device(recipe, device) + preflight.check_card_template(recipe)
-        if not early and not dry_run:
-            early += preflight.check_write_access(api, target.repo_id)
-    found: dict = {}  # what the checks learnt: the target's state, the fetch mode
-
-    def checks(planned: Plan | None) -> list[Problem]:
-        if planned is None:
-            return []
-        problems = preflight.check_card(planned, api.endpoint)
-        state = found["state"] = read_target(api, target.repo_id, target.revision)
-        if not force and (unchanged(planned, state) or (card_only_run(planned, state, out_dir, from_dir))):
-            if tag is not None and not dry_run and tag in state.tags:
-                problems.append(Problem(f"--tag {tag}: {target.repo_id} already has that tag; choose another "
-                                        "name"))
-            return problems  # no weight will be downloaded or written (a --tag tags the head, or the card's commit)
-        if not overwrite and state.foreign_files:
-            problems.append(Problem(f"{target.repo_id} already holds files chatvector did not publish (e.g. "
-                                    f"{state.foreign_files[0]}); choose another target.repo_id, or pass "
-                                    "--overwrite to replace them"))
-        if tag is not None and not dry_run and tag in state.tags:
-            problems.append(Problem(f"--tag {tag}: {target.repo_id} already has that tag; choose another name"))
-        write_dir = Path(out_dir).parent if out_dir is not None else work_folder(planned, target.repo_id)
-        if from_dir is not None:  # nothing is downloaded or merged: the folder is there
-            found["fetch"] = None
-            return problems + check_from_plan(planned, Path(from_dir))
-        choice = found["fetch"] = choose_fetch(planned, fetch or recipe.merge.fetch, write_dir)
-        if choice.mode == "stream":
-            # else the shards stay: the output is written whole (an evaluation loads the whole model)
-            streaming = not dry_run and out_dir is None and recipe.eval is None
-            whole = " (the evaluation, eval:, loads the whole output from disk)" if recipe.eval is not None else ""
-            problems += preflight.check_disk(planned, write_dir, downloads=0, how=" in stream mode" + whole,
-                                             writes=planned.largest_file_bytes + SMALL_FILES_ROOM if streaming else None)
-        else:
-            problems += preflight.check_disk(planned, write_dir)
-        return problems + preflight.check_gpu_memory(recipe, planned, device) \
-            + preflight.check_eval_memory(recipe, planned, device)
-
-    plan = prepare(recipe, api, plan=plan, plan_file=plan_file, early=early, checks=checks)
-    state = found["state"]
-    state.private = private or target.private  # for a target this run creates
+        early = bad_branch + early_problems(recipe, api, o)
+    plan, decided = prepare_run(recipe, api, publish_checks(recipe, api, o), plan=plan, plan_file=o.plan_file,
+                                early=early)
+    assert decided is not None  # the checks decide whenever the plan was made
+    state = decided.state
+    state.private = o.private or target.private  # for a target this run creates
     url = target_url(api.endpoint, target.repo_id, target.revision)
-    if not force and unchanged(plan, state):
-        log.debug("nothing changed: %s@%s already holds this output", target.repo_id, state.head)
-        result = PublishResult(target.repo_id, changed=False, commit=state.head, url=url, branch=target.revision)
-        if not dry_run and not create_pr and not state.branch_exists:  # the branch asked for, at that head
-            with hub_call(api, target.repo_id, action="write"):
-                ensure_branch(api, target.repo_id, state)
-            result.branch_created = target.revision
-        if tag and not dry_run and not create_pr:  # a release of what the target holds: no merge needed
-            with hub_call(api, target.repo_id, action="write"):
-                api.create_tag(target.repo_id, tag=tag, revision=state.head,
-                               tag_message=f"chatvector {recipe.display_name}")
-            result.tag = tag
-        return result
-    if create_pr and not force and state.exists:
+    if not o.force and unchanged(plan, state):
+        return publish_nothing_changed(api, recipe, state, o, url)
+    if o.create_pr and not o.force and state.exists:
         proposed = open_pr_with_same_inputs(api, target.repo_id, plan)
         if proposed is not None:
             return PublishResult(target.repo_id, changed=False, commit=proposed[1], pr_url=proposed[0], url=url,
                                  branch=target.revision)
+    if not o.force and card_only_run(plan, state, o.out_dir, o.from_dir):
+        return publish_card(api, plan, state, url=url, dry_run=o.dry_run, create_pr=o.create_pr, tag=o.tag)
+    return build_and_push(api, plan, decided, o, url)
 
-    if not force and card_only_run(plan, state, out_dir, from_dir):
-        return publish_card(api, plan, state, url=url, dry_run=dry_run, create_pr=create_pr, tag=tag)
-    choice = found["fetch"]
-    streaming = choice is not None and choice.mode == "stream" and not dry_run and out_dir is None \
+
+def early_problems(recipe: Recipe, api: "HfApi", o: PublishOptions) -> list[Problem]:
+    """The checks before any Hub request but the token's: the options, the target, the card's template."""
+    early = preflight.check_target_is_not_a_source(recipe) + preflight.check_tag(o.tag, o.create_pr)
+    early += (preflight.check_out_dir(Path(o.out_dir)) + preflight.check_out_is_not_in_a_source(recipe, Path(o.out_dir))
+              if o.out_dir is not None else [])
+    early += check_from_dir(o.from_dir, o.out_dir) if o.from_dir is not None else []
+    early += preflight.check_device(recipe, o.device) + preflight.check_card_template(recipe)
+    if not early and not o.dry_run:
+        early += preflight.check_write_access(api, recipe.require_target().repo_id)
+    return early
+
+
+def publish_checks(recipe: Recipe, api: "HfApi", o: PublishOptions) -> Callable[[Plan | None], Decided[TargetDecision]]:
+    """The checks once the plan is made: the card, the target (its state is read here, and kept: `TargetDecision`),
+    then, unless nothing will be merged, the target's foreign files and tags, the disk (for the fetch mode decided
+    here) and the device's memory."""
+    target = recipe.require_target()
+
+    def checks(planned: Plan | None) -> Decided[TargetDecision]:
+        if planned is None:
+            return Decided([])
+        problems = preflight.check_card(planned, api.endpoint)
+        state = read_target(api, target.repo_id, target.revision)
+        taken = o.tag is not None and not o.dry_run and o.tag in state.tags
+        if not o.force and (unchanged(planned, state) or card_only_run(planned, state, o.out_dir, o.from_dir)):
+            if taken:
+                problems.append(Problem(f"--tag {o.tag}: {target.repo_id} already has that tag; choose another "
+                                        "name"))
+            # no weight will be downloaded or written (a --tag tags the head, or the card's commit)
+            return Decided(problems, TargetDecision(state))
+        if not o.overwrite and state.foreign_files:
+            problems.append(Problem(f"{target.repo_id} already holds files chatvector did not publish (e.g. "
+                                    f"{state.foreign_files[0]}); choose another target.repo_id, or pass "
+                                    "--overwrite to replace them"))
+        if taken:
+            problems.append(Problem(f"--tag {o.tag}: {target.repo_id} already has that tag; choose another name"))
+        if o.from_dir is not None:  # nothing is downloaded or merged: the folder is there
+            return Decided(problems + check_from_plan(planned, Path(o.from_dir)), TargetDecision(state))
+        choice, disk = fetch_and_disk(recipe, planned, o)
+        return Decided(problems + disk + preflight.check_gpu_memory(recipe, planned, o.device)
+                       + preflight.check_eval_memory(recipe, planned, o.device), TargetDecision(state, choice))
+
+    return checks
+
+
+def fetch_and_disk(recipe: Recipe, plan: Plan, o: PublishOptions) -> tuple[FetchChoice, list[Problem]]:
+    """The fetch mode of a publish that merges, and the disk it needs in that mode."""
+    write_dir = Path(o.out_dir).parent if o.out_dir is not None else work_folder(plan, recipe.require_target().repo_id)
+    choice = choose_fetch(plan, o.fetch or recipe.merge.fetch, write_dir)
+    if choice.mode != "stream":
+        return choice, preflight.check_disk(plan, write_dir)
+    # else the shards stay: the output is written whole (an evaluation loads the whole model)
+    whole = " (the evaluation, eval:, loads the whole output from disk)" if recipe.eval is not None else ""
+    writes = plan.largest_file_bytes + SMALL_FILES_ROOM if streams(recipe, o, choice) else None
+    return choice, preflight.check_disk(plan, write_dir, downloads=0, how=" in stream mode" + whole, writes=writes)
+
+
+def streams(recipe: Recipe, o: PublishOptions, choice: FetchChoice | None) -> bool:
+    """A streaming publish: each shard leaves the disk as it is written (stream mode, no --out to keep it, no dry run,
+    no evaluation that loads the whole output)."""
+    return choice is not None and choice.mode == "stream" and not o.dry_run and o.out_dir is None \
         and recipe.eval is None
-    if from_dir is None:
+
+
+def publish_nothing_changed(api: "HfApi", recipe: Recipe, state: TargetState, o: PublishOptions,
+                            url: str) -> PublishResult:
+    """The target holds this output already: no merge; the branch asked for is created at the head, and a --tag tags
+    that head (a release of what the target holds)."""
+    target = recipe.require_target()
+    log.debug("nothing changed: %s@%s already holds this output", target.repo_id, state.head)
+    result = PublishResult(target.repo_id, changed=False, commit=state.head, url=url, branch=target.revision)
+    if not o.dry_run and not o.create_pr and not state.branch_exists:  # the branch asked for, at that head
+        with hub_call(api, target.repo_id, action="write"):
+            ensure_branch(api, target.repo_id, state)
+        result.branch_created = target.revision
+    if o.tag and not o.dry_run and not o.create_pr:
+        with hub_call(api, target.repo_id, action="write"):
+            api.create_tag(target.repo_id, tag=o.tag, revision=state.head,
+                           tag_message=f"chatvector {recipe.display_name}")
+        result.tag = o.tag
+    return result
+
+
+def build_and_push(api: "HfApi", plan: Plan, decided: TargetDecision, o: PublishOptions, url: str) -> PublishResult:
+    """The whole publish: the model built (or --from's folder adopted), evaluated (the gate), its card written,
+    then pushed in one commit (a dry run stops before the push)."""
+    recipe = plan.require_recipe()
+    target, state, choice = recipe.require_target(), decided.state, decided.fetch
+    if o.from_dir is None:
         preload_engine()  # torch loads while the weights download
-    with _staging(plan, target.repo_id, out_dir) as folder:
-        uploader = start_streaming_upload(api, plan, state, folder, create_pr=create_pr) if streaming else None
+    with _staging(plan, target.repo_id, o.out_dir) as folder:
+        uploader = start_streaming_upload(api, plan, state, folder, create_pr=o.create_pr) \
+            if streams(recipe, o, choice) else None
         try:
-            if from_dir is not None:
-                with timed("verify"):
-                    build = adopt_merged_folder(plan, Path(from_dir), folder)
-            else:
-                build = build_model(plan, folder, api=api, device=device, fetch=choice, uploader=uploader,
-                                    progress=progress)
-            with timed("eval"):  # the gate: raises GateError, nothing pushed, when a threshold is missed
-                evaluated = evaluate_for_publish(plan, folder, api=api, device=device or recipe.merge.device,
-                                                 enforce=gate)
-                build.provenance = evaluated or build.provenance
+            build = built_and_evaluated(api, plan, folder, choice, o, uploader)
             with timed("card"):
                 write_card(plan, build.provenance, folder)
             added = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
             deleted = sorted(name for name in state.files
                              if name not in added and any(fnmatch.fnmatch(name, p) for p in STALE_PATTERNS))
-            result = PublishResult(target.repo_id, True, out_dir=out_dir, added=added, deleted=deleted,
+            result = PublishResult(target.repo_id, True, out_dir=o.out_dir, added=added, deleted=deleted,
                                    branch=target.revision,
                                    card=(folder / CARD_FILE).read_text(encoding="utf-8"), url=url, io=build.io)
-            if dry_run:
+            if o.dry_run:
                 result.unchanged = files_the_target_holds(state, folder, added)
             else:
                 with timed("push"):
-                    push(api, plan, state, folder, result, create_pr=create_pr, tag=tag,
+                    push(api, plan, state, folder, result, create_pr=o.create_pr, tag=o.tag,
                          prebuilt=uploader.operations if uploader else None)
         finally:
             if uploader is not None:
                 uploader.close()
     return result
+
+
+def built_and_evaluated(api: "HfApi", plan: Plan, folder: Path, choice: FetchChoice | None, o: PublishOptions,
+                        uploader: "ShardUploader | None") -> Build:
+    """The verified model in `folder` (merged, or --from's adopted), with the evaluation in its provenance; raises
+    GateError (nothing pushed) when the gate's threshold is missed."""
+    recipe = plan.require_recipe()
+    if o.from_dir is not None:
+        with timed("verify"):
+            build = adopt_merged_folder(plan, Path(o.from_dir), folder)
+    else:
+        build = build_model(plan, folder, api=api, uploader=uploader,
+                            options=RunOptions(o.device, o.progress, choice))
+    with timed("eval"):  # the gate: raises GateError, nothing pushed, when a threshold is missed
+        evaluated = evaluate_for_publish(plan, folder, api=api, device=o.device or recipe.merge.device, enforce=o.gate)
+        build.provenance = evaluated or build.provenance
+    return build
 
 
 def files_the_target_holds(state: TargetState, folder: Path, names) -> list[str]:

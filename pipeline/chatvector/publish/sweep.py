@@ -2,6 +2,7 @@
 the target's main branch and every variant to a branch of its own (`lambda-0.7`, ...).
 
     results = publish_sweep(recipe, outcome, api=api)        # outcome: chatvector.sweep.run.sweep(...)
+    outcome, results = run_sweep(recipe, out_dir, publish=True)   # both: what `chatvector sweep --publish` calls
 
 The rule (RULE): a variant passes when it meets every threshold of `eval.require`; of the variants that pass,
 the one with the largest factor is published to main: the most of the chat vector (chat behaviour, safety)
@@ -24,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +59,12 @@ class SweepPublished:
     main: "PublishResult"
     branches: dict[str, "PublishResult"]  # branch → its publish (empty when `kept`)
     kept: bool = False  # nothing was merged or pushed: main holds the sweep's choice for this recipe and these inputs
+
+    def to_dict(self) -> dict:
+        """The choice and every ref pushed (sweep.json's and `--format json`'s "published")."""
+        return {"chosen": self.chosen, "kept": self.kept,
+                "refs": {branch: {"commit": r.commit, "changed": r.changed, "url": r.url}
+                         for branch, r in {**self.branches, "main": self.main}.items()}}
 
 
 def check_sweep_publish(recipe: Recipe, option: str = "sweep --publish") -> list[str]:
@@ -121,7 +128,7 @@ def publish_sweep(recipe: Recipe, outcome: "SweepOutcome", *, api: "HfApi | None
                   progress: bool = True) -> SweepPublished:
     """Evaluate the variants, then publish each to its branch and the chosen one to main (see the module doc)."""
     from chatvector.hub.client import connect
-    from chatvector.publish.publish import publish
+    from chatvector.publish.publish import PublishOptions, publish
 
     problems = check_sweep_publish(recipe)
     if problems:
@@ -133,11 +140,33 @@ def publish_sweep(recipe: Recipe, outcome: "SweepOutcome", *, api: "HfApi | None
     branches = {}
     for v in outcome.variants:
         branch = folder_name(v.factor)
-        branches[branch] = publish(scaled_recipe(recipe, v.factor), api=api, from_dir=v.folder, revision=branch,
-                                   device=device, progress=progress, gate=False)  # failing variants too, marked
-    main = publish(scaled_recipe(recipe, chosen), api=api, from_dir=outcome.variant(chosen).folder, revision="main",
-                   device=device, progress=progress)
+        options = PublishOptions(from_dir=v.folder, revision=branch, device=device, progress=progress, gate=False)
+        branches[branch] = publish(scaled_recipe(recipe, v.factor), options, api=api)  # failing variants too, marked
+    options = PublishOptions(from_dir=outcome.variant(chosen).folder, revision="main", device=device, progress=progress)
+    main = publish(scaled_recipe(recipe, chosen), options, api=api)
     return SweepPublished(chosen, main, branches)
+
+
+def run_sweep(recipe: Recipe, out_dir: Path, *, lambdas: Sequence[float] | None = None, fetch: str | None = None,
+              device: str | None = None, progress: bool = True, publish: bool = False,
+              evaluate: bool = False) -> tuple["SweepOutcome", SweepPublished | None]:
+    """`chatvector sweep`: sweep the recipe into `out_dir` (chatvector.sweep.run.sweep), then `publish` it
+    (`publish_sweep`: the SweepPublished is returned too) or `evaluate` every variant without publishing
+    (`evaluate_sweep`). What publishing or evaluating needs of the recipe is checked before anything is merged."""
+    from chatvector.sweep.run import sweep
+
+    if publish or evaluate:
+        problems = check_sweep_publish(recipe, "sweep --publish" if publish else "sweep --eval")
+        if problems:  # before anything is merged
+            raise PipelineError("\n".join(problems))
+    outcome = sweep(recipe, out_dir, lambdas=lambdas, fetch=fetch, device=device, progress=progress)
+    if publish:
+        return outcome, publish_sweep(recipe, outcome, device=device, progress=progress)
+    if evaluate:
+        from chatvector.hub.client import connect
+
+        evaluate_sweep(outcome, api=connect(), device=device or recipe.merge.device)
+    return outcome, None
 
 
 # -- `chatvector publish` of a recipe with `sweep:`: keep what the sweep chose ---------------------------------

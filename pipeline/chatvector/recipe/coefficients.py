@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from chatvector.conventions import layer_index
 
@@ -196,6 +196,24 @@ class Coefficients:
             layers = {"gradient": list(self.layers.anchors)}
         return {"default": self.default, "layers": layers,
                 "modules": [{"match": m.match, "value": m.value} for m in self.modules]}
+
+
+def rule_name(reason: str) -> str:
+    """The rule of an `explain` reason, without its regex: "module rule 0", "layer 3" or "default"."""
+    return " ".join(reason.split()[:3]) if reason.startswith("module rule ") else reason
+
+
+def scaled_coefficients(c: Coefficients, factor: float) -> Coefficients:
+    """Every value of the schedule times `factor` (a λ sweep's variant, `chatvector.sweep.variants`, and the recipe its
+    card pins): default, layer values or gradient anchors, module rules. The one place that scales a schedule."""
+    layers = c.layers
+    if isinstance(layers, LayerRanges):
+        layers = LayerRanges(tuple(replace(r, value=factor * r.value) for r in layers.ranges))
+    elif isinstance(layers, LayerList):
+        layers = LayerList(tuple(factor * v for v in layers.values))
+    elif isinstance(layers, Gradient):
+        layers = Gradient(tuple(factor * v for v in layers.anchors))
+    return Coefficients(factor * c.default, layers, tuple(ModuleRule(m.match, factor * m.value) for m in c.modules))
 
 
 def layer_runs(values: list[float]) -> list[tuple[int, int, float]]:

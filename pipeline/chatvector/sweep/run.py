@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 
 from chatvector.conventions import SWEEP_CHART_FILE, SWEEP_REPORT_FILE, SWEEP_SUMMARY_FILE
 from chatvector.errors import Problem
-from chatvector.fetch.mode import FetchChoice
 from chatvector.plan.plan import Plan
 from chatvector.recipe.recipe import Recipe
 from chatvector.recipe.sweep_factors import factor_problems, folder_name
@@ -95,7 +94,7 @@ def sweep(recipe: Recipe, out_dir: Path, *, lambdas: Sequence[float] | None = No
     before any weight byte moves (the factors, the folder, the plan, the disk for every variant)."""
     from chatvector.build import preflight
     from chatvector.hub.client import connect
-    from chatvector.runner import build_models, output_checks, preload_engine, prepare, staged_folder
+    from chatvector.runner import RunOptions, build_models, output_checks, preload_engine, prepare_run, staged_folder
     from chatvector.sweep.report import build_report, write_report
     from chatvector.sweep.variants import reading_plan, variant_plans
 
@@ -109,9 +108,8 @@ def sweep(recipe: Recipe, out_dir: Path, *, lambdas: Sequence[float] | None = No
             + preflight.check_out_is_not_in_a_source(recipe, out_dir) + preflight.check_device(recipe, device)
     if not early:
         preload_engine()  # torch loads while the plan is made
-    chosen: dict[str, FetchChoice] = {}
     # every variant is written whole (a one-factor sweep as a merge: its output once)
-    plan = prepare(recipe, api, early=early, checks=output_checks(recipe, out_dir, device, fetch, chosen, len(factors)))
+    plan, choice = prepare_run(recipe, api, output_checks(recipe, out_dir, device, fetch, len(factors)), early=early)
     with timed("plan"):
         plans = variant_plans(plan, factors, api)
         read_plan = reading_plan(plans)
@@ -121,7 +119,7 @@ def sweep(recipe: Recipe, out_dir: Path, *, lambdas: Sequence[float] | None = No
             folder.mkdir()
         extras = [{"sweep": {"factor": f, "factors": factors, "folder": folder_name(f),
                              "recipe_normalized_sha256": plan.recipe_sha256}} for f in factors]
-        builds = build_models(plans, folders, api=api, device=device, progress=progress, fetch=chosen["fetch"],
+        builds = build_models(plans, folders, api=api, options=RunOptions(device, progress, choice),
                               read_plan=read_plan, extras=extras)
         variants = [SweepVariant(f, out_dir / b.folder.name, p, b.provenance) for f, p, b in zip(factors, plans, builds)]
         outcome = SweepOutcome(plan, out_dir, variants, builds[0].device, time.perf_counter() - t0, read_plan,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from chatvector.errors import PlanError, Problem
 from chatvector.plan.plan import ModulePlan, Plan, TensorPlan, fingerprint
-from chatvector.recipe.coefficients import Coefficients, Gradient, LayerList, LayerRanges, ModuleRule
+from chatvector.recipe.coefficients import Coefficients, scaled_coefficients
 from chatvector.recipe.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -37,18 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 KEPT_AT_ZERO = "coefficient 0 ("  # the planner's reason for a tensor kept because its λ are all 0
-
-
-def scaled_coefficients(c: Coefficients, factor: float) -> Coefficients:
-    """Every value of the schedule times `factor`: default, layer values or gradient anchors, module rules."""
-    layers = c.layers
-    if isinstance(layers, LayerRanges):
-        layers = LayerRanges(tuple(dataclasses.replace(r, value=factor * r.value) for r in layers.ranges))
-    elif isinstance(layers, LayerList):
-        layers = LayerList(tuple(factor * v for v in layers.values))
-    elif isinstance(layers, Gradient):
-        layers = Gradient(tuple(factor * v for v in layers.anchors))
-    return Coefficients(factor * c.default, layers, tuple(ModuleRule(m.match, factor * m.value) for m in c.modules))
 
 
 def scaled_recipe(recipe: Recipe, factor: float) -> Recipe:

@@ -6,8 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from chatvector.cli.options import command, format_option, print_json
 from chatvector.conventions import PROVENANCE_FILE
 from chatvector.errors import PipelineError
+
+# The libraries each command runs are imported inside its functions: start-up time (`chatvector --help` and
+# `plan` load no torch, transformers or huggingface_hub; tests check it).
 
 DESCRIPTION = """\
 Evaluate a chat model (a merge) in its target language, on the GPU when there is one:
@@ -41,13 +45,12 @@ class EvalOptionError(PipelineError):
     """An option of `chatvector eval` is wrong (one line, naming the option and the fix)."""
 
 
-def add_eval_command(sub: argparse._SubParsersAction) -> None:
+def add(sub: argparse._SubParsersAction) -> None:
     """`chatvector eval DIR|REPO ...`."""
-    from chatvector.cli import _command, _format_option
     from chatvector.evaluation.spec import DEFAULT_MAX_NEW_TOKENS
 
-    parser = _command(sub, "eval", help="evaluate a merged model: target-language fidelity, chat format, perplexity",
-                      description=DESCRIPTION)
+    parser = command(sub, "eval", help="evaluate a merged model: target-language fidelity, chat format, perplexity",
+                     description=DESCRIPTION)
     parser.add_argument("model", metavar="DIR|REPO", help="a model folder, or a Hub repository id (namespace/name)")
     parser.add_argument("--revision", metavar="REV", default=None,
                         help="the Hub repository's branch, tag or commit (default: main); not for a folder")
@@ -83,7 +86,7 @@ def add_eval_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--responses", metavar="FILE", default=None,
                         help="write every answer there: JSON Lines when FILE ends in .jsonl, else one JSON document "
                              "with the settings and scores (default: not written)")
-    _format_option(parser)
+    format_option(parser)
     parser.set_defaults(func=_cmd_eval)
 
 
@@ -212,10 +215,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         write_responses(result, args.responses)
     failures = check_gate(result, spec.require, source="--require")
     if args.format == "json":
-        from chatvector.cli import _print_json
-
-        _print_json({**result.to_dict(), "gate": {"require": spec.require.set(), "failures": failures,
-                                                  "passed": not failures}})
+        print_json({**result.to_dict(), "gate": {"require": spec.require.set(), "failures": failures,
+                                                 "passed": not failures}})
     else:
         print(render(result))
     if failures:

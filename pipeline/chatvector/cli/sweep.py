@@ -4,11 +4,22 @@ inputs (chatvector.sweep.run)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from chatvector.cli.options import (
+    command,
+    device_option,
+    fetch_option,
+    format_option,
+    print_io,
+    print_json,
+    print_published,
+)
 from chatvector.errors import PipelineError
 from chatvector.recipe.sweep_factors import EXAMPLE, MAX_FACTORS
+
+# The libraries each command runs are imported inside its functions: start-up time (`chatvector --help` and
+# `plan` load no torch, transformers or huggingface_hub; tests check it).
 
 DESCRIPTION = f"""\
 Merge RECIPE once per λ factor into DIR/lambda-F/, reading every input once for all of them.
@@ -58,11 +69,9 @@ class SweepOptionError(PipelineError):
     """An option of `chatvector sweep` is wrong (one line, naming the option and the fix)."""
 
 
-def add_sweep_command(sub: argparse._SubParsersAction) -> None:
+def add(sub: argparse._SubParsersAction) -> None:
     """`chatvector sweep RECIPE --lambdas ... --out DIR`."""
-    from chatvector.cli import _command, _device_option, _fetch_option, _format_option
-
-    parser = _command(sub, "sweep", help="merge a recipe at several λ scales in one pass over the inputs",
+    parser = command(sub, "sweep", help="merge a recipe at several λ scales in one pass over the inputs",
                       description=DESCRIPTION)
     parser.add_argument("recipe", help="the recipe YAML file")
     parser.add_argument("--lambdas", metavar="F,F,...", default=None,
@@ -76,16 +85,17 @@ def add_sweep_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval", action="store_true",
                         help="evaluate every variant (the recipe's eval:) without publishing; the scores go into "
                              "sweep.md and sweep.json")
-    _device_option(parser)
-    _fetch_option(parser)
-    _format_option(parser)
+    device_option(parser)
+    fetch_option(parser)
+    format_option(parser)
     parser.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from chatvector.publish.sweep import run_sweep
     from chatvector.recipe.recipe import load_recipe
     from chatvector.recipe.sweep_factors import parse_factors
-    from chatvector.sweep.run import sweep
+    from chatvector.units import human_bytes
 
     lambdas = None
     if args.lambdas is not None:
@@ -93,37 +103,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             lambdas = parse_factors(args.lambdas)
         except ValueError as err:
             raise SweepOptionError(str(err)) from None
-    recipe = load_recipe(args.recipe)
-    if args.publish or args.eval:
-        from chatvector.publish.sweep import check_sweep_publish
-
-        problems = check_sweep_publish(recipe, "sweep --publish" if args.publish else "sweep --eval")
-        if problems:  # before anything is merged
-            raise SweepOptionError("\n".join(problems))
-    outcome = sweep(recipe, Path(args.out), lambdas=lambdas, fetch=args.fetch, device=args.device,
-                    progress=not args.quiet)
-    published = None
-    if args.publish:
-        from chatvector.publish.sweep import publish_sweep
-
-        published = publish_sweep(recipe, outcome, device=args.device, progress=not args.quiet)
-    elif args.eval:
-        from chatvector.hub.client import connect
-        from chatvector.publish.sweep import evaluate_sweep
-
-        evaluate_sweep(outcome, api=connect(), device=args.device or recipe.merge.device)
+    outcome, published = run_sweep(load_recipe(args.recipe), Path(args.out), lambdas=lambdas, fetch=args.fetch,
+                                   device=args.device, progress=not args.quiet, publish=args.publish,
+                                   evaluate=args.eval)
     report = outcome.report
     if published is not None:
-        report = {**report, "published": _published(published)}
+        report = {**report, "published": published.to_dict()}
     if args.format == "json":
-        from chatvector.cli import _print_json
-
-        _print_json({"out_dir": str(outcome.out_dir), **report})
+        print_json({"out_dir": str(outcome.out_dir), **report})
         return 0
-    if outcome.io is not None and not args.quiet:
-        print(outcome.io.summary(), file=sys.stderr)
-    from chatvector.units import human_bytes
-
+    print_io(outcome.io, args.quiet)
     inputs = report["inputs"]
     print(f"wrote {outcome.out_dir}: {len(outcome.variants)} variants from one pass over the inputs "
           f"({human_bytes(inputs['bytes'])} in {inputs['files']} files, read once), merged on {outcome.device} in "
@@ -134,7 +123,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
               f"{v['checks']['passed']}/{v['checks']['total']} checks passed")
     print(f"report: {outcome.report_path} and {outcome.summary_path}")
     if published is not None:
-        _print_published(published)
+        print_published(published)
     elif "evaluation" in report:
         _print_scores(report["evaluation"])
     return 0
@@ -150,77 +139,3 @@ def _print_scores(evaluation: dict) -> None:
     chosen = evaluation["chosen"]
     print(f"--publish would put {folder_name(chosen)} on main: the largest factor that passes eval.require"
           if chosen is not None else "no variant passes eval.require: --publish would push nothing")
-
-
-def _print_published(published) -> None:
-    from chatvector.recipe.sweep_factors import folder_name
-
-    for branch, result in {**published.branches, "main": published.main}.items():
-        what = "published" if result.changed else "unchanged"
-        print(f"  {what} {branch}: {result.url} at {result.commit}")
-    print(f"main holds {folder_name(published.chosen)}: the largest factor that passes eval.require")
-
-
-def _published(published) -> dict:
-    return {"chosen": published.chosen, "kept": published.kept,
-            "refs": {branch: {"commit": r.commit, "changed": r.changed, "url": r.url}
-                     for branch, r in {**published.branches, "main": published.main}.items()}}
-
-
-# -- `chatvector publish RECIPE` of a recipe with `sweep:` and `eval:` -----------------------------------------
-SWEPT_PUBLISH_REFUSES = (("create_pr", "--create-pr"), ("tag", "--tag"),
-                         ("from_dir", "--from"), ("plan", "--plan"), ("revision", "--revision"),
-                         ("private", "--private"), ("overwrite", "--overwrite"))
-
-
-def publish_swept(args: argparse.Namespace, recipe) -> int:
-    """`chatvector publish` of a recipe with `sweep:` and `eval:`: keep the sweep's choice on main, or sweep and
-    publish again (chatvector.publish.sweep.publish_recipe_sweep). Options that mean one commit are refused."""
-    from chatvector.publish.sweep import publish_recipe_sweep
-
-    given = [option for dest, option in SWEPT_PUBLISH_REFUSES if getattr(args, dest, None)]
-    if given:
-        raise SweepOptionError(f"publish {given[0]}: {recipe.path} has `sweep:` and `eval:`, so publish keeps the "
-                               "sweep's choice (every variant on its branch, the best on main), which takes no "
-                               f"{given[0]}; leave it out, or publish one factor from a copy of the recipe without "
-                               "`sweep:`")
-    if args.dry_run:
-        return _dry_run_swept(recipe)
-    published = publish_recipe_sweep(recipe, out_dir=Path(args.out) if args.out else None, force=args.force,
-                                     fetch=args.fetch, device=args.device, progress=not args.quiet)
-    main = published.main
-    if args.format == "json":
-        from chatvector.cli import _print_json
-
-        _print_json({"repo_id": main.repo_id, "branch": "main", "changed": any(
-            r.changed for r in [main, *published.branches.values()]), "commit": main.commit, "url": main.url,
-            "sweep": _published(published)})
-        return 0
-    if published.kept:
-        from chatvector.recipe.sweep_factors import folder_name
-
-        print(f"nothing changed: {main.url} at {main.commit} already holds {folder_name(published.chosen)}, the "
-              "sweep's choice for this recipe and the same inputs; nothing was merged or pushed")
-        return 0
-    _print_published(published)
-    return 0
-
-
-def _dry_run_swept(recipe) -> int:
-    """`publish --dry-run` of a swept recipe: whether the sweep would run again, and why (nothing is merged)."""
-    from chatvector.hub.client import connect
-    from chatvector.publish.sweep import chosen_on_main, plan_and_main, sweep_changes
-    from chatvector.recipe.sweep_factors import folder_name
-
-    api = connect()
-    plan, state = plan_and_main(recipe, api)
-    why = sweep_changes(plan, state, api)
-    if not why:
-        print(f"nothing changed: {recipe.require_target().repo_id} at {state.head} already holds "
-              f"{folder_name(chosen_on_main(state.provenance))}, the sweep's choice; nothing would be merged or pushed")
-        return 0
-    factors = ", ".join(f"{f:g}" for f in recipe.sweep.lambdas)
-    print(f"dry run: would sweep λ factors {factors} again, evaluate each, publish it to its branch lambda-F and the "
-          f"largest factor that passes eval.require to main — {'; '.join(why)} (nothing was merged; `chatvector sweep "
-          f"{recipe.path} --out DIR --eval` shows the scores)")
-    return 0

@@ -1,12 +1,11 @@
-"""`chatvector hub serve`: the local Hub as a command."""
+"""`chatvector hub serve`: the local Hub as a command (chatvector.localhub.serve.serve)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-from chatvector.errors import PipelineError
+# The libraries each command runs are imported inside its functions: start-up time (`chatvector --help` and
+# `plan` load no torch, transformers or huggingface_hub; tests check it).
 
 DESCRIPTION = """\
 Serve the Hugging Face Hub HTTP API (the part huggingface_hub uses) from the folder ROOT.
@@ -61,7 +60,7 @@ Examples:
 """
 
 
-def add_hub_command(sub: argparse._SubParsersAction) -> None:
+def add(sub: argparse._SubParsersAction) -> None:
     """`chatvector hub serve`."""
     hub = sub.add_parser("hub", help="the local Hub-compatible server")
     hub_sub = hub.add_subparsers(dest="hub_command", required=True, metavar="{serve}")
@@ -115,119 +114,18 @@ def add_hub_command(sub: argparse._SubParsersAction) -> None:
     net.add_argument("--faults-only", action="append", default=[], metavar="'[METHOD ]PATH-SUBSTRING'",
                      help="inject faults only into requests matching this, e.g. 'GET /resolve/' (repeatable)")
     serve.set_defaults(func=_cmd_hub_serve)
+    # `hub serve -v/-q` as every command takes them (its `--token` is the server's own: NAME=SECRET:SCOPE)
+    serve.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="log debug messages and show tracebacks")
+    serve.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="no line per request on stderr (ROOT/access.log still has them); warnings and errors only")
 
 
 def _cmd_hub_serve(args: argparse.Namespace) -> int:
-    # Imported here, not at the top, so every other command's start does not pay for http.server (~0.2 s).
-    from chatvector.localhub.protocol import parse_fine_grained_token_spec, parse_org_spec, parse_token_spec
-    from chatvector.localhub.server import LocalHub
+    from chatvector.localhub.serve import serve
 
-    try:
-        tokens = [parse_token_spec(spec) for spec in args.token]
-        tokens += [parse_fine_grained_token_spec(spec) for spec in args.fine_grained_token]
-        orgs = [parse_org_spec(spec) for spec in args.org]
-    except ValueError as err:
-        raise PipelineError(str(err)) from None
-    _check_names(tokens, orgs)
-    if not 0 <= args.port <= 65535:
-        raise PipelineError(f"--port {args.port}: must be between 0 and 65535")
-    if args.lfs_threshold < 0:
-        raise PipelineError(f"--lfs-threshold {args.lfs_threshold}: must be 0 or more bytes")
-    net = _network_knobs(args)
-    try:
-        hub = LocalHub(args.root, host=args.host, port=args.port, tokens=tokens, orgs=orgs,
-                       lfs_threshold=args.lfs_threshold, log_file=Path(args.root) / "access.log",
-                       echo=not getattr(args, "quiet", False), **net)  # -q: the access log only
-    except OSError as err:  # port in use, unknown host, --root not a folder
-        raise PipelineError(f"cannot serve {args.root} on {args.host}:{args.port}: {err.strerror or err}") from None
-    knobs = _describe_knobs(net)
-    print(f"Serving on {hub.url}{' (' + knobs + ')' if knobs else ''}", flush=True)  # first line: scripts parse it
-    print("\n".join(usage_lines(hub.url, tokens)), flush=True)
-    if not any(_can_write(t) for t in tokens):
-        print("warning: no write token (--token NAME=SECRET:write or a fine-grained token with repo.write): the "
-              "server accepts reads only; uploads and publishes will be refused", file=sys.stderr, flush=True)
-    hub.serve_forever()  # logs each request (never a token) to stderr and ROOT/access.log
-    return 0
-
-
-def usage_lines(url: str, tokens: list) -> list[str]:
-    """The lines to paste into a client's shell to use the server at URL.
-
-    Decision: a token's secret is never printed, not even to the terminal. The server's stdout is often
-    redirected to a file (`... > hub.log &`, a service manager), and the only thing a printed secret would save
-    is retyping what the user typed a moment ago; so the HF_TOKEN line names the token, not its secret."""
-    lines = ["# to use this server, paste into the client's shell (before huggingface_hub is imported):",
-             f"export HF_ENDPOINT={url}"]
-    for t in tokens:
-        if _can_write(t):
-            flag = "--fine-grained-token" if t.fine_grained is not None else "--token"
-            lines.append(f"# export HF_TOKEN=<SECRET given with {flag} {t.name}>")
-    return lines
-
-
-def _can_write(token) -> bool:
-    """Whether the token can write anywhere: scope write, or a fine-grained token granting repo.write somewhere."""
-    from chatvector.localhub.protocol import REPO_WRITE
-
-    if token.fine_grained is not None:
-        return any(REPO_WRITE in s.permissions for s in token.fine_grained.scoped)
-    return token.scope == "write"
-
-
-def _network_knobs(args: argparse.Namespace) -> dict:
-    """--throttle, --throttle-total, --faults, --faults-seed, --faults-only → LocalHub's keyword arguments."""
-    from chatvector.localhub.faults import FAULTS_EXAMPLE, parse_faults, parse_only
-    from chatvector.localhub.throttle import parse_rate
-
-    try:
-        throttle = parse_rate(args.throttle, "--throttle") if args.throttle is not None else None
-        total = parse_rate(args.throttle_total, "--throttle-total") if args.throttle_total is not None else None
-        if args.faults is not None:
-            parse_faults(args.faults, "--faults")
-        for entry in args.faults_only:
-            parse_only(entry, "--faults-only")
-    except ValueError as err:
-        raise PipelineError(str(err)) from None
-    seed = 0
-    if args.faults_seed is not None:
-        try:
-            seed = int(args.faults_seed)
-        except ValueError:
-            raise PipelineError(f"--faults-seed {args.faults_seed}: must be an integer, e.g. 0") from None
-    if args.faults is None and (args.faults_seed is not None or args.faults_only):
-        flag = "--faults-seed" if args.faults_seed is not None else "--faults-only"
-        raise PipelineError(f"{flag} needs --faults, e.g. --faults {FAULTS_EXAMPLE}")
-    return {"throttle": throttle, "throttle_total": total, "faults": args.faults, "faults_seed": seed,
-            "faults_only": list(args.faults_only)}
-
-
-def _describe_knobs(net: dict) -> str:
-    """The network knobs that are on, for the startup line ("" when none is)."""
-    parts = []
-    if net["throttle"]:
-        parts.append(f"throttle {net['throttle']:g} MB/s a connection")
-    if net["throttle_total"]:
-        parts.append(f"throttle-total {net['throttle_total']:g} MB/s")
-    if net["faults"]:
-        only = f" only {', '.join(repr(e) for e in net['faults_only'])}" if net["faults_only"] else ""
-        parts.append(f"faults {net['faults']} seed {net['faults_seed']}{only}")
-    return "; ".join(parts)
-
-
-def _check_names(tokens: list, orgs: list) -> None:
-    """Two tokens may share a user; a secret must be unique, and an organization cannot be a user."""
-    secrets_seen: dict[str, str] = {}
-    for t in tokens:
-        if t.secret in secrets_seen:
-            raise PipelineError(f"--token/--fine-grained-token: {t.name} and {secrets_seen[t.secret]} have the same "
-                                "secret; give each token its own")
-        secrets_seen[t.secret] = t.name
-    users = {t.name for t in tokens}
-    seen: set[str] = set()
-    for org in orgs:
-        if org.name in seen:
-            raise PipelineError(f"--org {org.name} is given twice: list all its members in one --org")
-        if org.name in users:
-            raise PipelineError(f"--org {org.name}: {org.name} is also a --token user; an organization needs a "
-                                "name of its own")
-        seen.add(org.name)
+    return serve(args.root, host=args.host, port=args.port, token_specs=args.token,
+                 fine_grained_specs=args.fine_grained_token, org_specs=args.org, lfs_threshold=args.lfs_threshold,
+                 throttle=args.throttle, throttle_total=args.throttle_total, faults=args.faults,
+                 faults_seed=args.faults_seed, faults_only=args.faults_only,
+                 echo=not getattr(args, "quiet", False))  # -q: the access log only
