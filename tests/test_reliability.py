@@ -77,7 +77,11 @@ def test_runs_under_faults_complete_with_the_bytes_of_a_fault_free_run(command, 
 
 # -- kills --------------------------------------------------------------------------------------------------
 def weight_read(q) -> bool:
-    return q.method == "GET" and q.path.endswith(".safetensors") and (q.range or "").split("-")[0] != "bytes=0"
+    """A GET of weight bytes past a header: through LFS a ranged read of the file, through Xet a xorb fetch."""
+    if q.method != "GET":
+        return False
+    return q.path.startswith("/xet-cas/fetch/") or (
+        q.path.endswith(".safetensors") and (q.range or "").split("-")[0] != "bytes=0")
 
 
 KILLS = {  # (a stream killed while uploading, then resumed: tests/test_stream_publish.py)
