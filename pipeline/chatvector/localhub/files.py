@@ -17,11 +17,10 @@ import re
 from urllib.parse import quote
 
 from chatvector.localhub.hub import Hub
-from chatvector.localhub.protocol import HubHTTPError, Request, Response
+from chatvector.localhub.protocol import HubHTTPError, Request, Response, parse_byte_range
 from chatvector.localhub.xet.routes import storage_base_url
 
 STORAGE_PREFIX = "cdn-lfs"
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -70,7 +69,7 @@ def _serve(req: Request, blob, size: int, headers: dict[str, str]) -> Response:
     spec = req.headers.get("Range")
     if not spec or req.method == "HEAD":
         return Response(200, headers=headers, file=blob, offset=0, length=size)
-    start, end = _parse_range(spec, size)
+    start, end = parse_byte_range(spec, size)
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     return Response(206, headers=headers, file=blob, offset=start, length=end - start + 1)
 
@@ -80,20 +79,3 @@ def content_disposition(name: str) -> str:
     (no quote, backslash or control character: '_' for each) that huggingface_hub reads."""
     fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
     return f"inline; filename*=UTF-8''{quote(name, safe='')}; filename=\"{fallback}\";"
-
-
-def _parse_range(spec: str, size: int) -> tuple[int, int]:
-    """One `bytes=a-b`, `bytes=a-` or `bytes=-n` range → inclusive (start, end); 416 when unsatisfiable."""
-    match = _RANGE.match(spec.strip())
-    unsatisfiable = HubHTTPError(416, f"Range {spec} is not satisfiable", headers={"Content-Range": f"bytes */{size}"})
-    if not match or match.group(1) == match.group(2) == "":
-        raise unsatisfiable
-    first, last = match.group(1), match.group(2)
-    if first == "":
-        start, end = max(0, size - int(last)), size - 1
-    else:
-        start = int(first)
-        end = min(int(last), size - 1) if last else size - 1
-    if start >= size or start > end:
-        raise unsatisfiable
-    return start, end

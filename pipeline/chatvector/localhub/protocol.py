@@ -463,3 +463,26 @@ def require_write(req: Request) -> Token:
     if req.user.scope == READ:
         raise HubHTTPError(403, "You don't have the rights to do this: the token has read scope only")
     return req.user
+
+
+_BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_byte_range(spec: str, size: int) -> tuple[int, int]:
+    """One `bytes=a-b`, `bytes=a-` or `bytes=-n` range of a SIZE-byte body → inclusive (start, end); 416 (with
+    `Content-Range: bytes */SIZE`) when it is malformed or starts at or past the end. Downloads through `/resolve`,
+    the storage host and the CAS all answer ranges this way."""
+    match = _BYTE_RANGE.match(spec.strip())
+    unsatisfiable = HubHTTPError(416, f"Range Not Satisfiable: {spec} starts at or past the end of the file "
+                                      f"({size} bytes)", headers={"Content-Range": f"bytes */{size}"})
+    if not match or match.group(1) == match.group(2) == "":
+        raise unsatisfiable
+    first, last = match.group(1), match.group(2)
+    if first == "":
+        start, end = max(0, size - int(last)), size - 1
+    else:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise unsatisfiable
+    return start, end

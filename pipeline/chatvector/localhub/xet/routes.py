@@ -9,16 +9,14 @@ that starts past a file's end.
 from __future__ import annotations
 
 import json
-import re
 from urllib.parse import urlsplit
 
-from chatvector.localhub.protocol import HubHTTPError, Request, Response
+from chatvector.localhub.protocol import HubHTTPError, Request, Response, parse_byte_range
 from chatvector.localhub.xet import hashes, reconstruction, shard, xorb
 from chatvector.localhub.xet.auth import READ, WRITE
 from chatvector.localhub.xet.xorb import XetFormatError
 
 CAS_PREFIX = "xet-cas"
-_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _SWAPPED_HOSTS = {"127.0.0.1": "localhost", "localhost": "127.0.0.1"}
 
 
@@ -62,21 +60,14 @@ def token(hub, req: Request, repo_type: str, name: str, rest: str, scope: str) -
 
 # -- downloads -------------------------------------------------------------------------------------------
 def _byte_range(req: Request, size: int) -> tuple[int, int]:
-    """[start, end) of the request's `Range: bytes=a-b` (the whole file without one); 416 past the end."""
+    """[start, end) of the request's Range (the whole file without one); 416 past the end."""
     spec = (req.headers.get("Range") or "").strip()
     if not spec:
         if size == 0:
             raise HubHTTPError(416, "Range Not Satisfiable: the file is empty")
         return 0, size
-    match = _RANGE.match(spec)
-    if not match:
-        raise HubHTTPError(400, f"Bad request: invalid Range {spec!r} (expected bytes=start-end)")
-    start = int(match.group(1))
-    end = min(int(match.group(2)) + 1, size) if match.group(2) else size
-    if start >= size or end <= start:
-        raise HubHTTPError(416, f"Range Not Satisfiable: {spec} starts at or past the end of the file ({size} bytes)",
-                           headers={"Content-Range": f"bytes */{size}"})
-    return start, end
+    start, last = parse_byte_range(spec, size)
+    return start, last + 1
 
 
 def reconstruct(hub, req: Request, file_id: str, version: str) -> Response:
